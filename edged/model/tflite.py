@@ -70,12 +70,8 @@ DEFAULT_OPTIONS_TYPE = {
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+    """dilationWFactor -> dilation_w_factor."""
+    return re.sub(r"([A-Z])", r"_\1", name).lower()
 
 
 def _enum_name(enum: type, value: int) -> str:
@@ -388,9 +384,10 @@ def _tensor_to_schema(t: Tensor, add_buffer) -> Any:
 
 def _options_from_dict(options_type: str, options: dict[str, Any]) -> Any:
     obj = getattr(schema, options_type + "T")()
+    attrs = {_snake(a): a for a in vars(obj)}
     for key, value in options.items():
-        attr = _camel(key)
-        if not hasattr(obj, attr):
+        attr = attrs.get(key)
+        if attr is None:
             raise ValueError(f"{options_type} has no option '{key}'")
         if attr in _ENUM_FIELDS and isinstance(value, str):
             value = getattr(_ENUM_FIELDS[attr], value)

@@ -1,0 +1,88 @@
+"""What every operator module shares: the prepare context and geometry helpers.
+
+An operator module (one per op family, like TFLite Micro's kernels) defines
+``OPCODES``, ``prepare(ctx) -> params`` which does all float work once,
+``reference(params, inputs) -> output``, the numpy spec of the op, and
+``describe(params, desc) -> keepalive`` which fills the C descriptor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edged.errors import UnsupportedModelError
+from edged.model.ir import Graph, Operator, Tensor
+from edged.model.quant import activation_range
+
+
+@dataclass
+class OpContext:
+    """One operator of a graph, with the model's name for error messages."""
+
+    graph: Graph
+    op: Operator
+    index: int
+    model: str
+
+    def input(self, k: int) -> Tensor | None:
+        if k >= len(self.op.inputs) or self.op.inputs[k] < 0:
+            return None
+        return self.graph.tensors[self.op.inputs[k]]
+
+    def output(self, k: int = 0) -> Tensor:
+        return self.graph.tensors[self.op.outputs[k]]
+
+    def fail(self, reason: str) -> UnsupportedModelError:
+        return UnsupportedModelError(
+            f"{self.model}: operator #{self.index} ({self.op.opcode}): {reason}; "
+            "run this model with --engine litert"
+        )
+
+    def require_int8(self, *tensors: Tensor | None) -> None:
+        for t in tensors:
+            if t is None:
+                continue
+            if t.dtype != np.int8:
+                raise self.fail(f"tensor '{t.name}' is {t.dtype}, the native engine runs int8 tensors")
+            if t.quant is None:
+                raise self.fail(f"tensor '{t.name}' has no quantization parameters")
+
+    def scale_zp(self, t: Tensor) -> tuple[float, int]:
+        """The per-tensor (float32 scale, zero point) of an activation tensor."""
+        if t.quant is None or t.quant.per_channel:
+            raise self.fail(f"tensor '{t.name}' must be quantized per tensor")
+        return t.quant.single_scale, t.quant.single_zero_point
+
+    def activation(self, out: Tensor) -> tuple[int, int]:
+        scale, zp = self.scale_zp(out)
+        act = self.op.fused_activation
+        try:
+            return activation_range(act, scale, zp, out.dtype)
+        except ValueError as exc:
+            raise self.fail(str(exc)) from exc
+
+
+def same_padding(in_size: int, filter_size: int, stride: int, dilation: int, padding: str) -> tuple[int, int]:
+    """TFLite's ComputePaddingHeightWidth for one axis: (output size, leading pad)."""
+    effective = (filter_size - 1) * dilation + 1
+    if padding == "SAME":
+        out = (in_size + stride - 1) // stride
+    elif padding == "VALID":
+        out = (in_size - effective + stride) // stride
+    else:
+        raise ValueError(f"unknown padding {padding}")
+    total = (out - 1) * stride + effective - in_size
+    return out, max(total // 2, 0)
+
+
+def nhwc(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Per-sample (h, w, c) of a 4-D NHWC shape."""
+    if len(shape) != 4:
+        raise ValueError(f"expected a 4-D NHWC tensor, got shape {list(shape)}")
+    return shape[1], shape[2], shape[3]
+
+
+def clamp_to(x: np.ndarray, lo: int, hi: int, dtype=np.int8) -> np.ndarray:
+    return np.clip(x, lo, hi).astype(dtype)

@@ -1,0 +1,47 @@
+"""CONCATENATION of int8 tensors that share the output's quantization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edged.ops.base import OpContext
+
+OPCODES = ("CONCATENATION",)
+MAX_INPUTS = 8
+
+
+@dataclass
+class ConcatParams:
+    axis: int  # of the full shape, batch axis included (>= 1)
+    out_shape: tuple[int, ...]
+    axis_sizes: tuple[int, ...]
+
+
+def prepare(ctx: OpContext) -> ConcatParams:
+    inputs = [ctx.input(k) for k in range(len(ctx.op.inputs))]
+    y = ctx.output()
+    ctx.require_int8(*inputs, y)
+    if not 1 <= len(inputs) <= MAX_INPUTS:
+        raise ctx.fail(f"{len(inputs)} inputs; the native engine concatenates up to {MAX_INPUTS}")
+    if ctx.op.fused_activation != "NONE":
+        raise ctx.fail("fused activations on CONCATENATION are not supported")
+    out_q = ctx.scale_zp(y)
+    for t in inputs:
+        # TFLite's int8 CONCATENATION copies bytes; the converter gives every
+        # input the output's scale and zero point.
+        if ctx.scale_zp(t) != out_q:
+            raise ctx.fail(f"input '{t.name}' is quantized differently from the output")
+        if t.is_constant:
+            raise ctx.fail("constant inputs to CONCATENATION are not supported")
+    rank = len(y.shape)
+    axis = int(ctx.op.options.get("axis", 0))
+    axis = axis + rank if axis < 0 else axis
+    if not 1 <= axis < rank:
+        raise ctx.fail(f"concatenation axis {axis} must not be the batch axis")
+    return ConcatParams(axis=axis, out_shape=y.shape, axis_sizes=tuple(t.shape[axis] for t in inputs))
+
+
+def reference(p: ConcatParams, inputs: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(inputs, axis=p.axis)

@@ -1,0 +1,141 @@
+"""CONV_2D and DEPTHWISE_CONV_2D, int8 with per-channel weights (NHWC)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edged.model.quant import (
+    multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_half_up,
+    quantize_multipliers,
+    vector_body,
+)
+from edged.ops.base import OpContext, clamp_to, nhwc, same_padding
+
+OPCODES = ("CONV_2D", "DEPTHWISE_CONV_2D")
+# LiteRT's depthwise kernel requantizes channels in SIMD blocks of 8 (ties up)
+# and the remaining channels with the scalar form (ties away from zero).
+DEPTHWISE_BLOCK = 8
+
+
+@dataclass
+class ConvParams:
+    depthwise: bool
+    weights: np.ndarray  # CONV_2D: [out_c, kh, kw, in_c]; DEPTHWISE: [1, kh, kw, out_c]
+    bias: np.ndarray  # [out_c] int32
+    input_offset: int
+    output_offset: int
+    multiplier: np.ndarray
+    shift: np.ndarray
+    act_min: int
+    act_max: int
+    in_hwc: tuple[int, int, int]
+    out_hwc: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pad: tuple[int, int]  # top, left
+    depth_multiplier: int
+
+
+def prepare(ctx: OpContext) -> ConvParams:
+    x, w, b, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
+    ctx.require_int8(x, w, y)
+    depthwise = ctx.op.opcode == "DEPTHWISE_CONV_2D"
+    if w is None or not w.is_constant or len(w.shape) != 4:
+        raise ctx.fail("filter must be a constant 4-D tensor")
+    if np.any(w.quant.zero_point != 0):
+        raise ctx.fail("int8 filters must be quantized symmetrically (zero point 0)")
+    in_h, in_w, in_c = nhwc(x.shape)
+    out_h, out_w, out_c = nhwc(y.shape)
+    opts = ctx.op.options
+    stride = (int(opts.get("stride_h", 1)), int(opts.get("stride_w", 1)))
+    dilation = (int(opts.get("dilation_h_factor", 1)), int(opts.get("dilation_w_factor", 1)))
+    padding = opts.get("padding", "SAME")
+    if depthwise:
+        _, kh, kw, filter_c = w.shape
+        dm = int(opts.get("depth_multiplier", 0)) or out_c // in_c
+        if filter_c != out_c or in_c * dm != out_c:
+            raise ctx.fail(f"depthwise filter {list(w.shape)} does not match {in_c} -> {out_c} channels")
+        quant_axis_ok = w.quant.scale.size in (1, out_c) and (w.quant.scale.size == 1 or w.quant.axis == 3)
+    else:
+        filter_c, kh, kw, filter_in = w.shape
+        dm = 1
+        if filter_c != out_c or filter_in != in_c:
+            raise ctx.fail(f"filter {list(w.shape)} does not match {in_c} -> {out_c} channels")
+        quant_axis_ok = w.quant.scale.size in (1, out_c) and (w.quant.scale.size == 1 or w.quant.axis == 0)
+    if not quant_axis_ok:
+        raise ctx.fail("filter scales must be per tensor or per output channel")
+    oh, pad_top = same_padding(in_h, kh, stride[0], dilation[0], padding)
+    ow, pad_left = same_padding(in_w, kw, stride[1], dilation[1], padding)
+    if (oh, ow) != (out_h, out_w):
+        raise ctx.fail(f"output {out_h}x{out_w} does not match the computed {oh}x{ow}")
+    in_scale, in_zp = ctx.scale_zp(x)
+    out_scale, out_zp = ctx.scale_zp(y)
+    # PopulateConvolutionQuantizationParams: double arithmetic, per tensor broadcast.
+    filter_scales = np.broadcast_to(w.quant.scale.astype(np.float64), (out_c,))
+    reals = float(np.float32(in_scale)) * filter_scales / float(np.float32(out_scale))
+    mult, shift = quantize_multipliers(reals)
+    if b is not None:
+        if not b.is_constant or b.dtype != np.int32 or b.size != out_c:
+            raise ctx.fail("bias must be a constant int32 vector with one entry per output channel")
+        bias = b.data.astype(np.int32).reshape(-1)
+    else:
+        bias = np.zeros(out_c, dtype=np.int32)
+    act_min, act_max = ctx.activation(y)
+    return ConvParams(
+        depthwise=depthwise,
+        weights=w.data.astype(np.int8),
+        bias=bias,
+        input_offset=-in_zp,
+        output_offset=out_zp,
+        multiplier=mult,
+        shift=shift,
+        act_min=act_min,
+        act_max=act_max,
+        in_hwc=(in_h, in_w, in_c),
+        out_hwc=(out_h, out_w, out_c),
+        kernel=(kh, kw),
+        stride=stride,
+        dilation=dilation,
+        pad=(pad_top, pad_left),
+        depth_multiplier=dm,
+    )
+
+
+def _patches(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """[batch, out_h, out_w, kh, kw, in_c] windows of (x - zp), zero outside the input."""
+    n = x.shape[0]
+    in_h, in_w, in_c = p.in_hwc
+    out_h, out_w, _ = p.out_hwc
+    kh, kw = p.kernel
+    xs = x.astype(np.int64) + p.input_offset
+    rows = np.arange(out_h)[:, None] * p.stride[0] - p.pad[0] + np.arange(kh)[None, :] * p.dilation[0]
+    cols = np.arange(out_w)[:, None] * p.stride[1] - p.pad[1] + np.arange(kw)[None, :] * p.dilation[1]
+    valid_r = (rows >= 0) & (rows < in_h)
+    valid_c = (cols >= 0) & (cols < in_w)
+    gathered = xs[:, np.clip(rows, 0, in_h - 1)][:, :, :, np.clip(cols, 0, in_w - 1)]
+    # gathered: [n, out_h, kh, out_w, kw, in_c]
+    mask = valid_r[:, :, None, None] & valid_c[None, None, :, :]
+    gathered = gathered * mask[None, :, :, :, :, None]
+    return gathered.transpose(0, 1, 3, 2, 4, 5).reshape(n, out_h, out_w, kh, kw, in_c)
+
+
+def reference(p: ConvParams, inputs: list[np.ndarray]) -> np.ndarray:
+    x = inputs[0].reshape((-1, *p.in_hwc))
+    patches = _patches(p, x)
+    w = p.weights.astype(np.int64)
+    if p.depthwise:
+        # output channel oc = ic * depth_multiplier + m reads input channel ic.
+        in_of_out = np.arange(p.out_hwc[2]) // p.depth_multiplier
+        acc = np.einsum("nhwijc,ijc->nhwc", patches[..., in_of_out], w[0])
+    else:
+        acc = np.einsum("nhwijc,oijc->nhwo", patches, w)
+    acc = acc + p.bias
+    out = multiply_by_quantized_multiplier_half_up(acc, p.multiplier, p.shift)
+    if p.depthwise:
+        tail = slice(vector_body(p.out_hwc[2], DEPTHWISE_BLOCK), None)
+        out[..., tail] = multiply_by_quantized_multiplier(acc[..., tail], p.multiplier[tail], p.shift[tail])
+    return clamp_to(out + p.output_offset, p.act_min, p.act_max)

@@ -1,0 +1,95 @@
+"""FULLY_CONNECTED, int8 with per-tensor or per-channel weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edged.model.quant import multiply_by_quantized_multiplier_half_up, quantize_multiplier, quantize_multipliers
+from edged.ops.base import OpContext, clamp_to
+
+OPCODES = ("FULLY_CONNECTED",)
+
+
+@dataclass
+class FullyConnectedParams:
+    weights: np.ndarray  # [out, depth] int8
+    bias: np.ndarray  # [out] int32
+    input_offset: int
+    output_offset: int
+    multiplier: np.ndarray  # [out] int32
+    shift: np.ndarray  # [out] int32
+    act_min: int
+    act_max: int
+    depth: int
+    out_shape: tuple[int, ...]  # per sample, batch axis excluded
+
+
+def effective_scales(ctx: OpContext, input_scale: float, output_scale: float) -> np.ndarray:
+    """Per output channel real multipliers, computed exactly as TFLite's Prepare does.
+
+    Per-tensor weights go through GetQuantizedConvolutionMultipler, whose
+    input*filter product is a float32 product; per-channel weights are in double.
+    """
+    w = ctx.input(1)
+    n_out = w.shape[0]
+    scales = w.quant.scale
+    if scales.size == 1:
+        product = np.float32(input_scale) * np.float32(scales[0])
+        return np.full(n_out, float(product) / float(np.float32(output_scale)))
+    if scales.size != n_out:
+        raise ctx.fail(f"weights have {scales.size} scales for {n_out} output channels")
+    return float(np.float32(input_scale)) * scales.astype(np.float64) / float(np.float32(output_scale))
+
+
+def prepare(ctx: OpContext) -> FullyConnectedParams:
+    x, w, b, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
+    ctx.require_int8(x, w, y)
+    if w is None or not w.is_constant or len(w.shape) != 2:
+        raise ctx.fail("weights must be a constant 2-D tensor")
+    if ctx.op.options.get("weights_format", "DEFAULT") != "DEFAULT":
+        raise ctx.fail("shuffled weight formats are not supported")
+    if np.any(w.quant.zero_point != 0):
+        raise ctx.fail("int8 weights must be quantized symmetrically (zero point 0)")
+    n_out, depth = w.shape
+    in_scale, in_zp = ctx.scale_zp(x)
+    out_scale, out_zp = ctx.scale_zp(y)
+    if x.size % depth:
+        raise ctx.fail(f"input of {x.size} elements is not a multiple of the weight depth {depth}")
+    if b is not None:
+        if not b.is_constant or b.dtype != np.int32 or b.size != n_out:
+            raise ctx.fail("bias must be a constant int32 vector with one entry per output unit")
+        bias = b.data.astype(np.int32).reshape(-1)
+    else:
+        bias = np.zeros(n_out, dtype=np.int32)
+    reals = effective_scales(ctx, in_scale, out_scale)
+    if w.quant.scale.size == 1:
+        m, s = quantize_multiplier(float(reals[0]))
+        mult, shift = np.full(n_out, m, np.int32), np.full(n_out, s, np.int32)
+    else:
+        mult, shift = quantize_multipliers(reals)
+    act_min, act_max = ctx.activation(y)
+    return FullyConnectedParams(
+        weights=w.data.astype(np.int8),
+        bias=bias,
+        input_offset=-in_zp,
+        output_offset=out_zp,
+        multiplier=mult,
+        shift=shift,
+        act_min=act_min,
+        act_max=act_max,
+        depth=depth,
+        out_shape=y.shape[1:],
+    )
+
+
+def reference(p: FullyConnectedParams, inputs: list[np.ndarray]) -> np.ndarray:
+    x = inputs[0]
+    batch = x.shape[0]
+    rows = x.reshape(-1, p.depth).astype(np.int64) + p.input_offset
+    acc = rows @ p.weights.astype(np.int64).T + p.bias
+    # LiteRT runs int8 FULLY_CONNECTED through ruy, which rounds ties up.
+    out = multiply_by_quantized_multiplier_half_up(acc, p.multiplier, p.shift) + p.output_offset
+    out = clamp_to(out, p.act_min, p.act_max)
+    return out.reshape((batch, *p.out_shape))

@@ -1,0 +1,39 @@
+"""PAD of an int8 tensor; padded cells hold the quantized zero."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edged.ops.base import OpContext
+
+OPCODES = ("PAD",)
+
+
+@dataclass
+class PadParams:
+    paddings: tuple[tuple[int, int], ...]  # per axis, batch axis included
+    value: int
+
+
+def prepare(ctx: OpContext) -> PadParams:
+    x, pads, y = ctx.input(0), ctx.input(1), ctx.output()
+    ctx.require_int8(x, y)
+    if ctx.scale_zp(x) != ctx.scale_zp(y):
+        raise ctx.fail("input and output quantization must be equal for PAD")
+    if pads is None or not pads.is_constant or pads.shape != (len(x.shape), 2):
+        raise ctx.fail("paddings must be a constant [rank, 2] tensor")
+    paddings = tuple((int(a), int(b)) for a, b in pads.data.reshape(-1, 2))
+    if paddings[0] != (0, 0):
+        raise ctx.fail("padding the batch axis is not supported")
+    if any(a < 0 or b < 0 for a, b in paddings):
+        raise ctx.fail("negative paddings are not supported")
+    expected = tuple(d + a + b for d, (a, b) in zip(x.shape, paddings, strict=True))
+    if expected != y.shape:
+        raise ctx.fail(f"output shape {list(y.shape)} does not match padded shape {list(expected)}")
+    return PadParams(paddings=paddings, value=ctx.scale_zp(y)[1])
+
+
+def reference(p: PadParams, inputs: list[np.ndarray]) -> np.ndarray:
+    return np.pad(inputs[0], p.paddings, mode="constant", constant_values=p.value)

@@ -1,0 +1,97 @@
+"""The engine interface: validated inputs in, outputs out.
+
+Two engines implement it: ``native`` (edged's own C kernels) and ``litert``
+(the LiteRT interpreter). Both take batches whose first axis is the batch and
+whose other axes match the model's input.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edged.errors import EdgedError, InputError
+from edged.model.ir import Graph, Quantization, Tensor
+
+ENGINES = ("native", "litert")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What an engine expects or returns for one tensor (batch axis excluded)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]  # per sample
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @classmethod
+    def of(cls, t: Tensor) -> TensorSpec:
+        q: Quantization | None = t.quant
+        scale = float(q.scale[0]) if q is not None and not q.per_channel else None
+        zp = int(q.zero_point[0]) if q is not None and not q.per_channel else None
+        return cls(t.name, np.dtype(t.dtype), tuple(t.shape[1:]), scale, zp)
+
+
+class Engine:
+    """Common input validation; subclasses implement ``_run``."""
+
+    name = "engine"
+
+    def __init__(self, graph: Graph, model: str) -> None:
+        self.model = model
+        self.inputs = [TensorSpec.of(t) for t in graph.input_tensors]
+        self.outputs = [TensorSpec.of(t) for t in graph.output_tensors]
+        self.batch_fixed = graph.input_tensors[0].shape[0] != 1
+
+    def validate(self, inputs: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+        """Check count, dtype, shape and values; return C-contiguous arrays."""
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        if len(inputs) != len(self.inputs):
+            raise InputError(f"model takes {len(self.inputs)} input(s), got {len(inputs)}")
+        out = []
+        batch = None
+        for spec, x in zip(self.inputs, inputs, strict=True):
+            x = np.asarray(x)
+            if x.dtype != spec.dtype:
+                raise InputError(f"input '{spec.name}' must be {spec.dtype}, got {x.dtype}")
+            if x.ndim != len(spec.shape) + 1 or tuple(x.shape[1:]) != spec.shape:
+                raise InputError(
+                    f"input '{spec.name}' must have shape [batch, {', '.join(map(str, spec.shape))}], "
+                    f"got {list(x.shape)}"
+                )
+            if x.shape[0] < 1:
+                raise InputError(f"input '{spec.name}' has an empty batch")
+            if batch is not None and x.shape[0] != batch:
+                raise InputError(f"inputs disagree on the batch size ({batch} vs {x.shape[0]})")
+            batch = x.shape[0]
+            if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+                raise InputError(f"input '{spec.name}' contains NaN or infinite values")
+            out.append(np.ascontiguousarray(x))
+        return out
+
+    def infer(self, inputs: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+        """Run one batch; returns one array per model output, batch axis first."""
+        return self._run(self.validate(inputs))
+
+    def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+def load_engine(model: str | os.PathLike, engine: str = "native") -> Engine:
+    """Open a .tflite file with the named engine."""
+    path = Path(model)
+    if engine == "native":
+        from edged.runtime.native import NativeEngine
+
+        return NativeEngine.from_file(path)
+    if engine == "litert":
+        from edged.runtime.litert import LiteRTEngine
+
+        return LiteRTEngine.from_file(path)
+    raise EdgedError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")

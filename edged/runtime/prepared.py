@@ -1,0 +1,70 @@
+"""Graph -> prepared steps: each op checked and its parameters computed once.
+
+Shared by the reference engine and the native planner so that both run from
+the very same multipliers, shifts and tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from edged.errors import UnsupportedModelError, UnsupportedOpError
+from edged.model.ir import Graph
+from edged.ops import OPS
+from edged.ops.base import OpContext
+
+
+@dataclass
+class Step:
+    index: int
+    opcode: str
+    module: ModuleType
+    params: Any
+    activation_inputs: list[int]  # non-constant input tensors, in op order
+    output: int
+
+
+@dataclass
+class PreparedGraph:
+    graph: Graph
+    steps: list[Step]
+
+
+def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
+    """Check every op is supported and prepare it; raise a precise error otherwise."""
+    for i, op in enumerate(graph.operators):
+        if op.opcode not in OPS:
+            name = op.custom_code if op.opcode == "CUSTOM" and op.custom_code else op.opcode
+            raise UnsupportedOpError(name, i, model)
+    if len(graph.inputs) < 1:
+        raise UnsupportedModelError(f"{model}: the graph has no inputs")
+    for t in graph.input_tensors + graph.output_tensors:
+        if not t.shape or t.shape[0] < 1:
+            raise UnsupportedModelError(f"{model}: tensor '{t.name}' has no batch axis (shape {list(t.shape)})")
+    available = set(graph.inputs) | {i for i, t in enumerate(graph.tensors) if t.is_constant}
+    steps = []
+    for i, op in enumerate(graph.operators):
+        if len(op.outputs) != 1:
+            raise UnsupportedModelError(f"{model}: operator #{i} ({op.opcode}) has {len(op.outputs)} outputs")
+        ctx = OpContext(graph, op, i, model)
+        for t in op.inputs:
+            if t >= 0 and t not in available:
+                raise UnsupportedModelError(
+                    f"{model}: operator #{i} ({op.opcode}) reads tensor {t} before it is computed"
+                )
+        module = OPS[op.opcode]
+        try:
+            params = module.prepare(ctx)
+        except UnsupportedModelError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ctx.fail(f"malformed operator ({exc})") from exc
+        acts = [t for t in op.inputs if t >= 0 and not graph.tensors[t].is_constant]
+        steps.append(Step(i, op.opcode, module, params, acts, op.outputs[0]))
+        available.add(op.outputs[0])
+    for t in graph.outputs:
+        if t not in available:
+            raise UnsupportedModelError(f"{model}: graph output tensor {t} is never computed")
+    return PreparedGraph(graph, steps)
