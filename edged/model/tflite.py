@@ -273,7 +273,7 @@ class _AlignedBufferT(schema.BufferT):
             builder.StartVector(1, raw.size, BUFFER_ALIGNMENT)
             builder.head -= raw.size
             builder.Bytes[builder.head : builder.head + raw.size] = raw.tobytes()
-            vector = builder.EndVector(raw.size)
+            vector = builder.EndVector()
         schema.BufferStart(builder)
         if vector is not None:
             schema.BufferAddData(builder, vector)

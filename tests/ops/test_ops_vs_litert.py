@@ -1,0 +1,34 @@
+"""Every op, on hypothesis-drawn single-op models: edged == LiteRT, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from edged.model.tflite import write_tflite
+from edged.runtime.litert import LiteRTEngine
+from edged.runtime.reference import ReferenceEngine
+from tests.singleop import OP_STRATEGIES
+
+
+def _assert_same(expected: np.ndarray, got: np.ndarray, what: str) -> None:
+    assert got.dtype == expected.dtype, what
+    assert got.shape == expected.shape, what
+    if not np.array_equal(got, expected):
+        diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+        pytest.fail(f"{what}: {int((diff > 0).sum())} of {diff.size} elements differ, max {diff.max()}")
+
+
+@pytest.mark.parametrize("op", sorted(OP_STRATEGIES))
+def test_reference_matches_litert(op):
+    @given(OP_STRATEGIES[op])
+    def check(case):
+        graph, inputs = case
+        content = write_tflite(graph)
+        expected = LiteRTEngine(content).infer(inputs)
+        got = ReferenceEngine(graph).run(inputs)
+        for e, g in zip(expected, got, strict=True):
+            _assert_same(e, g, f"{op} reference")
+
+    check()
