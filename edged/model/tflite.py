@@ -325,7 +325,7 @@ def write_tflite(graph: Graph, path: str | os.PathLike | None = None) -> bytes:
         sop.opcodeIndex = opcode_index(op)
         sop.inputs = list(op.inputs)
         sop.outputs = list(op.outputs)
-        options_type = op.options_type or DEFAULT_OPTIONS_TYPE.get(op.opcode)
+        options_type = op.options_type or (DEFAULT_OPTIONS_TYPE.get(op.opcode) if op.options else None)
         if options_type is not None:
             sop.builtinOptionsType = getattr(schema.BuiltinOptions, options_type)
             sop.builtinOptions = _options_from_dict(options_type, op.options)

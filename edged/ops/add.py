@@ -95,3 +95,22 @@ def reference(p: AddParams, inputs: list[np.ndarray]) -> np.ndarray:
     body = vector_body(xs[0].size, BLOCK)
     out = np.concatenate([_vector_form(p, [x[:body] for x in xs]), _reference_form(p, [x[body:] for x in xs])])
     return clamp_to(out + p.output_offset, p.act_min, p.act_max).reshape(shape)
+
+
+def native_kind(p: AddParams) -> int:
+    from edged.runtime.kernels import lib
+
+    return lib.EDGED_OP_ADD
+
+
+def describe(p: AddParams, d, shared: dict) -> list:
+    d.count = int(np.prod(p.out_shape))
+    d.left_shift = LEFT_SHIFT
+    for k in range(2):
+        d.in_offset[k] = p.input_offsets[k]
+        d.in_multiplier[k] = p.input_multipliers[k]
+        d.in_shift[k] = p.input_shifts[k]
+    d.multiplier, d.shift = p.output_multiplier, p.output_shift
+    d.output_offset = p.output_offset
+    d.act_min, d.act_max = p.act_min, p.act_max
+    return []

@@ -45,3 +45,18 @@ def prepare(ctx: OpContext) -> ConcatParams:
 
 def reference(p: ConcatParams, inputs: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(inputs, axis=p.axis)
+
+
+def native_kind(p: ConcatParams) -> int:
+    from edged.runtime.kernels import lib
+
+    return lib.EDGED_OP_CONCATENATION
+
+
+def describe(p: ConcatParams, d, shared: dict) -> list:
+    # Per sample, the output is (outer, sum(axis_sizes), inner).
+    d.outer = int(np.prod(p.out_shape[1 : p.axis]))
+    d.inner = int(np.prod(p.out_shape[p.axis + 1 :]))
+    for k, size in enumerate(p.axis_sizes):
+        d.axis_size[k] = size
+    return []

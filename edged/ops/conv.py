@@ -139,3 +139,45 @@ def reference(p: ConvParams, inputs: list[np.ndarray]) -> np.ndarray:
         tail = slice(vector_body(p.out_hwc[2], DEPTHWISE_BLOCK), None)
         out[..., tail] = multiply_by_quantized_multiplier(acc[..., tail], p.multiplier[tail], p.shift[tail])
     return clamp_to(out + p.output_offset, p.act_min, p.act_max)
+
+
+def native_kind(p: ConvParams) -> int:
+    from edged.runtime.kernels import lib
+
+    return lib.EDGED_OP_DEPTHWISE_CONV_2D if p.depthwise else lib.EDGED_OP_CONV_2D
+
+
+def pack(p: ConvParams, variant: int) -> dict:
+    shared = {"multiplier": p.multiplier, "shift": p.shift}
+    if p.depthwise:
+        shared["weights"] = np.ascontiguousarray(p.weights)
+        shared["bias"] = np.ascontiguousarray(p.bias, dtype=np.int32)
+    else:
+        from edged.runtime.gemm import pack_gemm
+
+        flat = p.weights.reshape(p.weights.shape[0], -1)  # [out_c, kh*kw*in_c], im2col order
+        shared["packed"] = pack_gemm(flat, p.bias, p.input_offset, variant)
+    return shared
+
+
+def describe(p: ConvParams, d, shared: dict) -> list:
+    from edged.runtime.kernels import address, ffi
+
+    d.in_h, d.in_w, d.in_c = p.in_hwc
+    d.out_h, d.out_w, d.out_c = p.out_hwc
+    d.filter_h, d.filter_w = p.kernel
+    d.stride_h, d.stride_w = p.stride
+    d.dilation_h, d.dilation_w = p.dilation
+    d.pad_top, d.pad_left = p.pad
+    d.depth_multiplier = p.depth_multiplier
+    if p.depthwise:
+        d.weights = address(shared["weights"])
+        d.bias = ffi.cast("int32_t *", shared["bias"].ctypes.data)
+    else:
+        d.weights = address(shared["packed"])
+    d.out_multiplier = ffi.cast("int32_t *", shared["multiplier"].ctypes.data)
+    d.out_shift = ffi.cast("int32_t *", shared["shift"].ctypes.data)
+    d.input_offset = p.input_offset
+    d.output_offset = p.output_offset
+    d.act_min, d.act_max = p.act_min, p.act_max
+    return []

@@ -93,3 +93,31 @@ def reference(p: FullyConnectedParams, inputs: list[np.ndarray]) -> np.ndarray:
     out = multiply_by_quantized_multiplier_half_up(acc, p.multiplier, p.shift) + p.output_offset
     out = clamp_to(out, p.act_min, p.act_max)
     return out.reshape((batch, *p.out_shape))
+
+
+def native_kind(p: FullyConnectedParams) -> int:
+    from edged.runtime.kernels import lib
+
+    return lib.EDGED_OP_FULLY_CONNECTED
+
+
+def pack(p: FullyConnectedParams, variant: int) -> dict:
+    from edged.runtime.gemm import pack_gemm
+
+    return {"packed": pack_gemm(p.weights, p.bias, p.input_offset, variant),
+            "multiplier": p.multiplier, "shift": p.shift}
+
+
+def describe(p: FullyConnectedParams, d, shared: dict) -> list:
+    from edged.runtime.kernels import address, ffi
+
+    d.in_h = d.in_stride[0] // p.depth  # rows per sample
+    d.in_c = p.depth
+    d.out_c = p.weights.shape[0]
+    d.weights = address(shared["packed"])
+    d.out_multiplier = ffi.cast("int32_t *", shared["multiplier"].ctypes.data)
+    d.out_shift = ffi.cast("int32_t *", shared["shift"].ctypes.data)
+    d.input_offset = p.input_offset
+    d.output_offset = p.output_offset
+    d.act_min, d.act_max = p.act_min, p.act_max
+    return []

@@ -38,3 +38,21 @@ def prepare(ctx: OpContext) -> LogisticParams:
 
 def reference(p: LogisticParams, inputs: list[np.ndarray]) -> np.ndarray:
     return p.table[inputs[0].view(np.uint8)]
+
+
+def native_kind(p: LogisticParams) -> int:
+    from edged.runtime.kernels import lib
+
+    return lib.EDGED_OP_LOGISTIC
+
+
+def pack(p: LogisticParams, variant: int) -> dict:
+    return {"table": np.ascontiguousarray(p.table, dtype=np.int8)}
+
+
+def describe(p: LogisticParams, d, shared: dict) -> list:
+    from edged.runtime.kernels import address
+
+    d.count = d.in_stride[0]
+    d.table = address(shared["table"])
+    return []

@@ -93,3 +93,18 @@ def reference(p: MeanParams, inputs: list[np.ndarray]) -> np.ndarray:
         out = multiply_by_quantized_multiplier(total - p.input_zero_point * p.count, p.multiplier, p.shift)
         out = out + p.output_zero_point
     return np.clip(out, -128, 127).astype(np.int8).reshape((x.shape[0], *p.out_shape))
+
+
+def native_kind(p: MeanParams) -> int | None:
+    from edged.runtime.kernels import lib
+
+    # The C kernel implements the NHWC spatial mean; other reductions run the reference.
+    return lib.EDGED_OP_MEAN if p.optimized else None
+
+
+def describe(p: MeanParams, d, shared: dict) -> list:
+    d.in_h, d.in_w, d.in_c = p.in_shape
+    d.out_c = p.in_shape[2]
+    d.multiplier, d.shift = p.multiplier, p.shift
+    d.output_offset = p.bias
+    return []

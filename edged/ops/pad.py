@@ -15,6 +15,7 @@ OPCODES = ("PAD",)
 class PadParams:
     paddings: tuple[tuple[int, int], ...]  # per axis, batch axis included
     value: int
+    in_shape: tuple[int, ...]
 
 
 def prepare(ctx: OpContext) -> PadParams:
@@ -32,8 +33,29 @@ def prepare(ctx: OpContext) -> PadParams:
     expected = tuple(d + a + b for d, (a, b) in zip(x.shape, paddings, strict=True))
     if expected != y.shape:
         raise ctx.fail(f"output shape {list(y.shape)} does not match padded shape {list(expected)}")
-    return PadParams(paddings=paddings, value=ctx.scale_zp(y)[1])
+    return PadParams(paddings=paddings, value=ctx.scale_zp(y)[1], in_shape=x.shape)
 
 
 def reference(p: PadParams, inputs: list[np.ndarray]) -> np.ndarray:
     return np.pad(inputs[0], p.paddings, mode="constant", constant_values=p.value)
+
+
+def native_kind(p: PadParams) -> int | None:
+    from edged.runtime.kernels import lib
+
+    # The C kernel pads per-sample (h, w, c) views: rank 4 NHWC, or lower ranks right-aligned.
+    return lib.EDGED_OP_PAD if len(p.paddings) <= 4 else None
+
+
+def describe(p: PadParams, d, shared: dict) -> list:
+    per_sample = list(p.paddings[1:])
+    in_shape = list(p.in_shape[1:])
+    while len(per_sample) < 3:  # right-align to (h, w, c)
+        per_sample.insert(0, (0, 0))
+        in_shape.insert(0, 1)
+    d.in_h, d.in_w, d.in_c = in_shape
+    for k, (before, after) in enumerate(per_sample):
+        d.pad_before[k], d.pad_after[k] = before, after
+    d.out_h, d.out_w, d.out_c = (s + a + b for s, (a, b) in zip(in_shape, per_sample, strict=True))
+    d.output_offset = p.value
+    return []

@@ -71,3 +71,19 @@ def reference(p: PoolParams, inputs: list[np.ndarray]) -> np.ndarray:
             else:
                 out[:, oy, ox, :] = window.max(axis=(1, 2))
     return clamp_to(out, p.act_min, p.act_max)
+
+
+def native_kind(p: PoolParams) -> int:
+    from edged.runtime.kernels import lib
+
+    return lib.EDGED_OP_AVERAGE_POOL_2D if p.average else lib.EDGED_OP_MAX_POOL_2D
+
+
+def describe(p: PoolParams, d, shared: dict) -> list:
+    d.in_h, d.in_w, d.in_c = p.in_hwc
+    d.out_h, d.out_w, d.out_c = p.out_hwc
+    d.filter_h, d.filter_w = p.kernel
+    d.stride_h, d.stride_w = p.stride
+    d.pad_top, d.pad_left = p.pad
+    d.act_min, d.act_max = p.act_min, p.act_max
+    return []

@@ -74,3 +74,20 @@ def reference(p: QuantizeParams, inputs: list[np.ndarray]) -> np.ndarray:
         multiply_by_quantized_multiplier(centred[body:], p.multiplier, p.shift),
     ])
     return np.clip(acc + p.zero_point, -128, 127).astype(np.int8).reshape(x.shape)
+
+
+def native_kind(p: QuantizeParams) -> int:
+    from edged.runtime.kernels import lib
+
+    return {"quantize": lib.EDGED_OP_QUANTIZE, "requantize": lib.EDGED_OP_REQUANTIZE,
+            "dequantize": lib.EDGED_OP_DEQUANTIZE}[p.mode]
+
+
+def describe(p: QuantizeParams, d, shared: dict) -> list:
+    d.count = d.in_stride[0]
+    d.scale = p.scale
+    d.zero_point = p.zero_point
+    d.output_offset = p.zero_point
+    d.input_offset = -p.input_zero_point
+    d.multiplier, d.shift = p.multiplier, p.shift
+    return []

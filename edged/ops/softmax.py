@@ -54,3 +54,24 @@ def reference(p: SoftmaxParams, inputs: list[np.ndarray]) -> np.ndarray:
     inv = np.float32(1.0) / (total * np.float32(p.output_scale))
     q = round_half_away(e * inv).astype(np.int32) + p.output_zero_point
     return np.clip(q, -128, 127).astype(np.int8).reshape(x.shape)
+
+
+def native_kind(p: SoftmaxParams) -> int:
+    from edged.runtime.kernels import lib
+
+    return lib.EDGED_OP_SOFTMAX
+
+
+def pack(p: SoftmaxParams, variant: int) -> dict:
+    return {"table": np.ascontiguousarray(p.table, dtype=np.float32)}
+
+
+def describe(p: SoftmaxParams, d, shared: dict) -> list:
+    from edged.runtime.kernels import address
+
+    d.in_c = d.out_c = p.depth
+    d.count = d.in_stride[0]
+    d.table = address(shared["table"])
+    d.scale = p.output_scale
+    d.output_offset = d.zero_point = p.output_zero_point
+    return []

@@ -1,0 +1,53 @@
+"""The native engine: edged's own C kernels running an execution plan."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from edged.errors import UnsupportedModelError
+from edged.model.ir import Graph
+from edged.model.tflite import read_tflite
+from edged.runtime.engine import Engine
+from edged.runtime.plan import Executor, Plan, build_plan
+from edged.runtime.prepared import prepare_graph
+
+
+class NativeEngine(Engine):
+    """Runs an int8 graph through its plan; each calling thread gets its own arena."""
+
+    name = "native"
+
+    def __init__(self, graph: Graph, model: str = "<model>", variant: int | None = None) -> None:
+        floats = [t.name for t in graph.tensors if t.is_constant and t.dtype.kind == "f"]
+        if floats:
+            raise UnsupportedModelError(
+                f"{model}: the model has float weights ('{floats[0]}'): it is not int8-quantized. The "
+                "native engine runs full-integer quantized models; use --engine litert for float models"
+            )
+        super().__init__(graph, model)
+        self.graph = graph
+        self.plan: Plan = build_plan(prepare_graph(graph, model), variant)
+        self._local = threading.local()
+
+    @classmethod
+    def from_file(cls, path: Path, variant: int | None = None) -> NativeEngine:
+        return cls(read_tflite(path), str(path), variant)
+
+    @classmethod
+    def from_bytes(cls, content: bytes, model: str = "<model>") -> NativeEngine:
+        return cls(read_tflite(content, name=model), model)
+
+    def _executor(self) -> Executor:
+        ex = getattr(self._local, "executor", None)
+        if ex is None:
+            ex = self._local.executor = Executor(self.plan)
+        return ex
+
+    def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return self._executor().run(inputs)
+
+
+__all__ = ["NativeEngine"]

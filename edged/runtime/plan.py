@@ -1,0 +1,170 @@
+"""Prepared graph -> execution plan: arena layout, packed weights, C descriptors.
+
+The plan is built once per model (TFLite Micro's Prepare). Running it is one
+call into C for every maximal run of natively implemented ops; an op without a
+C kernel runs its numpy reference on the arena in between, so a plan is
+always complete and always bit-exact.
+
+A ``Plan`` is immutable and shared between threads; each thread runs it
+through its own ``Executor``, which owns the arena and the descriptor array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edged.runtime.kernels import address, best_variant, ffi, lib
+from edged.runtime.prepared import PreparedGraph, Step
+
+ALIGN = 64
+
+
+@dataclass
+class Plan:
+    prepared: PreparedGraph
+    variant: int
+    native: list[bool]  # per step: runs in C
+    alias: dict[int, int]  # tensor -> tensor whose bytes it shares (RESHAPE)
+    shared: dict[int, dict[str, Any]] = field(default_factory=dict)  # per step: packed weights, tables
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.prepared.steps
+
+    def root(self, tensor: int) -> int:
+        while tensor in self.alias:
+            tensor = self.alias[tensor]
+        return tensor
+
+    def native_fraction(self) -> float:
+        return sum(self.native) / max(len(self.native), 1)
+
+
+def build_plan(prepared: PreparedGraph, variant: int | None = None) -> Plan:
+    variant = best_variant() if variant is None else variant
+    native = []
+    alias = {}
+    shared: dict[int, dict[str, Any]] = {}
+    for step in prepared.steps:
+        module = step.module
+        if step.opcode == "RESHAPE":
+            alias[step.output] = step.activation_inputs[0]
+            native.append(True)
+            continue
+        kind = module.native_kind(step.params) if hasattr(module, "native_kind") else None
+        native.append(kind is not None)
+        if kind is not None:
+            shared[step.index] = module.pack(step.params, variant) if hasattr(module, "pack") else {}
+            shared[step.index]["kind"] = kind
+    return Plan(prepared, variant, native, alias, shared)
+
+
+@dataclass
+class _Segment:
+    native: bool
+    first: int  # index into the executor's descriptor array, or the step for Python
+    count: int
+
+
+class Executor:
+    """Runs a Plan: owns an arena sized for a batch capacity and the C descriptors."""
+
+    def __init__(self, plan: Plan, capacity: int = 1) -> None:
+        self.plan = plan
+        self.graph = plan.prepared.graph
+        self.capacity = 0
+        self._layout(max(capacity, 1))
+
+    # -- layout
+
+    def _per_sample_bytes(self, tensor: int) -> int:
+        t = self.graph.tensors[tensor]
+        return int(np.prod(t.shape[1:], dtype=np.int64)) * t.dtype.itemsize
+
+    def _layout(self, capacity: int) -> None:
+        plan = self.plan
+        tensors = set(self.graph.inputs) | set(self.graph.outputs)
+        for step in plan.steps:
+            tensors.update(step.activation_inputs)
+            tensors.add(step.output)
+        roots = sorted({plan.root(t) for t in tensors})
+        offsets: dict[int, int] = {}
+        size = 0
+        for t in roots:
+            offsets[t] = size
+            size += -(-self._per_sample_bytes(t) * capacity // ALIGN) * ALIGN
+        self.arena = np.zeros(size + ALIGN, dtype=np.uint8)
+        base = (-self.arena.ctypes.data) % ALIGN
+        self._offsets = {t: base + offsets[plan.root(t)] for t in tensors}
+        self.capacity = capacity
+        self._describe()
+
+    def view(self, tensor: int, batch: int) -> np.ndarray:
+        t = self.graph.tensors[tensor]
+        start = self._offsets[tensor]
+        nbytes = self._per_sample_bytes(tensor) * batch
+        return self.arena[start : start + nbytes].view(t.dtype).reshape((batch, *t.shape[1:]))
+
+    def _pointer(self, tensor: int) -> Any:
+        return ffi.cast("void *", self.arena.ctypes.data + self._offsets[tensor])
+
+    def _describe(self) -> None:
+        plan = self.plan
+        native_steps = [
+            s for s, n in zip(plan.steps, plan.native, strict=True) if n and s.opcode != "RESHAPE"
+        ]
+        self._ops = ffi.new("edged_op[]", max(len(native_steps), 1))
+        self._keep: list[Any] = []
+        self._segments: list[_Segment] = []
+        scratch_bytes = 0
+        k = 0
+        for step, native in zip(plan.steps, plan.native, strict=True):
+            if step.opcode == "RESHAPE":
+                continue
+            if not native:
+                self._segments.append(_Segment(False, step.index, 1))
+                continue
+            d = self._ops[k]
+            shared = plan.shared[step.index]
+            d.kind = shared["kind"]
+            d.variant = plan.variant
+            d.n_in = len(step.activation_inputs)
+            for j, t in enumerate(step.activation_inputs):
+                getattr(d, "in")[j] = self._pointer(t)
+                d.in_stride[j] = self._per_sample_bytes(t) // self.graph.tensors[t].dtype.itemsize
+            d.out = self._pointer(step.output)
+            out_t = self.graph.tensors[step.output]
+            d.out_stride = self._per_sample_bytes(step.output) // out_t.dtype.itemsize
+            self._keep.extend(step.module.describe(step.params, d, shared) or [])
+            scratch_bytes = max(scratch_bytes, lib.edged_scratch_size(d, self.capacity))
+            if self._segments and self._segments[-1].native:
+                self._segments[-1].count += 1
+            else:
+                self._segments.append(_Segment(True, k, 1))
+            k += 1
+        self._scratch = np.zeros(scratch_bytes + ALIGN, dtype=np.uint8)
+        for i in range(k):
+            self._ops[i].scratch = address(self._scratch)
+
+    # -- running
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        batch = inputs[0].shape[0]
+        if batch > self.capacity:
+            self._layout(max(batch, 2 * self.capacity))
+        for t, x in zip(self.graph.inputs, inputs, strict=True):
+            np.copyto(self.view(t, batch), x)
+        steps = self.plan.steps
+        for seg in self._segments:
+            if seg.native:
+                status = lib.edged_run(self._ops + seg.first, seg.count, batch)
+                if status != 0:
+                    raise RuntimeError(f"native kernel rejected descriptor {seg.first + status - 1}")
+            else:
+                step = steps[seg.first]
+                args = [self.view(t, batch) for t in step.activation_inputs]
+                np.copyto(self.view(step.output, batch), step.module.reference(step.params, args))
+        return [self.view(t, batch).copy() for t in self.graph.outputs]

@@ -1,0 +1,106 @@
+"""Bad models and bad inputs get a precise error, never a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edged.cli import main
+from edged.errors import InputError, UnsupportedModelError, UnsupportedOpError
+from edged.model.builder import GraphBuilder
+from edged.model.tflite import write_tflite
+from edged.runtime.engine import load_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+MLP = ROOT / "tests" / "fixtures" / "converter" / "mlp64_int8io.tflite"
+FLOAT_IO = ROOT / "tests" / "fixtures" / "converter" / "mlp64_floatio.tflite"
+ENGINES = ["native", "litert"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_wrong_shape(engine):
+    e = load_engine(MLP, engine)
+    with pytest.raises(InputError, match=r"must have shape \[batch, 64\], got \[2, 63\]"):
+        e.infer([np.zeros((2, 63), np.int8)])
+    with pytest.raises(InputError, match="shape"):
+        e.infer([np.zeros((64,), np.int8)])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_wrong_dtype(engine):
+    e = load_engine(MLP, engine)
+    with pytest.raises(InputError, match="must be int8, got float32"):
+        e.infer([np.zeros((1, 64), np.float32)])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_wrong_input_count_and_empty_batch(engine):
+    e = load_engine(MLP, engine)
+    with pytest.raises(InputError, match="takes 1 input"):
+        e.infer([np.zeros((1, 64), np.int8)] * 2)
+    with pytest.raises(InputError, match="empty batch"):
+        e.infer([np.zeros((0, 64), np.int8)])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_nan_in_float_input(engine):
+    e = load_engine(FLOAT_IO, engine)
+    x = np.zeros((3, 64), np.float32)
+    x[1, 7] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        e.infer([x])
+
+
+def test_non_contiguous_input_is_accepted_and_exact():
+    e = load_engine(MLP, "native")
+    x = np.random.default_rng(0).integers(-128, 128, (4, 128)).astype(np.int8)[:, ::2]
+    assert not x.flags.c_contiguous
+    assert np.array_equal(e.infer([x])[0], load_engine(MLP, "litert").infer([x])[0])
+
+
+def _tanh_model(tmp_path) -> Path:
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, 8), 0.1, 0)
+    y = b.tensor("y", np.int8, (1, 8), 1 / 128, 0)
+    b.op("TANH", [x], [y])
+    b.output(y)
+    path = tmp_path / "tanh.tflite"
+    write_tflite(b.build(), path)
+    return path
+
+
+def test_unsupported_op_names_op_index_file_and_fallback(tmp_path):
+    path = _tanh_model(tmp_path)
+    with pytest.raises(UnsupportedOpError) as err:
+        load_engine(path, "native")
+    message = str(err.value)
+    assert "operator #0 is TANH" in message and str(path) in message and "--engine litert" in message
+    # LiteRT still runs it.
+    assert load_engine(path, "litert").infer([np.zeros((1, 8), np.int8)])[0].shape == (1, 8)
+
+
+def test_float_model_on_native_engine(tmp_path):
+    b = GraphBuilder()
+    x = b.input("x", np.float32, (1, 4))
+    w = b.const("w", np.ones((2, 4), np.float32))
+    y = b.tensor("y", np.float32, (1, 2))
+    b.op("FULLY_CONNECTED", [x, w, -1], [y])
+    b.output(y)
+    path = tmp_path / "float.tflite"
+    write_tflite(b.build(), path)
+    with pytest.raises(UnsupportedModelError, match="not int8-quantized"):
+        load_engine(path, "native")
+
+
+def test_cli_reports_errors_and_exits_nonzero(tmp_path, capsys):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"definitely not a flatbuffer")
+    assert main(["inspect", str(bad)]) == 2
+    assert "not a .tflite" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", np.zeros((1, 3), np.int8))
+    assert main(["run", str(MLP), "--input", str(tmp_path / "x.npy")]) == 2
+    assert "must have shape" in capsys.readouterr().err
+    assert main(["run", str(_tanh_model(tmp_path)), "--input", str(tmp_path / "x.npy")]) == 2
+    assert "TANH" in capsys.readouterr().err
