@@ -1,5 +1,13 @@
-"""Build hook: compiles the C kernels into edged._kernels with cffi at install time."""
+"""Build hooks that setup.cfg cannot express.
 
-from setuptools import setup
+- The C kernels are compiled into edged._kernels with cffi at install time.
+- The bundled models in the top-level models/ folder install as edged.models.
+"""
 
-setup(cffi_modules=["kernels/build_ffi.py:ffibuilder"])
+from setuptools import find_packages, setup
+
+setup(
+    packages=[*find_packages(include=["edged", "edged.*"]), "edged.models"],
+    package_dir={"edged.models": "models"},
+    cffi_modules=["kernels/build_ffi.py:ffibuilder"],
+)

@@ -1,0 +1,1 @@
+"""The bundled digits models and test split (data files only)."""
