@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -100,6 +99,67 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from edged.app import App
+
+    overrides = {"model.path": args.model, "server.bind": args.bind, "metrics.listen": args.metrics,
+                 "store.state_dir": args.state_dir, "model.engine": args.engine}
+    return App(args.config, overrides).run()
+
+
+def _client(args: argparse.Namespace):
+    from edged.serve.auth import load_keypair, load_public_key
+    from edged.serve.client import Client
+
+    if bool(args.server_key) != bool(args.client_key):
+        raise EdgedError("CURVE needs both --server-key and --client-key")
+    server_key = load_public_key(args.server_key) if args.server_key else None
+    keys = load_keypair(args.client_key) if args.client_key else None
+    return Client(args.endpoint, timeout_ms=args.timeout_ms, retries=args.retries,
+                  server_public_key=server_key, client_keys=keys)
+
+
+def cmd_client_infer(args: argparse.Namespace) -> int:
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise EdgedError(f"{args.input}: cannot read input array: {exc}") from exc
+    with _client(args) as client:
+        t0 = time.perf_counter()
+        result = client.infer(x, retry=args.retry)
+        elapsed = time.perf_counter() - t0
+    y = result.outputs[0]
+    if args.output:
+        np.save(args.output, y)
+        print(f"wrote {args.output}: {y.dtype} {list(y.shape)} from {result.model_name} "
+              f"version {result.model_version}")
+        return 0
+    print(f"{result.model_name} version {result.model_version}: batch {x.shape[0]} in "
+          f"{elapsed * 1e3:.2f} ms round trip (server: {result.timing_us})")
+    print(f"output '{result.names[0]}': {y.dtype} {list(y.shape)}")
+    if y.ndim == 2:
+        top = np.argmax(y, axis=1)
+        shown = ", ".join(str(int(c)) for c in top[:16])
+        print(f"argmax per sample: {shown}{' ...' if len(top) > 16 else ''}")
+    return 0
+
+
+def cmd_client_info(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        info = client.health() if args.client_command == "health" else client.metadata()
+    print(json.dumps(info, indent=2))
+    return 0 if args.client_command != "health" or info.get("ready") else 1
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from edged.serve.auth import generate_keys
+
+    public, secret = generate_keys(args.dir, args.name)
+    print(f"public key  {public}  (give this file to the other side)")
+    print(f"secret key  {secret}  (keep private, mode 0600)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edged", description="int8 edge inference runtime")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +189,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="native")
     p.add_argument("--runs", type=int, default=300)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="run the inference daemon (ZeroMQ, Prometheus metrics, systemd)")
+    p.add_argument("--config", help="TOML config file (example: systemd/edged.toml)")
+    p.add_argument("--model", help="the .tflite model to serve (default: the bundled model)")
+    p.add_argument("--bind", help="ZeroMQ endpoint (default tcp://127.0.0.1:5555)")
+    p.add_argument("--metrics", help="HOST:PORT of the Prometheus endpoint, \"\" to disable "
+                   "(default 127.0.0.1:9464)")
+    p.add_argument("--state-dir", help="directory of the versioned model store")
+    p.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine (default native)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("client", help="talk to a running daemon")
+    csub = p.add_subparsers(dest="client_command", required=True)
+    for name, helptext in (("infer", "run a batch stored in a .npy file on the daemon"),
+                           ("health", "is the daemon live and ready (exit 1 if not ready)"),
+                           ("metadata", "inputs and outputs of the served model")):
+        c = csub.add_parser(name, help=helptext)
+        c.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
+        if name == "infer":
+            c.add_argument("--input", required=True, help=".npy array, batch axis first")
+            c.add_argument("--output", help="write the first output to this .npy file")
+            c.add_argument("--retry", action="store_true",
+                           help="resend after a timeout even though the request may have run")
+        c.add_argument("--timeout-ms", type=int, default=5000)
+        c.add_argument("--retries", type=int, default=2)
+        c.add_argument("--server-key", help="CURVE: the server's public .key file")
+        c.add_argument("--client-key", help="CURVE: this client's .key_secret file")
+        c.set_defaults(func=cmd_client_infer if name == "infer" else cmd_client_info)
+
+    p = sub.add_parser("keys", help="CURVE key files")
+    ksub = p.add_subparsers(dest="keys_command", required=True)
+    k = ksub.add_parser("generate", help="write NAME.key (public) and NAME.key_secret into DIR")
+    k.add_argument("dir")
+    k.add_argument("--name", default="server")
+    k.set_defaults(func=cmd_keys_generate)
     return parser
 
 

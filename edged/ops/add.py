@@ -80,21 +80,32 @@ def _reference_form(p: AddParams, xs: list[np.ndarray]) -> np.ndarray:
 
 def _vector_form(p: AddParams, xs: list[np.ndarray]) -> np.ndarray:
     scaled = [
-        srdhm_half_up(
-            wrap_int32((x + p.input_offsets[k]) << (LEFT_SHIFT + p.input_shifts[k])), p.input_multipliers[k]
-        )
+        srdhm_half_up(_shift(x + p.input_offsets[k], LEFT_SHIFT + p.input_shifts[k]), p.input_multipliers[k])
         for k, x in enumerate(xs)
     ]
     total = srdhm_half_up(scaled[0] + scaled[1], p.output_multiplier)
-    return rounding_divide_by_pot(total, -p.output_shift)
+    out = rounding_divide_by_pot(total, -p.output_shift)
+    # The SIMD code narrows to int16 by truncation and adds the offset in
+    # int16 before saturating to int8, so far out-of-range sums wrap.
+    return np.clip(_wrap_int16(_wrap_int16(out) + p.output_offset), -128, 127)
+
+
+def _shift(x: np.ndarray, s: int) -> np.ndarray:
+    """NEON vshl: a wrapping left shift, or for a negative count a flooring right shift."""
+    return wrap_int32(x << s) if s >= 0 else x >> min(-s, 31)
+
+
+def _wrap_int16(x: np.ndarray) -> np.ndarray:
+    return ((x + 2**15) % 2**16) - 2**15
 
 
 def reference(p: AddParams, inputs: list[np.ndarray]) -> np.ndarray:
     shape = inputs[0].shape
     xs = [x.reshape(-1).astype(np.int64) for x in inputs]
     body = vector_body(xs[0].size, BLOCK)
-    out = np.concatenate([_vector_form(p, [x[:body] for x in xs]), _reference_form(p, [x[body:] for x in xs])])
-    return clamp_to(out + p.output_offset, p.act_min, p.act_max).reshape(shape)
+    head = _vector_form(p, [x[:body] for x in xs])
+    tail = _reference_form(p, [x[body:] for x in xs]) + p.output_offset
+    return clamp_to(np.concatenate([head, tail]), p.act_min, p.act_max).reshape(shape)
 
 
 def native_kind(p: AddParams) -> int:

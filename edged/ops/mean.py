@@ -95,16 +95,34 @@ def reference(p: MeanParams, inputs: list[np.ndarray]) -> np.ndarray:
     return np.clip(out, -128, 127).astype(np.int8).reshape((x.shape[0], *p.out_shape))
 
 
+def _view(p: MeanParams) -> tuple[int, int, int] | None:
+    """(outer, reduced, inner) per-sample view, if the reduced axes are contiguous."""
+    first, last = p.axes[0], p.axes[-1]
+    if list(p.axes) != list(range(first, last + 1)):
+        return None
+    dims = (1, *p.in_shape)  # index by full-shape axis
+    prod = lambda axes: int(np.prod([dims[a] for a in axes], dtype=np.int64))  # noqa: E731
+    return prod(range(1, first)), prod(range(first, last + 1)), prod(range(last + 1, len(dims)))
+
+
 def native_kind(p: MeanParams) -> int | None:
     from edged.runtime.kernels import lib
 
-    # The C kernel implements the NHWC spatial mean; other reductions run the reference.
-    return lib.EDGED_OP_MEAN if p.optimized else None
+    # Non-contiguous reductions (e.g. axes 1 and 3) run the reference.
+    return lib.EDGED_OP_MEAN if _view(p) is not None else None
 
 
 def describe(p: MeanParams, d, shared: dict) -> list:
-    d.in_h, d.in_w, d.in_c = p.in_shape
-    d.out_c = p.in_shape[2]
+    from edged.runtime.kernels import lib
+
+    outer, reduced, inner = _view(p)
+    d.outer, d.in_h, d.in_w, d.in_c, d.out_c = outer, reduced, 1, inner, inner
     d.multiplier, d.shift = p.multiplier, p.shift
-    d.output_offset = p.bias
+    if p.optimized:
+        d.mode = lib.EDGED_MEAN_OPTIMIZED
+        d.output_offset = p.bias
+    else:
+        d.mode = lib.EDGED_MEAN_REFERENCE
+        d.input_offset = -p.input_zero_point
+        d.output_offset = p.output_zero_point
     return []

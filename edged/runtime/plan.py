@@ -28,6 +28,7 @@ class Plan:
     variant: int
     native: list[bool]  # per step: runs in C
     alias: dict[int, int]  # tensor -> tensor whose bytes it shares (RESHAPE)
+    per_sample: bool  # the model pins batch 1: run a batch one sample at a time, as LiteRT does
     shared: dict[int, dict[str, Any]] = field(default_factory=dict)  # per step: packed weights, tables
 
     @property
@@ -59,7 +60,28 @@ def build_plan(prepared: PreparedGraph, variant: int | None = None) -> Plan:
         if kind is not None:
             shared[step.index] = module.pack(step.params, variant) if hasattr(module, "pack") else {}
             shared[step.index]["kind"] = kind
-    return Plan(prepared, variant, native, alias, shared)
+    return Plan(prepared, variant, native, alias, batch_pinned(prepared), shared)
+
+
+def batch_pinned(prepared: PreparedGraph) -> bool:
+    """Whether a RESHAPE fixes the batch at 1 (LiteRT then cannot batch the model).
+
+    Some kernels split their SIMD body and scalar tail over the flat tensor,
+    batch included, so such a model must also run sample by sample here to
+    give LiteRT's results.
+    """
+    graph = prepared.graph
+    for op in graph.operators:
+        if op.opcode != "RESHAPE":
+            continue
+        shape = None
+        if len(op.inputs) > 1 and op.inputs[1] >= 0 and graph.tensors[op.inputs[1]].is_constant:
+            shape = [int(v) for v in graph.tensors[op.inputs[1]].data.reshape(-1)]
+        elif op.options.get("new_shape"):
+            shape = [int(v) for v in op.options["new_shape"]]
+        if shape and shape[0] != -1:
+            return True
+    return False
 
 
 @dataclass
@@ -139,7 +161,7 @@ class Executor:
             out_t = self.graph.tensors[step.output]
             d.out_stride = self._per_sample_bytes(step.output) // out_t.dtype.itemsize
             self._keep.extend(step.module.describe(step.params, d, shared) or [])
-            scratch_bytes = max(scratch_bytes, lib.edged_scratch_size(d, self.capacity))
+            scratch_bytes = max(scratch_bytes, lib.edged_scratch_size(self._ops + k, self.capacity))
             if self._segments and self._segments[-1].native:
                 self._segments[-1].count += 1
             else:
@@ -153,6 +175,9 @@ class Executor:
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         batch = inputs[0].shape[0]
+        if self.plan.per_sample and batch > 1:
+            results = [self.run([x[b : b + 1] for x in inputs]) for b in range(batch)]
+            return [np.concatenate(outs) for outs in zip(*results, strict=True)]
         if batch > self.capacity:
             self._layout(max(batch, 2 * self.capacity))
         for t, x in zip(self.graph.inputs, inputs, strict=True):

@@ -1,0 +1,248 @@
+"""The daemon's configuration: a TOML file, then command-line flags on top.
+
+Every key has a type, a default and a check. Unknown keys and bad values raise
+``ConfigError`` naming the key (``server.max_batch``) at start, never a stack
+trace later. ``systemd/edged.toml`` is an annotated example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edged.errors import EdgedError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+ENGINES = ("native", "litert")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(EdgedError):
+    """A configuration key is unknown or has a bad value."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"config: {key}: {reason}")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str = ""  # "" = the bundled default model
+    name: str = ""  # "" = the file name without .tflite
+    engine: str = "native"
+    warmup_runs: int = 3
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    bind: str = "tcp://127.0.0.1:5555"
+    workers: int = 2
+    queue_size: int = 256
+    max_batch: int = 16
+    max_delay_us: int = 200
+    inline_max_us: int = 300
+    request_timeout_ms: int = 10_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    drain_timeout_s: float = 10.0
+    feedback_window: int = 4096
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    listen: str = "127.0.0.1:9464"  # "" disables the HTTP endpoint
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    state_dir: str = ""  # "" = no model store: serve the model file directly
+
+
+@dataclass(frozen=True)
+class SecuritySection:
+    curve: bool = False
+    server_secret_key: str = ""
+    authorized_keys_dir: str = ""
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelSection = ModelSection()
+    server: ServerSection = ServerSection()
+    metrics: MetricsSection = MetricsSection()
+    store: StoreSection = StoreSection()
+    security: SecuritySection = SecuritySection()
+    log: LogSection = LogSection()
+
+    def get(self, key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(self, section), name)
+
+
+_SECTION_TYPES = {f.name: type(f.default) for f in dataclasses.fields(Config)}
+_HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
+_TCP = re.compile(r"^tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5}|\*)$")
+
+
+def _in(lo: float, hi: float):
+    def check(v: Any) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}, got {v}"
+    return check
+
+
+def _one_of(choices: tuple[str, ...]):
+    def check(v: str) -> str | None:
+        return None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+    return check
+
+
+def _endpoint(v: str) -> str | None:
+    m = _TCP.match(v)
+    if m:
+        return None if m.group(2) == "*" or 1 <= int(m.group(2)) <= 65535 else f"bad port in {v!r}"
+    if v.startswith("ipc://") and len(v) > 6:
+        return None
+    return f"must be tcp://HOST:PORT or ipc://PATH, got {v!r}"
+
+
+def _listen(v: str) -> str | None:
+    if v == "":
+        return None
+    m = _HOSTPORT.match(v)
+    if not m or int(m.group(2)) > 65535:
+        return f"must be HOST:PORT (or \"\" to disable), got {v!r}"
+    return None
+
+
+_CHECKS = {
+    "model.engine": _one_of(ENGINES),
+    "model.warmup_runs": _in(0, 1000),
+    "server.bind": _endpoint,
+    "server.workers": _in(1, 64),
+    "server.queue_size": _in(1, 1_000_000),
+    "server.max_batch": _in(1, 4096),
+    "server.max_delay_us": _in(0, 1_000_000),
+    "server.inline_max_us": _in(0, 1_000_000),
+    "server.request_timeout_ms": _in(1, 3_600_000),
+    "server.max_message_bytes": _in(1024, 2**31 - 1),
+    "server.drain_timeout_s": _in(0, 600),
+    "server.feedback_window": _in(0, 1_000_000),
+    "metrics.listen": _listen,
+    "log.level": _one_of(LOG_LEVELS),
+}
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Type-check one value; ints are accepted where floats are expected."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+        raise ConfigError(key, f"must be {names[kind]}, got {type(value).__name__} {value!r}")
+    check = _CHECKS.get(key)
+    problem = check(value) if check else None
+    if problem:
+        raise ConfigError(key, problem)
+    return value
+
+
+def _field_types(section: str) -> dict[str, type]:
+    cls = _SECTION_TYPES[section]
+    return {f.name: type(f.default) for f in dataclasses.fields(cls)}
+
+
+def _build(values: dict[str, dict[str, Any]]) -> Config:
+    sections = {}
+    for name, cls in _SECTION_TYPES.items():
+        sections[name] = dataclasses.replace(cls(), **values.get(name, {}))
+    cfg = Config(**sections)
+    _check_security(cfg)
+    return cfg
+
+
+def _check_security(cfg: Config) -> None:
+    sec = cfg.security
+    if not sec.curve:
+        return
+    if not sec.server_secret_key:
+        raise ConfigError("security.server_secret_key", "required when security.curve = true")
+    if not Path(sec.server_secret_key).is_file():
+        raise ConfigError("security.server_secret_key", f"no such file: {sec.server_secret_key}")
+    if not sec.authorized_keys_dir:
+        raise ConfigError("security.authorized_keys_dir", "required when security.curve = true")
+    if not Path(sec.authorized_keys_dir).is_dir():
+        raise ConfigError("security.authorized_keys_dir", f"no such directory: {sec.authorized_keys_dir}")
+
+
+def parse_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
+    """A Config from parsed TOML plus ``{"section.key": value}`` overrides."""
+    values: dict[str, dict[str, Any]] = {}
+    for section, table in data.items():
+        if section not in _SECTION_TYPES:
+            raise ConfigError(section, f"unknown section (known: {', '.join(_SECTION_TYPES)})")
+        if not isinstance(table, dict):
+            raise ConfigError(section, "must be a table ([section])")
+        types = _field_types(section)
+        for key, value in table.items():
+            full = f"{section}.{key}"
+            if key not in types:
+                raise ConfigError(full, f"unknown key (known in [{section}]: {', '.join(types)})")
+            values.setdefault(section, {})[key] = _coerce(full, value, types[key])
+    for full, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, key = full.split(".")
+        values.setdefault(section, {})[key] = _coerce(full, value, _field_types(section)[key])
+    return _build(values)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read the TOML file (if any) and apply flag overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    return parse_config(data, overrides)
+
+
+# Keys that take effect on reload (SIGHUP); the others need a restart.
+RELOADABLE = frozenset({
+    "model.path", "model.name", "model.engine", "model.warmup_runs",
+    "server.max_batch", "server.max_delay_us", "server.inline_max_us", "server.request_timeout_ms",
+    "log.level",
+    "security.authorized_keys_dir",
+})
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    out = []
+    for section in _SECTION_TYPES:
+        for key in _field_types(section):
+            full = f"{section}.{key}"
+            if old.get(full) != new.get(full):
+                out.append(full)
+    return out

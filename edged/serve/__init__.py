@@ -1,0 +1,1 @@
+"""The ZeroMQ inference service: wire codec, serving core, client, CURVE auth."""

@@ -1,0 +1,61 @@
+"""Ground truth for earlier predictions: the input of accuracy monitoring.
+
+Workers record the top-1 prediction of each classification request under its
+id; a later ``feedback`` message with that id and the true label is matched
+against it. Both the record and the matched events are bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    request_id: str
+    model_name: str
+    model_version: str
+    predicted: tuple[int, ...]
+    label: tuple[int, ...]
+
+    @property
+    def correct(self) -> int:
+        return sum(p == t for p, t in zip(self.predicted, self.label, strict=True))
+
+
+class FeedbackLog:
+    def __init__(self, capacity: int = 4096, keep_events: int = 4096) -> None:
+        self.capacity = capacity
+        self._pending: OrderedDict[str, tuple[str, str, tuple[int, ...]]] = OrderedDict()
+        self.events: deque[FeedbackEvent] = deque(maxlen=keep_events)
+        self._lock = threading.Lock()
+
+    def record(self, request_id: str, model_name: str, model_version: str, output: np.ndarray) -> None:
+        """Remember the argmax per sample of a [batch, classes] output."""
+        if self.capacity <= 0 or output.ndim != 2:
+            return
+        predicted = tuple(int(c) for c in np.argmax(output, axis=1))
+        with self._lock:
+            self._pending[request_id] = (model_name, model_version, predicted)
+            self._pending.move_to_end(request_id)
+            while len(self._pending) > self.capacity:
+                self._pending.popitem(last=False)
+
+    def match(self, request_id: str, label: int | list[int]) -> tuple[str, FeedbackEvent | None]:
+        """Outcome ("correct", "incorrect", "unmatched", "mismatch") and the event, if any."""
+        labels = (label,) if isinstance(label, int) else tuple(label)
+        with self._lock:
+            entry = self._pending.get(request_id)
+            if entry is None:
+                return "unmatched", None
+            name, version, predicted = entry
+            if len(labels) != len(predicted):
+                return "mismatch", None
+            del self._pending[request_id]
+            event = FeedbackEvent(request_id, name, version, predicted, labels)
+            self.events.append(event)
+        return ("correct" if event.correct == len(labels) else "incorrect"), event

@@ -1,0 +1,321 @@
+"""The EDGED1 wire codec: ZeroMQ frames <-> typed requests and replies.
+
+A message is multipart: the tag ``EDGED1``, a UTF-8 JSON header, then one raw
+C-contiguous little-endian buffer per tensor named in the header (KServe / Open
+Inference v2 tensor metadata: ``name``, ``datatype``, ``shape``). The routing
+envelope (the ROUTER identity and REQ's empty delimiter) is not part of it; the
+server strips and restores it. ``docs/protocol.md`` is the specification.
+
+Decoding never trusts the peer: every field is type-checked, sizes are computed
+with Python integers and compared with the frame before any buffer is viewed,
+and JSON is the only deserializer (never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Union
+
+import numpy as np
+
+from edged.errors import EdgedError
+
+TAG = b"EDGED1"
+OPS = ("infer", "metadata", "health", "feedback")
+
+# Open Inference v2 datatype names and their little-endian numpy dtypes.
+DATATYPES: dict[str, np.dtype] = {
+    "INT8": np.dtype("<i1"),
+    "UINT8": np.dtype("<u1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+}
+_DATATYPE_OF = {(dt.kind, dt.itemsize): name for name, dt in DATATYPES.items()}
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_TENSORS = 64
+MAX_RANK = 8
+MAX_ID_CHARS = 256
+MAX_TIMEOUT_MS = 3_600_000
+
+
+class ErrorCode(str, Enum):  # noqa: UP042 - StrEnum needs Python 3.11
+    BAD_MESSAGE = "BAD_MESSAGE"  # not a well-formed EDGED1 message
+    BAD_INPUT = "BAD_INPUT"  # well formed, but does not fit the model
+    OVERLOADED = "OVERLOADED"  # queue full; not executed, safe to retry later
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # deadline passed before execution started
+    UNKNOWN_OP = "UNKNOWN_OP"
+    UNAVAILABLE = "UNAVAILABLE"  # shutting down or not ready; not executed
+    INTERNAL = "INTERNAL"
+
+
+class ProtocolError(EdgedError):
+    """A message that cannot be served; becomes an error reply."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: str | None = None,
+                 reason: str = "other") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.reason = reason  # short label for the bad-message counter
+
+
+def datatype_of(dtype: np.dtype) -> str:
+    """The wire datatype name of a numpy dtype."""
+    dt = np.dtype(dtype)
+    try:
+        return _DATATYPE_OF[(dt.kind, dt.itemsize)]
+    except KeyError:
+        raise ProtocolError(ErrorCode.INTERNAL, f"dtype {dt} has no EDGED1 datatype") from None
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor on the wire; ``name`` is None when the sender left it out."""
+
+    name: str | None
+    array: np.ndarray
+
+    @property
+    def datatype(self) -> str:
+        return datatype_of(self.array.dtype)
+
+    def meta(self) -> dict[str, Any]:
+        m: dict[str, Any] = {"datatype": self.datatype, "shape": list(self.array.shape)}
+        if self.name is not None:
+            m = {"name": self.name, **m}
+        return m
+
+
+@dataclass
+class InferRequest:
+    id: str
+    inputs: list[Tensor]
+    timeout_ms: int | None = None
+    op: str = field(default="infer", init=False)
+
+
+@dataclass
+class MetadataRequest:
+    id: str
+    op: str = field(default="metadata", init=False)
+
+
+@dataclass
+class HealthRequest:
+    id: str
+    op: str = field(default="health", init=False)
+
+
+@dataclass
+class FeedbackRequest:
+    """Ground truth for an earlier infer request: ``id`` is that request's id."""
+
+    id: str
+    label: int | list[int]
+    op: str = field(default="feedback", init=False)
+
+
+Request = Union[InferRequest, MetadataRequest, HealthRequest, FeedbackRequest]  # noqa: UP007
+
+
+@dataclass
+class InferReply:
+    id: str
+    model_name: str
+    model_version: str
+    outputs: list[Tensor]
+    timing_us: dict[str, int]
+
+
+@dataclass
+class ErrorReply:
+    id: str | None
+    code: str
+    message: str
+
+
+@dataclass
+class InfoReply:
+    """Reply to metadata, health and feedback: a header without tensors."""
+
+    id: str
+    fields: dict[str, Any]
+
+
+Reply = Union[InferReply, ErrorReply, InfoReply]  # noqa: UP007
+
+
+# ---------------------------------------------------------------- decoding helpers
+
+
+def _bad(message: str, request_id: str | None = None, reason: str = "other") -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_MESSAGE, message, request_id, reason)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _header(frame: bytes | memoryview) -> dict[str, Any]:
+    if len(frame) > MAX_HEADER_BYTES:
+        raise _bad(f"header is {len(frame)} bytes; the limit is {MAX_HEADER_BYTES}", reason="header_size")
+    try:
+        header = json.loads(bytes(frame).decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise _bad(f"header is not UTF-8 JSON: {exc}", reason="json") from None
+    if not isinstance(header, dict):
+        raise _bad(f"header must be a JSON object, got {type(header).__name__}", reason="json")
+    return header
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _request_id(header: dict[str, Any]) -> str:
+    rid = header.get("id")
+    if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
+        raise _bad(f"'id' must be a non-empty string of at most {MAX_ID_CHARS} characters", reason="field")
+    return rid
+
+
+def _tensor(meta: Any, frame: bytes | memoryview, where: str, rid: str | None) -> Tensor:
+    if not isinstance(meta, dict):
+        raise _bad(f"{where} must be an object", rid, "field")
+    name = meta.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 1024):
+        raise _bad(f"{where}.name must be a string", rid, "field")
+    datatype = meta.get("datatype")
+    if datatype not in DATATYPES:
+        raise _bad(f"{where}.datatype must be one of {' '.join(DATATYPES)}, got {datatype!r}"[:300],
+                   rid, "field")
+    shape = meta.get("shape")
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK
+            or not all(_int(d) and d >= 0 for d in shape)):
+        raise _bad(f"{where}.shape must be a list of 1 to {MAX_RANK} non-negative integers", rid, "field")
+    dtype = DATATYPES[datatype]
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: absurd shapes cannot overflow
+    if nbytes != len(frame):
+        raise _bad(f"{where}: {datatype} {shape} is {nbytes} bytes but its frame has {len(frame)}",
+                   rid, "frame_size")
+    array = np.frombuffer(frame, dtype=dtype).reshape(shape)
+    return Tensor(name, array)
+
+
+def _tensors(header: dict[str, Any], key: str, frames: Sequence, rid: str | None) -> list[Tensor]:
+    metas = header.get(key)
+    if not isinstance(metas, list) or not 1 <= len(metas) <= MAX_TENSORS:
+        raise _bad(f"'{key}' must be a list of 1 to {MAX_TENSORS} tensors", rid, "field")
+    if len(frames) != len(metas):
+        raise _bad(f"header names {len(metas)} tensor(s) but {len(frames)} tensor frame(s) follow",
+                   rid, "frame_count")
+    return [_tensor(m, f, f"{key}[{i}]", rid) for i, (m, f) in enumerate(zip(metas, frames, strict=True))]
+
+
+def _split(frames: Sequence[bytes | memoryview]) -> tuple[dict[str, Any], Sequence]:
+    if len(frames) < 2:
+        raise _bad(f"a message has at least 2 frames (tag, header), got {len(frames)}", reason="frame_count")
+    if bytes(frames[0]) != TAG:
+        raise _bad(f"frame 0 must be the tag {TAG.decode()}", reason="tag")
+    return _header(frames[1]), frames[2:]
+
+
+# ---------------------------------------------------------------- server side
+
+
+def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
+    """Parse a request (envelope already removed); raises ProtocolError."""
+    header, rest = _split(frames)
+    rid = _request_id(header)
+    op = header.get("op")
+    if not isinstance(op, str):
+        raise _bad("'op' must be a string", rid, "field")
+    if op not in OPS:
+        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {op[:64]!r}; ops: {', '.join(OPS)}",
+                            rid, "unknown_op")
+    if op != "infer" and rest:
+        raise _bad(f"op '{op}' takes no tensor frames, got {len(rest)}", rid, "frame_count")
+    if op == "metadata":
+        return MetadataRequest(rid)
+    if op == "health":
+        return HealthRequest(rid)
+    if op == "feedback":
+        label = header.get("label")
+        ok = _int(label) or (isinstance(label, list) and 0 < len(label) <= 65536 and all(map(_int, label)))
+        if not ok:
+            raise _bad("feedback 'label' must be an integer or a list of integers", rid, "field")
+        return FeedbackRequest(rid, label)
+    params = header.get("parameters", {})
+    if not isinstance(params, dict):
+        raise _bad("'parameters' must be an object", rid, "field")
+    timeout = params.get("timeout_ms")
+    if timeout is not None and (not _int(timeout) or not 1 <= timeout <= MAX_TIMEOUT_MS):
+        raise _bad(f"parameters.timeout_ms must be an integer from 1 to {MAX_TIMEOUT_MS}", rid, "field")
+    return InferRequest(rid, _tensors(header, "inputs", rest, rid), timeout)
+
+
+def encode_reply(reply: Reply) -> list:
+    """Frames of a reply (without envelope); tensors are sent without copying."""
+    if isinstance(reply, InferReply):
+        header = {"id": reply.id, "status": "ok", "model_name": reply.model_name,
+                  "model_version": reply.model_version, "outputs": [t.meta() for t in reply.outputs],
+                  "timing_us": reply.timing_us}
+        buffers = [np.ascontiguousarray(t.array, dtype=DATATYPES[t.datatype]) for t in reply.outputs]
+        return [TAG, json.dumps(header).encode(), *buffers]
+    if isinstance(reply, ErrorReply):
+        header = {"id": reply.id, "status": "error", "error": {"code": reply.code, "message": reply.message}}
+        return [TAG, json.dumps(header).encode()]
+    return [TAG, json.dumps({"id": reply.id, "status": "ok", **reply.fields}).encode()]
+
+
+def error_reply(exc: ProtocolError) -> ErrorReply:
+    return ErrorReply(exc.request_id, exc.code.value, exc.message)
+
+
+# ---------------------------------------------------------------- client side
+
+
+def encode_request(request: Request) -> list:
+    """Frames of a request (a DEALER sends them as they are)."""
+    header: dict[str, Any] = {"id": request.id, "op": request.op}
+    buffers: list = []
+    if isinstance(request, InferRequest):
+        header["inputs"] = [t.meta() for t in request.inputs]
+        if request.timeout_ms is not None:
+            header["parameters"] = {"timeout_ms": request.timeout_ms}
+        buffers = [np.ascontiguousarray(t.array, dtype=DATATYPES[t.datatype]) for t in request.inputs]
+    elif isinstance(request, FeedbackRequest):
+        header["label"] = request.label
+    return [TAG, json.dumps(header).encode(), *buffers]
+
+
+def decode_reply(frames: Sequence[bytes | memoryview], op: str = "infer") -> Reply:
+    """Parse the reply to a request of ``op``; raises ProtocolError (BAD_MESSAGE) if malformed."""
+    header, rest = _split(frames)
+    rid = header.get("id")
+    status = header.get("status")
+    if status == "error":
+        err = header.get("error")
+        if not isinstance(err, dict) or not isinstance(err.get("code"), str):
+            raise _bad("error reply without an error code", rid)
+        return ErrorReply(rid, err["code"], str(err.get("message", "")))
+    if status != "ok" or not isinstance(rid, str):
+        raise _bad(f"reply status must be 'ok' or 'error', got {status!r}", rid)
+    if op == "infer":
+        return InferReply(rid, str(header.get("model_name")), str(header.get("model_version")),
+                          _tensors(header, "outputs", rest, rid), dict(header.get("timing_us") or {}))
+    if rest:
+        raise _bad(f"a {op} reply has no tensor frames, got {len(rest)}", rid)
+    fields = {k: v for k, v in header.items() if k not in ("id", "status")}
+    return InfoReply(rid, fields)

@@ -1,0 +1,137 @@
+"""A loaded, warmed model version: what the inference workers run.
+
+A ``ServedModel`` is immutable once built. The server holds one reference to
+the current one; a swap replaces that reference, and batches already running
+keep theirs until they finish, so they complete on the version they started on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edged.errors import EdgedError, ModelFormatError
+from edged.runtime.engine import Engine, TensorSpec
+from edged.serve.protocol import datatype_of
+
+# Engines whose infer() may be called from several threads at once (the native
+# engine gives each thread its own arena). Others get one instance per worker.
+SHARED_ENGINES = frozenset({"native"})
+
+
+@dataclass(eq=False)
+class ServedModel:
+    name: str
+    version: str
+    engines: list[Engine]
+    engine_kind: str
+    sha256: str = ""
+    size_bytes: int = 0
+    weight_bytes: int = 0
+    sparsity: float = 0.0
+    batch1_us: float = 0.0  # median engine time at batch 1, measured at warm-up
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self.engines[0].inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self.engines[0].outputs
+
+    def engine(self, worker: int) -> Engine:
+        return self.engines[worker % len(self.engines)]
+
+    def signature(self) -> tuple:
+        """What a request must match to run on this model (per-sample dtype and shape)."""
+        return tuple((s.dtype.str, s.shape) for s in self.inputs)
+
+    def describe(self) -> dict[str, Any]:
+        """The ``metadata`` reply fields."""
+        def spec(s: TensorSpec) -> dict[str, Any]:
+            d: dict[str, Any] = {"name": s.name, "datatype": datatype_of(s.dtype), "shape": [-1, *s.shape]}
+            if s.scale is not None:
+                d["parameters"] = {"scale": s.scale, "zero_point": s.zero_point}
+            return d
+        return {"model_name": self.name, "model_version": self.version, "engine": self.engine_kind,
+                "sha256": self.sha256, "inputs": [spec(s) for s in self.inputs],
+                "outputs": [spec(s) for s in self.outputs]}
+
+
+def _engine_from_bytes(kind: str, content: bytes, label: str) -> Engine:
+    if kind == "native":
+        from edged.runtime.native import NativeEngine
+
+        return NativeEngine.from_bytes(content, label)
+    if kind == "litert":
+        from edged.runtime.litert import LiteRTEngine
+
+        return LiteRTEngine(content, label)
+    raise EdgedError(f"unknown engine {kind!r}")
+
+
+def weight_stats(content: bytes, label: str) -> tuple[int, float]:
+    """Bytes of int8 weight tensors and the fraction of them that are zero."""
+    from edged.model.tflite import read_tflite
+
+    graph = read_tflite(content, name=label)
+    total = zeros = 0
+    for t in graph.tensors:
+        if t.data is not None and t.dtype == np.int8 and len(t.shape) >= 2:
+            total += t.data.size
+            zeros += int(np.count_nonzero(t.data == 0))
+    return total, (zeros / total if total else 0.0)
+
+
+def warm(model: ServedModel, max_batch: int, runs: int) -> None:
+    """Run every engine at batch 1 and at max_batch so the first request pays nothing.
+
+    Also measures the batch-1 time the server uses to decide whether a lone
+    request may run on the I/O thread.
+    """
+    for engine in model.engines:
+        for batch in sorted({1, max_batch}):
+            zeros = [np.zeros((batch, *s.shape), s.dtype) for s in engine.inputs]
+            for _ in range(runs):
+                outs = engine.infer(zeros)
+                if len(outs) != len(engine.outputs) or any(o.shape[0] != batch for o in outs):
+                    raise ModelFormatError(f"{engine.model}: warm-up at batch {batch} returned "
+                                           f"{[list(o.shape) for o in outs]}")
+    engine = model.engines[0]
+    one = [np.zeros((1, *s.shape), s.dtype) for s in engine.inputs]
+    times = []
+    for _ in range(max(5, runs)):
+        t0 = time.perf_counter_ns()
+        engine.infer(one)
+        times.append(time.perf_counter_ns() - t0)
+    model.batch1_us = float(np.median(times)) / 1e3
+
+
+def load_model(content: bytes, *, name: str, version: str, engine: str, workers: int,
+               max_batch: int, warmup_runs: int, label: str | None = None) -> ServedModel:
+    """Build the engines for model bytes and warm them up; raises EdgedError subclasses.
+
+    ``workers`` counts every thread that may run the model at once (the server
+    passes its workers plus the I/O thread).
+    """
+    label = label or f"{name}@{version}"
+    count = 1 if engine in SHARED_ENGINES else workers
+    engines = [_engine_from_bytes(engine, content, label) for _ in range(count)]
+    weight_bytes, sparsity = weight_stats(content, label)
+    model = ServedModel(name, version, engines, engine, hashlib.sha256(content).hexdigest(),
+                        len(content), weight_bytes, sparsity)
+    warm(model, max_batch, max(1, warmup_runs))
+    return model
+
+
+def read_model_file(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read model file: {exc.strerror}") from exc

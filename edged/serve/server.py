@@ -1,0 +1,448 @@
+"""The serving core: a ROUTER socket, a bounded queue, micro-batching workers.
+
+Threads and the sockets each one owns:
+
+- the I/O thread owns the ROUTER (clients) and a PULL (replies from workers).
+  It decodes requests, answers ``metadata``/``health``/``feedback`` itself,
+  validates ``infer`` requests against the served model and queues them, or
+  replies OVERLOADED at once when the queue is full. It forwards worker replies
+  to clients; ROUTER_MANDATORY turns an unreachable peer into a counted drop.
+- each worker owns a PUSH to the I/O thread. It takes a micro-batch from the
+  queue, reads the current model reference once, runs the batch (the C call
+  releases the GIL) and pushes one reply per request, naming the version.
+
+A swap is one reference assignment (``server.model = new``); batches already
+running finish on the model they read. Nothing on the request path takes a lock
+that a swap or a reload holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import zmq
+
+from edged.config import ServerSection
+from edged.errors import InputError
+from edged.metrics import Metrics, ServerSnapshot
+from edged.serve import protocol as p
+from edged.serve.batching import BatchQueue, Job
+from edged.serve.feedback import FeedbackLog
+from edged.serve.served import ServedModel
+
+log = logging.getLogger("edged.server")
+
+_REPLIES = "inproc://edged-replies-{}"
+_MAX_RECV_PER_TURN = 64
+_CLOSE_LINGER_MS = 1000
+
+
+@dataclass
+class _WorkerState:
+    busy_since_ns: int = 0  # 0 when idle
+    finished: int = 0  # jobs answered (only this worker writes it)
+    batches: int = 0
+
+
+class Server:
+    def __init__(self, model: ServedModel, settings: ServerSection, metrics: Metrics,
+                 feedback: FeedbackLog | None = None, *, context: zmq.Context | None = None,
+                 curve_keys: tuple[bytes, bytes] | None = None) -> None:
+        self.model = model  # the one reference a swap replaces
+        self.settings = settings  # replaced as a whole on reload
+        self.metrics = metrics
+        self.feedback = feedback or FeedbackLog(settings.feedback_window)
+        self.ctx = context or zmq.Context.instance()
+        self.curve_keys = curve_keys
+        self.queue = BatchQueue(settings.queue_size)
+        self.ready = False
+        self.draining = False
+        self.endpoint: str | None = None
+        self.io_heartbeat_ns = time.monotonic_ns()
+        # One state per worker thread, plus the last one for inline runs on the I/O thread.
+        self._workers = [_WorkerState() for _ in range(settings.workers + 1)]
+        self._inline_index = settings.workers
+        self._threads: list[threading.Thread] = []
+        self._io_thread: threading.Thread | None = None
+        self._stop_io = threading.Event()
+        self._admitted = 0  # written by the I/O thread only
+        self._forwarded = 0  # written by the I/O thread only
+        self._leftover: list[Job] = []
+        self._replies = _REPLIES.format(id(self))
+        self._children: dict[tuple[str, str], tuple] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Bind (errors surface here), then start the workers and the I/O thread."""
+        router = self.ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        if self.curve_keys is not None:
+            public, secret = self.curve_keys
+            router.curve_server = True
+            router.curve_publickey = public
+            router.curve_secretkey = secret
+            router.zap_domain = b"edged"
+        try:
+            router.bind(self.settings.bind)
+        except zmq.ZMQError as exc:
+            router.close()
+            raise OSError(f"cannot bind {self.settings.bind}: {exc}") from exc
+        self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        pull = self.ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.bind(self._replies)
+        for i in range(self._inline_index):
+            t = threading.Thread(target=self._worker, args=(i,), name=f"edged-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._io_thread = threading.Thread(target=self._io_loop, args=(router, pull), name="edged-io",
+                                           daemon=True)
+        self._io_thread.start()
+
+    def swap(self, model: ServedModel) -> ServedModel:
+        """Serve ``model`` from the next batch on; returns the previous model."""
+        old, self.model = self.model, model
+        return old
+
+    @property
+    def in_flight(self) -> int:
+        return self._admitted - self._forwarded
+
+    def drain(self, timeout_s: float) -> bool:
+        """Refuse new work (UNAVAILABLE) and wait for admitted requests to be answered."""
+        self.draining = True
+        self.ready = False
+        end = time.monotonic() + timeout_s
+        while self.in_flight > 0 and time.monotonic() < end:
+            time.sleep(0.005)
+        return self.in_flight == 0
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the workers, answer what is left with UNAVAILABLE, close the sockets."""
+        self.draining = True
+        self.ready = False
+        self._leftover = self.queue.close()
+        end = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.error("workers still busy at shutdown: %s", ", ".join(stuck))
+        self._stop_io.set()
+        if self._io_thread is not None:
+            self._io_thread.join(max(1.0, end - time.monotonic()) + _CLOSE_LINGER_MS / 1000)
+
+    def healthy(self, stall_s: float) -> bool:
+        """False if the I/O loop stopped turning or a worker is stuck in one batch."""
+        now = time.monotonic_ns()
+        limit = int(stall_s * 1e9)
+        if now - self.io_heartbeat_ns > limit:
+            return False
+        return all(w.busy_since_ns == 0 or now - w.busy_since_ns < limit for w in self._workers)
+
+    def snapshot(self) -> ServerSnapshot:
+        m = self.model
+        return ServerSnapshot(self.ready, len(self.queue), self.queue.capacity, self.in_flight,
+                              self._inline_index, sum(w.busy_since_ns != 0 for w in self._workers),
+                              m.name, m.version, m.engine_kind, m.sha256, m.size_bytes, m.weight_bytes,
+                              m.sparsity, m.loaded_at)
+
+    # ------------------------------------------------------------ I/O thread
+
+    def _io_loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(pull, zmq.POLLIN)
+        try:
+            while not self._stop_io.is_set():
+                self.io_heartbeat_ns = time.monotonic_ns()
+                events = dict(poller.poll(100))
+                if pull in events:
+                    self._forward(router, pull)
+                if router in events:
+                    admitted = []
+                    for _ in range(_MAX_RECV_PER_TURN):
+                        try:
+                            frames = router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        job = self._handle(router, frames)
+                        if job is not None:
+                            admitted.append(job)
+                    if admitted:
+                        self._dispatch(router, admitted)
+            self._forward(router, pull)
+            for job in self._leftover:
+                self._reply(router, job.envelope, p.ErrorReply(job.request_id, p.ErrorCode.UNAVAILABLE.value,
+                                                               "the server shut down before running it"))
+                self._count("infer", p.ErrorCode.UNAVAILABLE.value, self.model)
+                self._forwarded += 1
+        except Exception:
+            log.exception("I/O thread failed")
+            raise
+        finally:
+            router.close(linger=_CLOSE_LINGER_MS)
+            pull.close(linger=0)
+
+    def _forward(self, router: zmq.Socket, pull: zmq.Socket) -> None:
+        while True:
+            try:
+                frames = pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._forwarded += 1
+            self._send(router, frames)
+
+    def _send(self, router: zmq.Socket, frames: list) -> None:
+        try:
+            router.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.metrics.replies_dropped.labels("peer_queue_full").inc()
+        except zmq.ZMQError as exc:
+            reason = "peer_gone" if exc.errno == zmq.EHOSTUNREACH else "send_error"
+            if reason == "send_error":
+                log.warning("reply not sent: %s", exc)
+            self.metrics.replies_dropped.labels(reason).inc()
+
+    def _reply(self, router: zmq.Socket, envelope: list, reply: p.Reply) -> None:
+        self._send(router, [*envelope, *p.encode_reply(reply)])
+
+    def _count(self, op: str, status: str, model: ServedModel | None) -> None:
+        name, version = (model.name, model.version) if model is not None else ("", "")
+        self.metrics.requests.labels(op, status, name, version).inc()
+
+    def _handle(self, router: zmq.Socket, frames: list) -> Job | None:
+        """Answer or reject one message; an admitted infer request comes back as a Job."""
+        now = time.monotonic_ns()
+        split = 2 if len(frames) >= 2 and len(frames[1]) == 0 else 1  # REQ peers add an empty delimiter
+        envelope = frames[:split]
+        model = self.model
+        try:
+            req = p.decode_request(frames[split:])
+        except p.ProtocolError as exc:
+            self.metrics.bad_messages.labels(exc.reason).inc()
+            log.debug("bad message: %s", exc.message)
+            self._count("unknown", exc.code.value, None)
+            self._reply(router, envelope, p.error_reply(exc))
+            return None
+        if isinstance(req, p.HealthRequest):
+            state = "draining" if self.draining else ("serving" if self.ready else "starting")
+            fields = {"live": True, "ready": self.ready and not self.draining, "state": state,
+                      "model_name": model.name, "model_version": model.version,
+                      "queue_depth": len(self.queue)}
+            self._reply(router, envelope, p.InfoReply(req.id, fields))
+        elif isinstance(req, p.MetadataRequest):
+            fields = {**model.describe(), "max_batch": self.settings.max_batch}
+            self._reply(router, envelope, p.InfoReply(req.id, fields))
+        elif isinstance(req, p.FeedbackRequest):
+            outcome, event = self.feedback.match(req.id, req.label)
+            name, version = (event.model_name, event.model_version) if event else ("", "")
+            self.metrics.feedback.labels(outcome, name, version).inc()
+            self._reply(router, envelope, p.InfoReply(req.id, {"matched": event is not None,
+                                                               "outcome": outcome}))
+        else:
+            return self._admit(router, envelope, req, model, now)
+        self._count(req.op, "ok", model)
+        return None
+
+    def _refuse(self, router: zmq.Socket, envelope: list, request_id: str, model: ServedModel,
+                code: p.ErrorCode, message: str) -> None:
+        self._count("infer", code.value, model)
+        self._reply(router, envelope, p.ErrorReply(request_id, code.value, message))
+
+    def _admit(self, router: zmq.Socket, envelope: list, req: p.InferRequest, model: ServedModel,
+               now: int) -> Job | None:
+        if self.draining or not self.ready:
+            self._refuse(router, envelope, req.id, model, p.ErrorCode.UNAVAILABLE,
+                         "the server is shutting down" if self.draining else "the server is not ready yet")
+            return None
+        try:
+            arrays = match_inputs(model, req.inputs)
+        except InputError as exc:
+            self._refuse(router, envelope, req.id, model, p.ErrorCode.BAD_INPUT, str(exc))
+            return None
+        timeout_ms = req.timeout_ms or self.settings.request_timeout_ms
+        return Job(envelope, req.id, arrays, model.signature(), now, now + timeout_ms * 1_000_000)
+
+    def _dispatch(self, router: zmq.Socket, jobs: list[Job]) -> None:
+        """Queue the jobs of one I/O turn, or run a lone one right here when that is fastest.
+
+        A request that arrives alone, while no worker is busy and nothing is
+        queued, on a model whose batch-1 time is below ``inline_max_us``, runs
+        on the I/O thread: a hand-off to a worker would cost more than the
+        inference. Under load requests go through the queue and get batched.
+        """
+        s, model = self.settings, self.model
+        if (len(jobs) == 1 and 0 < model.batch1_us <= s.inline_max_us and len(self.queue) == 0
+                and all(w.busy_since_ns == 0 for w in self._workers)):
+            state = self._workers[self._inline_index]
+            self._admitted += 1
+            state.busy_since_ns = time.monotonic_ns()
+
+            def send(frames: list) -> None:
+                self._forwarded += 1
+                self._send(router, frames)
+
+            try:
+                self._execute(self._inline_index, jobs, send)
+            except Exception:
+                log.exception("inline batch failed")
+                send([*jobs[0].envelope, *p.encode_reply(p.ErrorReply(
+                    jobs[0].request_id, p.ErrorCode.INTERNAL.value, "internal error"))])
+            finally:
+                state.finished += 1
+                state.batches += 1
+                state.busy_since_ns = 0
+            return
+        for job in jobs:
+            self._admitted += 1
+            if not self.queue.put_nowait(job):
+                self._admitted -= 1
+                self._refuse(router, job.envelope, job.request_id, model, p.ErrorCode.OVERLOADED,
+                             f"the request queue is full ({self.queue.capacity}); retry later")
+
+    # ------------------------------------------------------------ workers
+
+    def _pending_beyond(self, n: int) -> bool:
+        finished = sum(w.finished for w in self._workers)
+        return self._admitted - finished > n
+
+    def _worker(self, index: int) -> None:
+        push = self.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.setsockopt(zmq.SNDHWM, 0)  # never block or drop a reply on the way to the I/O thread
+        push.connect(self._replies)
+        state = self._workers[index]
+
+        def send(frames: list) -> None:
+            push.send_multipart(frames)
+
+        try:
+            while True:
+                s = self.settings
+                jobs = self.queue.get_batch(s.max_batch, s.max_delay_us * 1000, self._pending_beyond)
+                if not jobs:
+                    if self.queue.closed:
+                        return
+                    continue
+                state.busy_since_ns = time.monotonic_ns()
+                try:
+                    self._execute(index, jobs, send)
+                except Exception:  # a bug here must not kill the worker
+                    log.exception("worker %d failed on a batch", index)
+                    for job in jobs:
+                        push.send_multipart([*job.envelope, *p.encode_reply(p.ErrorReply(
+                            job.request_id, p.ErrorCode.INTERNAL.value, "internal error"))])
+                finally:
+                    state.finished += len(jobs)
+                    state.batches += 1
+                    state.busy_since_ns = 0
+        finally:
+            push.close()
+
+    def _labels(self, model: ServedModel) -> tuple:
+        key = (model.name, model.version)
+        children = self._children.get(key)
+        if children is None:
+            m = self.metrics
+            children = (m.requests.labels("infer", "ok", *key), m.inferences.labels(*key),
+                        m.samples.labels(*key), m.executions.labels(*key))
+            self._children[key] = children
+        return children
+
+    def _execute(self, index: int, jobs: list[Job], send: Callable[[list], None]) -> None:
+        model = self.model  # read once: the whole batch runs on, and names, this version
+        now = time.monotonic_ns()
+        signature = model.signature()
+        live = []
+        for job in jobs:
+            if job.deadline_ns < now:
+                self._worker_error(send, job, model, p.ErrorCode.DEADLINE_EXCEEDED,
+                                   f"waited {(now - job.arrival_ns) // 1000} us in the queue, "
+                                   "past its deadline")
+            elif job.signature != signature:
+                self._worker_error(send, job, model, p.ErrorCode.BAD_INPUT,
+                                   f"the model changed to version {model.version}, whose inputs differ")
+            else:
+                live.append(job)
+        if not live:
+            return
+        inputs = [np.concatenate([j.inputs[k] for j in live]) for k in range(len(model.inputs))]
+        t0 = time.monotonic_ns()
+        try:
+            outputs = model.engine(index).infer(inputs)
+        except InputError as exc:
+            for job in live:
+                self._worker_error(send, job, model, p.ErrorCode.BAD_INPUT, str(exc))
+            return
+        t1 = time.monotonic_ns()
+        total = sum(j.samples for j in live)
+        if any(o.shape[0] != total for o in outputs):
+            raise RuntimeError(f"engine returned batch {[o.shape[0] for o in outputs]} for {total} samples")
+        ok, inferences, samples, executions = self._labels(model)
+        m = self.metrics
+        m.inference_seconds.observe((t1 - t0) / 1e9)
+        m.batch_requests.observe(len(live))
+        executions.inc()
+        inferences.inc(len(live))
+        samples.inc(total)
+        specs = model.outputs
+        start = 0
+        for job in live:
+            end = start + job.samples
+            outs = [p.Tensor(spec.name, o[start:end]) for spec, o in zip(specs, outputs, strict=True)]
+            if self.feedback.capacity:
+                self.feedback.record(job.request_id, model.name, model.version, outputs[0][start:end])
+            done = time.monotonic_ns()
+            timing = {"queue": (t0 - job.arrival_ns) // 1000, "inference": (t1 - t0) // 1000,
+                      "total": (done - job.arrival_ns) // 1000}
+            reply = p.InferReply(job.request_id, model.name, model.version, outs, timing)
+            send([*job.envelope, *p.encode_reply(reply)])
+            ok.inc()
+            m.queue_seconds.observe((t0 - job.arrival_ns) / 1e9)
+            m.request_seconds.observe((done - job.arrival_ns) / 1e9)
+            start = end
+
+    def _worker_error(self, send: Callable[[list], None], job: Job, model: ServedModel,
+                      code: p.ErrorCode, message: str) -> None:
+        self._count("infer", code.value, model)
+        send([*job.envelope, *p.encode_reply(p.ErrorReply(job.request_id, code.value, message))])
+
+
+def match_inputs(model: ServedModel, tensors: list[p.Tensor]) -> list[np.ndarray]:
+    """Request tensors in model input order, checked against the model; raises InputError."""
+    specs = model.inputs
+    if len(tensors) != len(specs):
+        raise InputError(f"the model takes {len(specs)} input(s), got {len(tensors)}")
+    names = [t.name for t in tensors]
+    if all(n is None for n in names):
+        ordered = tensors
+    else:
+        by_name = {t.name: t for t in tensors}
+        known = [s.name for s in specs]
+        for n in names:
+            if n is None:
+                raise InputError("name every input or none")
+            if n not in known:
+                raise InputError(f"unknown input {n!r}; the model's inputs are {', '.join(map(repr, known))}")
+        if len(by_name) != len(tensors):
+            raise InputError("an input is named twice")
+        ordered = [by_name[s.name] for s in specs]
+    for spec, t in zip(specs, ordered, strict=True):
+        want = p.datatype_of(spec.dtype)
+        if t.datatype != want:
+            raise InputError(f"input '{spec.name}': expected datatype {want}, got {t.datatype}")
+        shape = t.array.shape
+        if len(shape) != len(spec.shape) + 1 or tuple(shape[1:]) != spec.shape:
+            expected = ", ".join(["N", *map(str, spec.shape)])
+            raise InputError(f"input '{spec.name}': expected shape [{expected}], got {list(shape)}")
+    return model.engines[0].validate([t.array for t in ordered])

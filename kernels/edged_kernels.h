@@ -1,0 +1,209 @@
+/* edged native kernels: int8 operators with TFLite integer semantics.
+ *
+ * The Python planner (edged/runtime/plan.py) does every float computation once
+ * (multipliers, shifts, zero points, clamp ranges, lookup tables) and fills an
+ * array of edged_op descriptors; edged_run() then executes the whole graph in
+ * one call, integer-only on the hot path. This header is the whole contract
+ * between the two sides and is parsed by cffi (kernels/build_ffi.py), so it
+ * holds plain declarations only.
+ */
+#ifndef EDGED_KERNELS_H
+#define EDGED_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Operator kinds. */
+enum {
+  EDGED_OP_FULLY_CONNECTED = 1,
+  EDGED_OP_CONV_2D = 2,
+  EDGED_OP_DEPTHWISE_CONV_2D = 3,
+  EDGED_OP_MAX_POOL_2D = 4,
+  EDGED_OP_AVERAGE_POOL_2D = 5,
+  EDGED_OP_MEAN = 6,
+  EDGED_OP_ADD = 7,
+  EDGED_OP_SOFTMAX = 8,
+  EDGED_OP_LOGISTIC = 9,
+  EDGED_OP_QUANTIZE = 10,   /* float32 -> int8 */
+  EDGED_OP_REQUANTIZE = 11, /* int8 -> int8 (QUANTIZE between two int8 tensors) */
+  EDGED_OP_DEQUANTIZE = 12, /* int8 -> float32 */
+  EDGED_OP_CONCATENATION = 13,
+  EDGED_OP_PAD = 14,
+  EDGED_OP_COPY = 15        /* RESHAPE when it cannot alias its input */
+};
+
+/* Kernel variants of the int8 GEMM family (s8_gemm_*). */
+enum {
+  EDGED_VARIANT_REF = 0,
+  EDGED_VARIANT_AVX2 = 1,
+  EDGED_VARIANT_AVX512VNNI = 2,
+  EDGED_VARIANT_NEON = 3,
+  EDGED_VARIANT_NEONDOT = 4,
+  EDGED_VARIANT_COUNT = 5
+};
+
+/* MEAN variants (edged_op.mode), after LiteRT's two int8 MEAN paths. */
+enum {
+  EDGED_MEAN_REFERENCE = 0, /* reference_ops::QuantizedMeanOrSum: every case but the one below */
+  EDGED_MEAN_OPTIMIZED = 1  /* optimized_integer_ops::Mean: NHWC, axes {1, 2}, keep_dims */
+};
+
+/* One operator of an execution plan. Shapes are per sample (batch axis
+ * excluded) in NHWC order with the batch dimension dropped: h, w, c. Every
+ * pointer is owned by the Python plan and outlives the run. Each op processes
+ * `batch` samples laid out contiguously: sample b of input k starts at
+ * in[k] + b * in_stride[k] elements, of the output at out + b * out_stride. */
+typedef struct edged_op {
+  int32_t kind;
+  int32_t variant;          /* EDGED_VARIANT_* for FULLY_CONNECTED / CONV_2D */
+
+  const void* in[8];        /* inputs (int8 unless the op says otherwise) */
+  int64_t in_stride[8];     /* elements per sample of each input */
+  int32_t n_in;             /* number of inputs used (CONCATENATION: up to 8) */
+  void* out;
+  int64_t out_stride;
+
+  /* Geometry. FULLY_CONNECTED: in_h = rows per sample, in_c = depth,
+   * out_c = output units. Spatial ops: NHWC per sample. */
+  int32_t in_h, in_w, in_c;
+  int32_t out_h, out_w, out_c;
+  int32_t filter_h, filter_w;
+  int32_t stride_h, stride_w;
+  int32_t dilation_h, dilation_w;
+  int32_t pad_top, pad_left;  /* SAME padding resolved at plan time */
+  int32_t depth_multiplier;
+
+  /* Weights: a buffer packed by edged_s8_gemm_pack() for `variant`
+   * (FULLY_CONNECTED, CONV_2D), or raw [1, kh, kw, out_c] int8 (DEPTHWISE). */
+  const void* weights;
+  const int32_t* bias;      /* DEPTHWISE: raw int32 bias, may be NULL */
+
+  /* Requantization: output = clamp(MultiplyByQuantizedMultiplier(acc, m, s) + out_zp).
+   * Per output channel arrays (length out_c) for FC/CONV/DEPTHWISE. */
+  const int32_t* out_multiplier;
+  const int32_t* out_shift;
+  int32_t input_offset;     /* -input_zero_point */
+  int32_t output_offset;    /* output_zero_point */
+  int32_t act_min, act_max; /* clamp range in the output's quantized domain */
+
+  /* Elementwise ADD (TFLite's two-input rescaling) and int8->int8 rescaling
+   * (REQUANTIZE, MEAN, CONCATENATION inputs). */
+  int32_t left_shift;
+  int32_t in_offset[8];     /* -zero_point of each input */
+  int32_t in_multiplier[8];
+  int32_t in_shift[8];
+  int32_t multiplier;       /* single output multiplier */
+  int32_t shift;
+  /* ADD broadcasting: elementwise over out_h*out_w*out_c with per-input
+   * strides on a 3-D (h, w, c) view; stride 0 broadcasts that axis. */
+  int32_t bcast_stride[2][3];
+
+  /* CONCATENATION along the channel axis of a (outer, axis, inner) view:
+   * input k contributes axis_size[k] slices of `inner` elements. */
+  int32_t outer, inner;
+  int32_t axis_size[8];
+
+  /* PAD: before/after padding of the h, w, c axes; the fill value is output_offset. */
+  int32_t pad_before[3], pad_after[3];
+
+  /* MEAN: see the per-op notes below; `mode` is EDGED_MEAN_*. */
+  int32_t mode;
+
+  /* QUANTIZE / DEQUANTIZE. */
+  float scale;              /* the tensor scale as TFLite stores it (float32) */
+  int32_t zero_point;
+  int64_t count;            /* elements per sample for elementwise ops */
+
+  /* SOFTMAX: float table of 256 entries, see softmax.c; LOGISTIC: 256-entry
+   * int8 table indexed by (uint8)(x). */
+  const void* table;
+  float beta_scale;         /* unused (reserved) */
+
+  void* scratch;            /* per-plan scratch (CONV_2D im2col), sized by edged_scratch_size() */
+
+  int32_t elem_size;        /* COPY: bytes per element (0 means 1) */
+} edged_op;
+
+/* Fields each kind reads (everything else is ignored). "clamp" means the
+ * result is clamped to [act_min, act_max], which must lie in [-128, 127];
+ * "int8 clamp" means [-128, 127] regardless of act_min/act_max. Rounding
+ * follows LiteRT's builtin x86-64 kernels: RHU = ties up (vector code, ruy),
+ * RHAZ = ties away from zero (gemmlowp scalar code). "Flat index" counts
+ * elements across the whole batch: sample b, element i is b*count + i, and
+ * "body" means flat index < n - n % B for n = batch * count.
+ *
+ * FULLY_CONNECTED  in[0] rows of in_c int8 (in_h rows per sample), weights
+ *   packed for (variant, out_c, depth = in_c), out_multiplier/out_shift[out_c],
+ *   output_offset; clamp. Bias and input_offset are folded in at pack time.
+ *   Rounding RHU everywhere (ruy). No scratch.
+ * CONV_2D  in[0] [in_h,in_w,in_c]; weights packed from the [out_c,kh,kw,in_c]
+ *   filter as [out_c, depth = filter_h*filter_w*in_c]; stride_*, dilation_*,
+ *   pad_top/left; out [out_h,out_w,out_c]; input_offset (im2col fills padding
+ *   with -input_offset), requant as FULLY_CONNECTED. Scratch: edged_scratch_size().
+ * DEPTHWISE_CONV_2D  in[0] [in_h,in_w,in_c], weights raw [kh,kw,out_c] int8,
+ *   bias raw int32 or NULL, depth_multiplier (out_c = in_c*depth_multiplier),
+ *   geometry as CONV_2D, input_offset, out_multiplier/out_shift, output_offset;
+ *   clamp. Channels c < out_c - out_c % 8 RHU, the rest RHAZ.
+ * MAX_POOL_2D / AVERAGE_POOL_2D  in[0] [in_h,in_w,in_c], out [out_h,out_w,out_c]
+ *   with out_c == in_c, filter_*, stride_*, pad_top/left; clamp. Windows are
+ *   clipped to the input; average rounds RHAZ over the valid taps.
+ * MEAN  per sample a [outer, in_h*in_w, in_c] view (outer 0 means 1) reduced
+ *   over its middle axis to [outer, in_c]. EDGED_MEAN_OPTIMIZED: out =
+ *   MBQM(sum, multiplier, shift) + output_offset (the float-derived bias),
+ *   channels c < in_c - in_c % 16 RHU, the rest RHAZ. EDGED_MEAN_REFERENCE:
+ *   out = MBQM(sum + input_offset*in_h*in_w, multiplier, shift) + output_offset,
+ *   RHAZ. int8 clamp.
+ * ADD  in[0], in[1], out: `count` elements per sample, same shape (no
+ *   broadcast; bcast_stride is unused). left_shift (20), in_offset[0..1],
+ *   in_multiplier[0..1], in_shift[0..1], multiplier, shift, output_offset;
+ *   clamp. Body (B = 16): LiteRT's vector form; the rest: reference form.
+ * SOFTMAX  in[0] rows of in_c (the last axis), `count` elements per sample;
+ *   table = float[256] from edged_softmax_table(); scale = output scale;
+ *   output_offset = output zero point. RHAZ (std::round); int8 clamp.
+ * LOGISTIC  `count` elements; table = int8[256] from edged_logistic_table().
+ * QUANTIZE  in[0] float32, `count` elements; scale, zero_point (of the output).
+ *   Body (B = 8): rint(x * (float)(1.0/scale)), tail: round((double)x/scale).
+ * REQUANTIZE  `count` elements; input_offset, multiplier, shift,
+ *   output_offset; body (B = 16) RHU, tail RHAZ; int8 clamp.
+ * DEQUANTIZE  in[0] int8 -> out float32, `count` elements; scale, zero_point
+ *   (of the input). Body (B = 8): (float)x*scale + (float)(-zp*(double)scale);
+ *   tail: (float)((double)scale*(x - zp)).
+ * CONCATENATION  n_in inputs; per sample a [outer, sum(axis_size), inner]
+ *   output, input k is [outer, axis_size[k], inner]; bytes are copied (LiteRT
+ *   requires equal quantization; in_offset/in_multiplier are unused).
+ * PAD  in[0] [in_h,in_w,in_c] -> out [out_h,out_w,out_c], pad_before[3] /
+ *   pad_after[3] of the h, w, c axes, fill value output_offset.
+ * COPY  `count` elements of elem_size bytes.
+ */
+
+/* CPU features detected at run time; a bit per EDGED_VARIANT_*. */
+uint32_t edged_cpu_variants(void);
+
+/* int8 GEMM family: out[r][o] = requant(sum_d (x[r][d] - in_zp) * w[o][d] + bias[o]).
+ * Packing folds the input zero point and bias into the packed buffer, which
+ * starts with a small header (variant, out_c, depth) that edged_run checks.
+ * w is [out_c, depth] row-major; bias may be NULL. packed_size returns 0 and
+ * pack returns -1 for an unknown variant or a non-positive shape; packing
+ * works for any variant on any CPU (running needs edged_cpu_variants()). */
+size_t edged_s8_gemm_packed_size(int32_t variant, int32_t out_c, int32_t depth);
+int32_t edged_s8_gemm_pack(int32_t variant, const int8_t* w, const int32_t* bias,
+                           int32_t input_offset, int32_t out_c, int32_t depth, void* packed);
+
+/* SOFTMAX / LOGISTIC lookup tables exactly as LiteRT's Prepare builds them,
+ * with this library's libm expf. softmax: table[255 - v] = expf(-input_scale
+ * * beta * v) for v in 0..255. logistic: table[(uint8)q] for q in -128..127,
+ * LUTPopulate of 1 / (1 + expf(-x)). */
+void edged_softmax_table(float input_scale, float beta, float* table);
+void edged_logistic_table(float input_scale, int32_t input_zero_point, float output_scale,
+                          int32_t output_zero_point, int8_t* table);
+
+/* Scratch bytes an op needs for a batch of `batch` samples. */
+size_t edged_scratch_size(const edged_op* op, int32_t batch);
+
+/* Run `n_ops` operators in order on `batch` samples. Returns 0, or the
+ * 1-based index of the first op whose descriptor is invalid (checked before
+ * anything runs, so nothing is written then). Ops run in order, so an op may
+ * read what an earlier one wrote. */
+int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch);
+
+#endif /* EDGED_KERNELS_H */

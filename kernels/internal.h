@@ -1,0 +1,210 @@
+/* Shared internals of the edged kernels: not part of the cffi contract.
+ *
+ * Holds the TFLite fixed-point helpers every kernel must agree on bit for bit,
+ * the layout of packed GEMM weights, and the GEMM micro-kernel table.
+ */
+#ifndef EDGED_INTERNAL_H
+#define EDGED_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "edged_kernels.h"
+
+#if defined(__GNUC__)
+#define EDGED_INLINE static inline __attribute__((always_inline))
+#define EDGED_UNUSED __attribute__((unused))
+#else
+#define EDGED_INLINE static inline
+#define EDGED_UNUSED
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* TFLite / gemmlowp fixed-point arithmetic (scalar, the ground truth).      */
+/* ------------------------------------------------------------------------ */
+
+/* gemmlowp::SaturatingRoundingDoublingHighMul. gemmlowp writes it as a
+ * truncating division of (a*b + nudge) by 2^31 with a sign-dependent nudge;
+ * that is exactly floor((a*b + 2^30) / 2^31), which is what the SIMD variants
+ * compute (and what NEON's vqrdmulh does). The only overflow is
+ * INT32_MIN * INT32_MIN, which saturates to INT32_MAX. */
+EDGED_INLINE int32_t edged_srdhm(int32_t a, int32_t b) {
+  if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+  int64_t ab = (int64_t)a * (int64_t)b;
+  int64_t nudge = ab >= 0 ? (INT64_C(1) << 30) : (1 - (INT64_C(1) << 30));
+  return (int32_t)((ab + nudge) / (INT64_C(1) << 31));
+}
+
+/* gemmlowp::RoundingDivideByPOT: divide by 2^exponent rounding half away
+ * from zero; exponent in [0, 31]. */
+EDGED_INLINE int32_t edged_rdbypot(int32_t x, int exponent) {
+  const int32_t mask = (int32_t)((INT64_C(1) << exponent) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  /* >> of a negative int is arithmetic on every compiler we target. */
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* tflite::MultiplyByQuantizedMultiplier (double rounding), shift in [-31, 30].
+ * TFLite computes x * (1 << left_shift) in int32; it wraps on every platform
+ * TFLite ships on, so we wrap explicitly instead of relying on UB. */
+EDGED_INLINE int32_t edged_mbqm(int32_t x, int32_t multiplier, int32_t shift) {
+  const int left_shift = shift > 0 ? shift : 0;
+  const int right_shift = shift > 0 ? 0 : -shift;
+  const int32_t shifted = (int32_t)((uint32_t)x << left_shift);
+  return edged_rdbypot(edged_srdhm(shifted, multiplier), right_shift);
+}
+
+/* The rounding LiteRT's vector code (ruy on x86, NEON/NEON_2_SSE bodies)
+ * applies instead: the same SRDHM (gemmlowp's is already ties-up), then a
+ * right shift with ties toward +inf, computed without overflow:
+ * floor((r + 2^(e-1)) / 2^e) == (r >> e) + bit (e-1) of r. */
+EDGED_INLINE int32_t edged_rshift_rhu(int32_t x, int exponent) {
+  if (exponent == 0) return x;
+  return (x >> exponent) + ((x >> (exponent - 1)) & 1);
+}
+
+EDGED_INLINE int32_t edged_mbqm_rhu(int32_t x, int32_t multiplier, int32_t shift) {
+  const int left_shift = shift > 0 ? shift : 0;
+  const int right_shift = shift > 0 ? 0 : -shift;
+  const int32_t shifted = (int32_t)((uint32_t)x << left_shift);
+  return edged_rshift_rhu(edged_srdhm(shifted, multiplier), right_shift);
+}
+
+/* Wrapping int32 add: TFLite's int32 accumulators wrap in practice; doing it
+ * through uint32 keeps -fsanitize=undefined quiet and the result identical. */
+EDGED_INLINE int32_t edged_wadd(int32_t a, int32_t b) {
+  return (int32_t)((uint32_t)a + (uint32_t)b);
+}
+
+EDGED_INLINE int32_t edged_clamp(int32_t v, int32_t lo, int32_t hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* The full requantization tail of FC/CONV/DEPTHWISE for one value; rhaz
+ * selects gemmlowp's ties-away rounding instead of ties-up. */
+EDGED_INLINE int8_t edged_requant1(int32_t acc, int32_t multiplier, int32_t shift,
+                                   int32_t output_offset, int32_t act_min, int32_t act_max,
+                                   int rhaz) {
+  const int32_t scaled = rhaz ? edged_mbqm(acc, multiplier, shift) : edged_mbqm_rhu(acc, multiplier, shift);
+  return (int8_t)edged_clamp(edged_wadd(scaled, output_offset), act_min, act_max);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packed GEMM weights.                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* A packed buffer starts with this header, then `n_pad` int32 per-channel
+ * terms (bias + input_offset*rowsum + variant correction; zero past out_c),
+ * then the weights. Offsets are from the start of the buffer and are
+ * multiples of 64, so a 64-byte aligned buffer gives aligned weight rows (we
+ * still only use unaligned loads: Python owns the allocation).
+ *
+ * Weight layouts (nr = channels per block, kr = depth granule):
+ *   REF       nr=1,  kr=1:  w[o][d], exactly the TFLite [out_c, depth] matrix.
+ *   AVX2      nr=16, kr=2:  per block, per depth pair p: for j in 0..15:
+ *                           w[j][2p], w[j][2p+1]  (32 bytes; vpmovsxbw +
+ *                           vpmaddwd against a broadcast int16 pair).
+ *   AVX512VNNI nr=16, kr=4: per block, per depth quad q: for j in 0..15:
+ *                           w[j][4q..4q+3]  (64 bytes, one vpdpbusd).
+ *   NEONDOT   same bytes as AVX512VNNI (16 bytes per 4 channels for sdot).
+ *   NEON      nr=8,  kr=16: per block, per 16-deep slice s: for j in 0..7:
+ *                           w[j][16s..16s+15]  (smull/smull2 + sadalp).
+ * Depth and channels are zero-padded to multiples of kr and nr; zero weights
+ * make whatever the kernels multiply them by irrelevant. */
+typedef struct edged_packed_header {
+  uint32_t magic;
+  int32_t variant;
+  int32_t out_c;
+  int32_t depth;
+  int32_t n_pad;
+  int32_t k_pad;
+  int32_t nr;
+  int32_t kr;
+  uint64_t term_offset;
+  uint64_t weight_offset;
+  uint64_t total_size;
+  uint64_t reserved[2];
+} edged_packed_header;
+
+#define EDGED_PACKED_MAGIC 0x3853444Bu /* "KDS8" */
+
+EDGED_INLINE const int32_t* edged_packed_terms(const void* packed) {
+  const edged_packed_header* h = (const edged_packed_header*)packed;
+  return (const int32_t*)((const char*)packed + h->term_offset);
+}
+
+EDGED_INLINE const int8_t* edged_packed_weights(const void* packed) {
+  const edged_packed_header* h = (const edged_packed_header*)packed;
+  return (const int8_t*)((const char*)packed + h->weight_offset);
+}
+
+/* Requantization parameters shared by every output tile. */
+typedef struct edged_requant {
+  const int32_t* multiplier; /* per output channel */
+  const int32_t* shift;      /* per output channel, [-31, 30] */
+  int32_t output_offset;
+  int32_t act_min;
+  int32_t act_max;
+  /* 0: ties up in the final shift (what LiteRT's ruy does for FC/CONV on
+   * x86); 1: gemmlowp's ties away from zero (TFLite's reference kernels). */
+  int32_t rhaz;
+} edged_requant;
+
+/* c[r][o] = requant(term[o] + sum_d a[r][d] * w[o][d]) for r < m, o < out_c.
+ * a rows are `a_stride` bytes apart, c rows `c_stride` bytes apart. The
+ * packed buffer carries out_c and depth. */
+typedef void (*edged_s8_gemm_fn)(size_t m, const int8_t* a, size_t a_stride,
+                                 const void* packed, int8_t* c, size_t c_stride,
+                                 const edged_requant* rq);
+
+void edged_s8_gemm_ref(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                       int8_t* c, size_t c_stride, const edged_requant* rq);
+void edged_s8_gemm_avx2(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                        int8_t* c, size_t c_stride, const edged_requant* rq);
+void edged_s8_gemm_avx512vnni(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                              int8_t* c, size_t c_stride, const edged_requant* rq);
+void edged_s8_gemm_neon(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                        int8_t* c, size_t c_stride, const edged_requant* rq);
+void edged_s8_gemm_neondot(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                           int8_t* c, size_t c_stride, const edged_requant* rq);
+
+/* The micro-kernel of a variant, or NULL when this build has none for it
+ * (e.g. AVX2 on aarch64). Availability on this CPU: edged_cpu_variants(). */
+edged_s8_gemm_fn edged_s8_gemm_get(int32_t variant);
+
+/* Returns 0 when `packed` was produced by edged_s8_gemm_pack for exactly this
+ * variant and shape. */
+int edged_s8_gemm_check(const void* packed, int32_t variant, int32_t out_c, int32_t depth);
+
+/* ------------------------------------------------------------------------ */
+/* Operator entry points (one sample at a time unless noted); run.c has     */
+/* already validated the descriptor.                                        */
+/* ------------------------------------------------------------------------ */
+
+void edged_fully_connected(const edged_op* op, int32_t batch);
+void edged_conv_2d(const edged_op* op, int32_t batch);
+size_t edged_conv_2d_scratch_size(const edged_op* op);
+void edged_depthwise_conv_2d(const edged_op* op, int32_t batch);
+/* Portable depthwise for channels [c_begin, c_end) of one output pixel of
+ * one sample (x, yp: that sample's input and that pixel's output). */
+void edged_dw_pixel(const edged_op* op, const int8_t* x, int8_t* yp, int32_t oy, int32_t ox,
+                    size_t c_begin, size_t c_end);
+/* AVX2 depthwise; returns -1 (having done nothing) for shapes it does not
+ * handle (depth multiplier > 1, fewer than 16 channels, > 64 taps). */
+int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch);
+void edged_max_pool_2d(const edged_op* op, int32_t batch);
+void edged_average_pool_2d(const edged_op* op, int32_t batch);
+void edged_mean(const edged_op* op, int32_t batch);
+void edged_add(const edged_op* op, int32_t batch);
+void edged_softmax(const edged_op* op, int32_t batch);
+void edged_logistic(const edged_op* op, int32_t batch);
+void edged_quantize(const edged_op* op, int32_t batch);
+void edged_requantize(const edged_op* op, int32_t batch);
+void edged_dequantize(const edged_op* op, int32_t batch);
+void edged_concatenation(const edged_op* op, int32_t batch);
+void edged_pad(const edged_op* op, int32_t batch);
+void edged_copy(const edged_op* op, int32_t batch);
+
+#endif /* EDGED_INTERNAL_H */

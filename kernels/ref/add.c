@@ -1,0 +1,56 @@
+/* ADD of two same-shape int8 tensors with TFLite's rescaling to a common
+ * scale (inputs shifted left by left_shift = 20, each scaled by a multiplier
+ * below one, summed, scaled to the output).
+ *
+ * LiteRT's optimized kernel runs 16 elements per NEON(-on-SSE) iteration over
+ * the flat tensor, batch included, with a different arithmetic: the input
+ * left shift and its (non-positive) input shift are merged into one shift
+ * (so no rounding there) and the high multiplies round ties up. The last
+ * n % 16 elements take the scalar reference path. Both are reproduced.
+ */
+#include "internal.h"
+
+/* NEON vshl semantics: a left shift that wraps, or for a negative count a
+ * truncating arithmetic right shift. */
+static inline int32_t shift_any(int32_t x, int32_t s) {
+  if (s >= 0) return (int32_t)((uint32_t)x << (s > 31 ? 31 : s));
+  return x >> (-s > 31 ? 31 : -s);
+}
+
+void edged_add(const edged_op* op, int32_t batch) {
+  const size_t count = (size_t)op->count;
+  const size_t n = count * (size_t)batch;
+  const size_t body = n - n % 16;
+  const int32_t off0 = op->in_offset[0], off1 = op->in_offset[1];
+  const int32_t m0 = op->in_multiplier[0], m1 = op->in_multiplier[1];
+  const int32_t s0 = op->in_shift[0], s1 = op->in_shift[1];
+  const int32_t ls = op->left_shift;
+
+  for (int32_t b = 0; b < batch; ++b) {
+    const int8_t* x0 = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
+    const int8_t* x1 = (const int8_t*)op->in[1] + (size_t)b * (size_t)op->in_stride[1];
+    int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
+    const size_t flat0 = (size_t)b * count;
+    for (size_t i = 0; i < count; ++i) {
+      const int32_t a = x0[i] + off0, c = x1[i] + off1;
+      int32_t v;
+      if (flat0 + i < body) {
+        const int32_t sa = edged_srdhm(shift_any(a, ls + s0), m0);
+        const int32_t sc = edged_srdhm(shift_any(c, ls + s1), m1);
+        const int32_t sum = edged_srdhm(edged_wadd(sa, sc), op->multiplier);
+        const int32_t raw = edged_rdbypot(sum, -op->shift); /* run.c: shift <= 0 */
+        /* vmovn_s32 truncates to int16, the offset is added in int16 (wrapping),
+         * then vqmovn_s16 saturates to int8: far out-of-range sums wrap. */
+        const int16_t narrowed = (int16_t)(uint16_t)(uint32_t)raw;
+        const int16_t shifted = (int16_t)(uint16_t)((uint32_t)(uint16_t)narrowed + (uint32_t)op->output_offset);
+        v = edged_clamp(shifted, -128, 127);
+      } else {
+        const int32_t sa = edged_mbqm(shift_any(a, ls), m0, s0);
+        const int32_t sc = edged_mbqm(shift_any(c, ls), m1, s1);
+        const int32_t raw = edged_mbqm(edged_wadd(sa, sc), op->multiplier, op->shift);
+        v = edged_wadd(raw, op->output_offset);
+      }
+      y[i] = (int8_t)edged_clamp(v, op->act_min, op->act_max);
+    }
+  }
+}

@@ -1,0 +1,91 @@
+/* QUANTIZE (float32 -> int8), REQUANTIZE (int8 -> int8), DEQUANTIZE
+ * (int8 -> float32) as LiteRT's optimized kernels compute them on x86-64:
+ * a NEON(-on-SSE) body over the flat tensor, batch included, and a scalar
+ * tail with different rounding. The flat index decides which one an element
+ * gets, exactly as in LiteRT. */
+#include <math.h>
+
+#include "internal.h"
+
+/* Round to nearest, ties to even (vcvtnq / _mm_cvtps_epi32) for |y| < 2^22:
+ * adding 1.5 * 2^23 lands in a binade whose ulp is 1. Without -ffast-math the
+ * compiler keeps both operations. */
+static inline float rne_small(float y) {
+  const float magic = 12582912.0f;
+  return (y + magic) - magic;
+}
+
+/* A finite result past +-1000 saturates the int8 clamp whatever the zero
+ * point, so clamping first changes nothing and keeps conversions defined.
+ * NaN follows the numpy reference (int64 minimum, so -128). */
+static inline int8_t finish_f(float r, int32_t zp) {
+  if (r != r) return -128;
+  if (r > 1000.0f) r = 1000.0f;
+  if (r < -1000.0f) r = -1000.0f;
+  return (int8_t)edged_clamp((int32_t)r + zp, -128, 127);
+}
+
+void edged_quantize(const edged_op* op, int32_t batch) {
+  const size_t count = (size_t)op->count;
+  const size_t n = count * (size_t)batch, body = n - n % 8;
+  const double scale = (double)op->scale;
+  const float recip = (float)(1.0 / scale);
+  const int32_t zp = op->zero_point;
+  for (int32_t b = 0; b < batch; ++b) {
+    const float* x = (const float*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
+    int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
+    const size_t flat0 = (size_t)b * count;
+    for (size_t i = 0; i < count; ++i) {
+      if (flat0 + i < body) {
+        float v = x[i] * recip;
+        if (v > 1000.0f) v = 1000.0f; /* also keeps rne_small exact */
+        if (v < -1000.0f) v = -1000.0f;
+        y[i] = finish_f(rne_small(v), zp);
+      } else {
+        double v = (double)x[i] / scale;
+        if (v > 1000.0) v = 1000.0;
+        if (v < -1000.0) v = -1000.0;
+        y[i] = finish_f((float)round(v), zp);
+      }
+    }
+  }
+}
+
+void edged_requantize(const edged_op* op, int32_t batch) {
+  const size_t count = (size_t)op->count;
+  const size_t n = count * (size_t)batch, body = n - n % 16;
+  for (int32_t b = 0; b < batch; ++b) {
+    const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
+    int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
+    const size_t flat0 = (size_t)b * count;
+    for (size_t i = 0; i < count; ++i) {
+      const int32_t centred = x[i] + op->input_offset;
+      const int32_t v = flat0 + i < body ? edged_mbqm_rhu(centred, op->multiplier, op->shift)
+                                         : edged_mbqm(centred, op->multiplier, op->shift);
+      y[i] = (int8_t)edged_clamp(edged_wadd(v, op->output_offset), -128, 127);
+    }
+  }
+}
+
+void edged_dequantize(const edged_op* op, int32_t batch) {
+  const size_t count = (size_t)op->count;
+  const size_t n = count * (size_t)batch, body = n - n % 8;
+  const float scale = op->scale;
+  const int32_t zp = op->zero_point;
+  /* Body: float(x) * s + float(-zp * s), two roundings (x86 has no FMA in
+   * LiteRT's build; -ffp-contract=off keeps us from fusing either). */
+  const float bias = (float)(-(double)zp * (double)scale);
+  for (int32_t b = 0; b < batch; ++b) {
+    const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
+    float* y = (float*)op->out + (size_t)b * (size_t)op->out_stride;
+    const size_t flat0 = (size_t)b * count;
+    for (size_t i = 0; i < count; ++i) {
+      if (flat0 + i < body) {
+        const float prod = (float)x[i] * scale;
+        y[i] = prod + bias;
+      } else {
+        y[i] = (float)((double)scale * (double)(x[i] - zp));
+      }
+    }
+  }
+}

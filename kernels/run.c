@@ -1,0 +1,159 @@
+/* edged_run: validate a whole plan, then execute it op by op.
+ *
+ * Validation is O(channels) per op at most, never O(data): it exists so that
+ * a planner bug surfaces as "op #k is invalid" in Python instead of a crash
+ * or an out-of-bounds write in C. Everything is checked before anything
+ * runs, so a rejected plan has written nothing. */
+#include <math.h>
+
+#include "internal.h"
+
+static int pos(int32_t v) { return v >= 1; }
+
+static int act_ok(const edged_op* op) {
+  return op->act_min >= -128 && op->act_max <= 127 && op->act_min <= op->act_max;
+}
+
+static int shift_ok(int32_t s) { return s >= -31 && s <= 30; }
+
+static int per_channel_ok(const edged_op* op) {
+  if (op->out_multiplier == NULL || op->out_shift == NULL) return 0;
+  for (int32_t c = 0; c < op->out_c; ++c)
+    if (!shift_ok(op->out_shift[c])) return 0;
+  return 1;
+}
+
+static int strides_ok(const edged_op* op, int32_t n_inputs) {
+  if (op->out == NULL || op->out_stride < 0) return 0;
+  for (int32_t k = 0; k < n_inputs; ++k)
+    if (op->in[k] == NULL || op->in_stride[k] < 0) return 0;
+  return 1;
+}
+
+/* Input zero point usable as an int8 fill value (im2col padding). */
+static int input_offset_ok(const edged_op* op) {
+  return op->input_offset >= -127 && op->input_offset <= 128;
+}
+
+static int spatial_ok(const edged_op* op) {
+  return pos(op->in_h) && pos(op->in_w) && pos(op->in_c) && pos(op->out_h) && pos(op->out_w) &&
+         pos(op->out_c) && pos(op->filter_h) && pos(op->filter_w) && pos(op->stride_h) &&
+         pos(op->stride_w);
+}
+
+static int gemm_ok(const edged_op* op, int32_t depth) {
+  if (op->variant < 0 || op->variant >= EDGED_VARIANT_COUNT) return 0;
+  if (!(edged_cpu_variants() & (1u << op->variant)) || edged_s8_gemm_get(op->variant) == NULL)
+    return 0;
+  return edged_s8_gemm_check(op->weights, op->variant, op->out_c, depth) == 0;
+}
+
+/* Every pooling window must hold at least one input pixel (TFLite fails the
+ * op otherwise). Window origins grow with the output index, so checking the
+ * first and the last window of each axis covers all of them. */
+static int windows_ok(int32_t in, int32_t out, int32_t filter, int32_t stride, int32_t pad) {
+  const int64_t first = -(int64_t)pad, last = (int64_t)(out - 1) * stride - pad;
+  return first + filter > 0 && first < in && last + filter > 0 && last < in;
+}
+
+static int valid(const edged_op* op) {
+  switch (op->kind) {
+    case EDGED_OP_FULLY_CONNECTED:
+      return strides_ok(op, 1) && pos(op->in_h) && pos(op->in_c) && pos(op->out_c) &&
+             act_ok(op) && gemm_ok(op, op->in_c) && per_channel_ok(op);
+    case EDGED_OP_CONV_2D: {
+      if (!strides_ok(op, 1) || !spatial_ok(op) || !pos(op->dilation_h) || !pos(op->dilation_w))
+        return 0;
+      const int64_t depth = (int64_t)op->filter_h * op->filter_w * op->in_c;
+      /* The packed header first: it proves out_c, so the per-channel arrays
+       * can then be read. */
+      if (depth > INT32_MAX || !act_ok(op) || !input_offset_ok(op)) return 0;
+      if (!gemm_ok(op, (int32_t)depth) || !per_channel_ok(op)) return 0;
+      return edged_conv_2d_scratch_size(op) == 0 || op->scratch != NULL;
+    }
+    case EDGED_OP_DEPTHWISE_CONV_2D:
+      return strides_ok(op, 1) && spatial_ok(op) && pos(op->dilation_h) && pos(op->dilation_w) &&
+             pos(op->depth_multiplier) && (int64_t)op->in_c * op->depth_multiplier == op->out_c &&
+             op->weights != NULL && act_ok(op) && per_channel_ok(op) && input_offset_ok(op);
+    case EDGED_OP_MAX_POOL_2D:
+    case EDGED_OP_AVERAGE_POOL_2D:
+      return strides_ok(op, 1) && spatial_ok(op) && op->in_c == op->out_c && act_ok(op) &&
+             (int64_t)op->filter_h * op->filter_w <= (1 << 23) &&
+             windows_ok(op->in_h, op->out_h, op->filter_h, op->stride_h, op->pad_top) &&
+             windows_ok(op->in_w, op->out_w, op->filter_w, op->stride_w, op->pad_left);
+    case EDGED_OP_MEAN:
+      return strides_ok(op, 1) && pos(op->in_h) && pos(op->in_w) && pos(op->in_c) &&
+             op->outer >= 0 && (int64_t)op->in_h * op->in_w <= (1 << 23) &&
+             (op->mode == EDGED_MEAN_REFERENCE || op->mode == EDGED_MEAN_OPTIMIZED) &&
+             shift_ok(op->shift);
+    case EDGED_OP_ADD:
+      return strides_ok(op, 2) && op->count >= 1 && act_ok(op) && op->left_shift >= 0 &&
+             op->left_shift <= 30 && op->shift <= 0 && op->shift >= -31 && op->in_shift[0] <= 0 &&
+             op->in_shift[0] >= -31 && op->in_shift[1] <= 0 && op->in_shift[1] >= -31;
+    case EDGED_OP_SOFTMAX:
+      return strides_ok(op, 1) && op->table != NULL && pos(op->in_c) && op->count >= 1 &&
+             op->count % op->in_c == 0;
+    case EDGED_OP_LOGISTIC:
+      return strides_ok(op, 1) && op->table != NULL && op->count >= 0;
+    case EDGED_OP_QUANTIZE:
+      return strides_ok(op, 1) && op->count >= 0 && op->scale > 0.0f && isfinite(op->scale) &&
+             op->zero_point >= -128 && op->zero_point <= 127;
+    case EDGED_OP_REQUANTIZE:
+      return strides_ok(op, 1) && op->count >= 0 && shift_ok(op->shift);
+    case EDGED_OP_DEQUANTIZE:
+      return strides_ok(op, 1) && op->count >= 0;
+    case EDGED_OP_CONCATENATION:
+      if (op->n_in < 1 || op->n_in > 8 || op->outer < 0 || op->inner < 1) return 0;
+      for (int32_t k = 0; k < op->n_in; ++k)
+        if (op->axis_size[k] < 0) return 0;
+      return strides_ok(op, op->n_in);
+    case EDGED_OP_PAD:
+      for (int k = 0; k < 3; ++k)
+        if (op->pad_before[k] < 0 || op->pad_after[k] < 0) return 0;
+      return strides_ok(op, 1) && pos(op->in_h) && pos(op->in_w) && pos(op->in_c) &&
+             (int64_t)op->in_h + op->pad_before[0] + op->pad_after[0] == op->out_h &&
+             (int64_t)op->in_w + op->pad_before[1] + op->pad_after[1] == op->out_w &&
+             (int64_t)op->in_c + op->pad_before[2] + op->pad_after[2] == op->out_c &&
+             op->output_offset >= -128 && op->output_offset <= 127;
+    case EDGED_OP_COPY:
+      return strides_ok(op, 1) && op->count >= 0 && op->elem_size >= 0 && op->elem_size <= 64;
+    default:
+      return 0;
+  }
+}
+
+size_t edged_scratch_size(const edged_op* op, int32_t batch) {
+  (void)batch; /* samples run one after another and reuse the same scratch */
+  if (op == NULL || op->kind != EDGED_OP_CONV_2D || !spatial_ok(op)) return 0;
+  return edged_conv_2d_scratch_size(op);
+}
+
+int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch) {
+  if (n_ops <= 0) return 0;
+  if (ops == NULL || batch < 1) return 1;
+  for (int32_t i = 0; i < n_ops; ++i)
+    if (!valid(&ops[i])) return i + 1;
+
+  for (int32_t i = 0; i < n_ops; ++i) {
+    const edged_op* op = &ops[i];
+    switch (op->kind) {
+      case EDGED_OP_FULLY_CONNECTED: edged_fully_connected(op, batch); break;
+      case EDGED_OP_CONV_2D: edged_conv_2d(op, batch); break;
+      case EDGED_OP_DEPTHWISE_CONV_2D: edged_depthwise_conv_2d(op, batch); break;
+      case EDGED_OP_MAX_POOL_2D: edged_max_pool_2d(op, batch); break;
+      case EDGED_OP_AVERAGE_POOL_2D: edged_average_pool_2d(op, batch); break;
+      case EDGED_OP_MEAN: edged_mean(op, batch); break;
+      case EDGED_OP_ADD: edged_add(op, batch); break;
+      case EDGED_OP_SOFTMAX: edged_softmax(op, batch); break;
+      case EDGED_OP_LOGISTIC: edged_logistic(op, batch); break;
+      case EDGED_OP_QUANTIZE: edged_quantize(op, batch); break;
+      case EDGED_OP_REQUANTIZE: edged_requantize(op, batch); break;
+      case EDGED_OP_DEQUANTIZE: edged_dequantize(op, batch); break;
+      case EDGED_OP_CONCATENATION: edged_concatenation(op, batch); break;
+      case EDGED_OP_PAD: edged_pad(op, batch); break;
+      case EDGED_OP_COPY: edged_copy(op, batch); break;
+      default: return i + 1; /* unreachable: validated above */
+    }
+  }
+  return 0;
+}

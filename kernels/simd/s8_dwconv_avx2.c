@@ -1,0 +1,140 @@
+/* DEPTHWISE_CONV_2D (depth multiplier 1) for x86-64 with AVX2.
+ *
+ * Channels are the SIMD axis, 16 per step, and taps are consumed in pairs:
+ * interleaving the (x + input_offset) int16 values of two taps, and their
+ * two weights, lets one vpmaddwd produce x0*w0 + x1*w1 per channel in int32.
+ * Each product is at most 255 * 128 in magnitude, so nothing saturates. The
+ * in-lane unpacks leave the accumulators as [c0-3 | c8-11] and [c4-7 |
+ * c12-15]; one cross-lane permute each restores channel order.
+ *
+ * Requantization matches LiteRT's x86 depthwise path: 8-channel groups below
+ * out_c - out_c % 8 round ties up, the rest ties away from zero. Channels past
+ * the last full 16-block go through the portable per-pixel code.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#if defined(__x86_64__)
+#include "avx2_requant.h"
+
+#define DW_MAX_TAPS 64
+
+AVX2_INLINE __m256i load_x16(const int8_t* p, __m256i offset) {
+  return _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)p)), offset);
+}
+
+AVX2_INLINE __m256i load_w16(const int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)p));
+}
+
+/* 16 channels of one output pixel over `taps` taps. */
+AVX2_INLINE void block16(const int8_t* x, const int8_t* w, const size_t* x_off, const size_t* w_off,
+                         size_t taps, size_t c, __m256i io, const int32_t* bias, const rq8* p,
+                         const edged_requant* r0, const edged_requant* r1, int8_t* yp) {
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i acc_a = zero, acc_b = zero;
+  size_t t = 0;
+  for (; t + 2 <= taps; t += 2) {
+    const __m256i xa = load_x16(x + x_off[t] + c, io), xb = load_x16(x + x_off[t + 1] + c, io);
+    const __m256i wa = load_w16(w + w_off[t] + c), wb = load_w16(w + w_off[t + 1] + c);
+    acc_a = _mm256_add_epi32(acc_a, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb),
+                                                      _mm256_unpacklo_epi16(wa, wb)));
+    acc_b = _mm256_add_epi32(acc_b, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb),
+                                                      _mm256_unpackhi_epi16(wa, wb)));
+  }
+  if (t < taps) { /* odd tap count: pair the last tap with zeros */
+    const __m256i xa = load_x16(x + x_off[t] + c, io), wa = load_w16(w + w_off[t] + c);
+    acc_a = _mm256_add_epi32(acc_a, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, zero),
+                                                      _mm256_unpacklo_epi16(wa, zero)));
+    acc_b = _mm256_add_epi32(acc_b, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, zero),
+                                                      _mm256_unpackhi_epi16(wa, zero)));
+  }
+  __m256i lo = _mm256_permute2x128_si256(acc_a, acc_b, 0x20); /* channels c..c+7 */
+  __m256i hi = _mm256_permute2x128_si256(acc_a, acc_b, 0x31); /* c+8..c+15 */
+  if (bias) {
+    lo = _mm256_add_epi32(lo, _mm256_loadu_si256((const __m256i*)(bias + c)));
+    hi = _mm256_add_epi32(hi, _mm256_loadu_si256((const __m256i*)(bias + c + 8)));
+  }
+  store8(&p[0], rq8_apply(&p[0], lo, r0), yp + c);
+  store8(&p[1], rq8_apply(&p[1], hi, r1), yp + c + 8);
+}
+
+AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
+  if (op->depth_multiplier != 1 || op->out_c < 16 ||
+      (int64_t)op->filter_h * op->filter_w > DW_MAX_TAPS)
+    return -1;
+  const size_t c_all = (size_t)op->out_c, in_w = (size_t)op->in_w;
+  const size_t blocks = c_all / 16, body = c_all - c_all % 8;
+  const int8_t* w = (const int8_t*)op->weights;
+  const __m256i io = _mm256_set1_epi16((short)op->input_offset);
+  const edged_requant rq_up = {op->out_multiplier, op->out_shift, op->output_offset,
+                               op->act_min, op->act_max, 0};
+  const edged_requant rq_away = {op->out_multiplier, op->out_shift, op->output_offset,
+                                 op->act_min, op->act_max, 1};
+  /* Requantization constants of every 8-channel group, computed once. */
+  /* rq8 holds __m256i members: align by hand, malloc only promises 16. */
+  void* raw = malloc(2 * blocks * sizeof(rq8) + 32);
+  if (raw == NULL) return -1;
+  rq8* params = (rq8*)(((uintptr_t)raw + 31) & ~(uintptr_t)31);
+  for (size_t g = 0; g < 2 * blocks; ++g)
+    rq8_load(&params[g], 8 * g < body ? &rq_up : &rq_away, 8 * g, c_all);
+
+  /* Tap offsets of a pixel whose window lies inside the input, relative to
+   * the window origin: every interior pixel shares them. */
+  size_t x_rel[DW_MAX_TAPS], w_all[DW_MAX_TAPS], x_off[DW_MAX_TAPS], w_off[DW_MAX_TAPS];
+  const size_t all_taps = (size_t)op->filter_h * (size_t)op->filter_w;
+  for (int32_t ky = 0, t = 0; ky < op->filter_h; ++ky)
+    for (int32_t kx = 0; kx < op->filter_w; ++kx, ++t) {
+      x_rel[t] = ((size_t)ky * (size_t)op->dilation_h * in_w + (size_t)kx * (size_t)op->dilation_w) * c_all;
+      w_all[t] = (size_t)t * c_all;
+    }
+  const int32_t eff_h = (op->filter_h - 1) * op->dilation_h + 1;
+  const int32_t eff_w = (op->filter_w - 1) * op->dilation_w + 1;
+
+  for (int32_t b = 0; b < batch; ++b) {
+    const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
+    int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
+    for (int32_t oy = 0; oy < op->out_h; ++oy) {
+      const int32_t iy0 = oy * op->stride_h - op->pad_top;
+      for (int32_t ox = 0; ox < op->out_w; ++ox) {
+        const int32_t ix0 = ox * op->stride_w - op->pad_left;
+        int8_t* yp = y + ((size_t)oy * (size_t)op->out_w + (size_t)ox) * c_all;
+        const int8_t* xs = x;
+        const size_t* xo = x_off;
+        const size_t* wo = w_off;
+        size_t taps = 0;
+        if (iy0 >= 0 && ix0 >= 0 && iy0 + eff_h <= op->in_h && ix0 + eff_w <= op->in_w) {
+          xs = x + ((size_t)iy0 * in_w + (size_t)ix0) * c_all;
+          xo = x_rel;
+          wo = w_all;
+          taps = all_taps;
+        } else { /* border: only the taps inside the input contribute */
+          for (int32_t ky = 0; ky < op->filter_h; ++ky) {
+            const int32_t iy = iy0 + ky * op->dilation_h;
+            if (iy < 0 || iy >= op->in_h) continue;
+            for (int32_t kx = 0; kx < op->filter_w; ++kx) {
+              const int32_t ix = ix0 + kx * op->dilation_w;
+              if (ix < 0 || ix >= op->in_w) continue;
+              x_off[taps] = ((size_t)iy * in_w + (size_t)ix) * c_all;
+              w_off[taps] = ((size_t)ky * (size_t)op->filter_w + (size_t)kx) * c_all;
+              ++taps;
+            }
+          }
+        }
+        for (size_t blk = 0; blk < blocks; ++blk) {
+          const size_t c = 16 * blk;
+          block16(xs, w, xo, wo, taps, c, io, op->bias, &params[2 * blk],
+                  c < body ? &rq_up : &rq_away, c + 8 < body ? &rq_up : &rq_away, yp);
+        }
+        if (16 * blocks < c_all) edged_dw_pixel(op, x, yp, oy, ox, 16 * blocks, c_all);
+      }
+    }
+  }
+  free(raw);
+  return 0;
+}
+
+#else
+typedef int edged_s8_dwconv_avx2_unused;
+#endif

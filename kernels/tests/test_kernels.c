@@ -1,0 +1,752 @@
+/* Plain-C test harness for the edged kernels (no Python needed).
+ *
+ * Every GEMM variant this CPU can run is checked bit for bit against naive
+ * loops written independently here (int64 accumulation, gemmlowp arithmetic
+ * re-derived from its definition), over random shapes, zero points,
+ * multipliers, shifts and activation ranges from a fixed seed; then CONV_2D,
+ * DEPTHWISE_CONV_2D and the other ops through edged_run(). Buffers are
+ * allocated at their exact size and outputs get guard bytes, so under
+ * -fsanitize=address any over-read or over-write fails loudly.
+ *
+ * Prints "N passed, M failed" last and exits non-zero if anything failed.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static int g_passed, g_failed;
+
+#define CHECK(cond, ...)                      \
+  do {                                        \
+    if (cond) {                               \
+      ++g_passed;                             \
+    } else {                                  \
+      ++g_failed;                             \
+      if (g_failed <= 30) {                   \
+        printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+        printf(__VA_ARGS__);                  \
+        printf("\n");                         \
+      }                                       \
+    }                                         \
+  } while (0)
+
+/* ---- deterministic RNG (xorshift64*) ---------------------------------- */
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static uint64_t rnd64(void) {
+  g_rng ^= g_rng >> 12;
+  g_rng ^= g_rng << 25;
+  g_rng ^= g_rng >> 27;
+  return g_rng * 2685821657736338717ull;
+}
+static int32_t rnd_range(int32_t lo, int32_t hi) { /* inclusive */
+  return lo + (int32_t)(rnd64() % (uint64_t)((int64_t)hi - lo + 1));
+}
+static int32_t rnd_i32(void) { return (int32_t)(uint32_t)rnd64(); }
+static void fill_i8(int8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) p[i] = (int8_t)rnd_range(-128, 127);
+}
+
+/* ---- independent model of the arithmetic ------------------------------ */
+static int32_t wrap32(int64_t v) { return (int32_t)(uint32_t)(uint64_t)v; }
+
+static int32_t model_srdhm(int32_t a, int32_t b) {
+  if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+  const int64_t ab = (int64_t)a * b;
+  const int64_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+  return (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* truncating, as gemmlowp */
+}
+static int32_t model_rdbypot(int32_t x, int e) { /* ties away from zero, in int64 */
+  if (e == 0) return x;
+  const int64_t d = (int64_t)1 << e;
+  const int64_t q = (int64_t)x >= 0 ? ((int64_t)x + d / 2) / d : -((-(int64_t)x + d / 2) / d);
+  return (int32_t)q;
+}
+static int32_t model_rhu(int32_t x, int e) { /* floor((x + 2^(e-1)) / 2^e) */
+  if (e == 0) return x;
+  const int64_t v = (int64_t)x + ((int64_t)1 << (e - 1));
+  return (int32_t)(v >= 0 ? v >> e : -((-v + ((int64_t)1 << e) - 1) >> e));
+}
+static int32_t model_mbqm(int32_t x, int32_t m, int32_t shift, int rhaz) {
+  const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  const int32_t r = model_srdhm(wrap32((int64_t)x * ((int64_t)1 << left)), m);
+  return rhaz ? model_rdbypot(r, right) : model_rhu(r, right);
+}
+static int8_t model_requant(int64_t acc, int32_t m, int32_t s, int32_t zp, int32_t lo, int32_t hi,
+                            int rhaz) {
+  int64_t v = (int64_t)model_mbqm(wrap32(acc), m, s, rhaz) + zp;
+  v = wrap32(v);
+  return (int8_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+static const char* variant_name(int v) {
+  static const char* names[] = {"ref", "avx2", "avx512vnni", "neon", "neondot"};
+  return v >= 0 && v < EDGED_VARIANT_COUNT ? names[v] : "?";
+}
+
+static int runnable(int v) {
+  return (edged_cpu_variants() & (1u << v)) && edged_s8_gemm_get(v) != NULL;
+}
+
+#define GUARD 32
+#define GUARD_BYTE 0x5A
+
+/* An output buffer with guard bytes on both sides. */
+typedef struct {
+  int8_t* base;
+  int8_t* data;
+  size_t n;
+} guarded;
+static guarded guarded_new(size_t n) {
+  guarded g;
+  g.n = n;
+  g.base = (int8_t*)malloc(n + 2 * GUARD);
+  memset(g.base, GUARD_BYTE, n + 2 * GUARD);
+  g.data = g.base + GUARD;
+  return g;
+}
+static int guarded_intact(const guarded* g) {
+  for (size_t i = 0; i < GUARD; ++i)
+    if ((uint8_t)g->base[i] != GUARD_BYTE || (uint8_t)g->data[g->n + i] != GUARD_BYTE) return 0;
+  return 1;
+}
+
+/* Random requantization parameters: realistic ones, or (extreme) anything
+ * the contract allows, to exercise every corner of the SIMD requantizers. */
+static void random_requant(int32_t* mult, int32_t* shift, int32_t n, int extreme) {
+  for (int32_t i = 0; i < n; ++i) {
+    if (extreme) {
+      const int pick = rnd_range(0, 9);
+      mult[i] = pick == 0 ? INT32_MIN : pick == 1 ? INT32_MAX : pick == 2 ? 0 : rnd_i32();
+      shift[i] = rnd_range(-31, 30);
+    } else {
+      mult[i] = rnd_range(1 << 30, INT32_MAX);
+      shift[i] = rnd_range(-14, 1);
+    }
+  }
+}
+
+static void random_act(int32_t* lo, int32_t* hi) {
+  if (rnd_range(0, 2) == 0) {
+    *lo = -128;
+    *hi = 127;
+  } else {
+    *lo = rnd_range(-128, 20);
+    *hi = rnd_range(*lo, 127);
+  }
+}
+
+/* ---- 1. scalar arithmetic --------------------------------------------- */
+static void test_scalar_mbqm(void) {
+  static const int32_t special[] = {INT32_MIN, INT32_MIN + 1, -65536, -32768, -3, -2, -1, 0, 1,
+                                    2, 3, 32768, 65535, INT32_MAX - 1, INT32_MAX, 1 << 30};
+  const int ns = (int)(sizeof(special) / sizeof(special[0]));
+  int bad = 0;
+  for (int t = 0; t < 200000; ++t) {
+    const int32_t x = t < ns * ns ? special[t % ns] : rnd_i32() >> rnd_range(0, 31);
+    const int32_t m = t < ns * ns ? special[t / ns] : (rnd_range(0, 3) ? rnd_i32() : rnd_range(1 << 30, INT32_MAX));
+    const int32_t s = rnd_range(-31, 30);
+    if (edged_mbqm(x, m, s) != model_mbqm(x, m, s, 1)) ++bad;
+    if (edged_mbqm_rhu(x, m, s) != model_mbqm(x, m, s, 0)) ++bad;
+  }
+  /* Ties: x * m / 2^31 exactly .5 below zero is where the two rules differ. */
+  CHECK(edged_rdbypot(-3, 1) == -2 && edged_rshift_rhu(-3, 1) == -1, "tie rounding");
+  CHECK(edged_srdhm(INT32_MIN, INT32_MIN) == INT32_MAX, "srdhm saturation");
+  CHECK(bad == 0, "scalar mbqm: %d mismatches", bad);
+}
+
+/* ---- 2. GEMM variants -------------------------------------------------- */
+static void test_gemm_case(int32_t m, int32_t n, int32_t k, int extreme, int rhaz) {
+  const size_t a_stride = (size_t)k + (size_t)(rnd_range(0, 3) == 0 ? rnd_range(1, 9) : 0);
+  const size_t c_stride = (size_t)n + (size_t)(rnd_range(0, 3) == 0 ? rnd_range(1, 9) : 0);
+  int8_t* a = (int8_t*)malloc((size_t)(m - 1) * a_stride + (size_t)k);
+  int8_t* w = (int8_t*)malloc((size_t)n * (size_t)k);
+  int32_t* bias = (int32_t*)malloc((size_t)n * sizeof(int32_t));
+  int32_t* mult = (int32_t*)malloc((size_t)n * sizeof(int32_t));
+  int32_t* shift = (int32_t*)malloc((size_t)n * sizeof(int32_t));
+  int8_t* expect = (int8_t*)malloc((size_t)m * (size_t)n);
+  fill_i8(a, (size_t)(m - 1) * a_stride + (size_t)k);
+  fill_i8(w, (size_t)n * (size_t)k);
+  const int use_bias = extreme || rnd_range(0, 4) != 0;
+  for (int32_t o = 0; o < n; ++o)
+    bias[o] = extreme ? rnd_i32() : rnd_range(-100000, 100000);
+  random_requant(mult, shift, n, extreme);
+  if (extreme) {
+    /* Channels with zero weights make the accumulator exactly the bias, so
+     * the saturating INT32_MIN * INT32_MIN case and ties at the int32 edges
+     * are actually reached. */
+    static const int32_t edge[] = {INT32_MIN, INT32_MIN + 1, INT32_MAX, -(1 << 30), 1 << 30, -1, 0, 1};
+    for (int32_t o = 0; o < n; ++o) {
+      if (rnd_range(0, 3) != 0) continue;
+      memset(w + (size_t)o * (size_t)k, 0, (size_t)k);
+      bias[o] = edge[rnd_range(0, 7)];
+      if (rnd_range(0, 1)) mult[o] = INT32_MIN;
+      if (rnd_range(0, 1)) shift[o] = rnd_range(-31, 1);
+    }
+  }
+  const int32_t in_zp = rnd_range(-128, 127), out_zp = rnd_range(-128, 127);
+  int32_t lo, hi;
+  random_act(&lo, &hi);
+
+  for (int32_t r = 0; r < m; ++r)
+    for (int32_t o = 0; o < n; ++o) {
+      int64_t acc = use_bias ? bias[o] : 0;
+      for (int32_t d = 0; d < k; ++d)
+        acc += ((int64_t)a[(size_t)r * a_stride + (size_t)d] - in_zp) * w[(size_t)o * (size_t)k + (size_t)d];
+      expect[(size_t)r * (size_t)n + (size_t)o] = model_requant(acc, mult[o], shift[o], out_zp, lo, hi, rhaz);
+    }
+
+  const edged_requant rq = {mult, shift, out_zp, lo, hi, rhaz};
+  for (int v = 0; v < EDGED_VARIANT_COUNT; ++v) {
+    const size_t size = edged_s8_gemm_packed_size(v, n, k);
+    CHECK(size > 0, "packed size for %s", variant_name(v));
+    void* packed = malloc(size);
+    CHECK(edged_s8_gemm_pack(v, w, use_bias ? bias : NULL, -in_zp, n, k, packed) == 0, "pack");
+    CHECK(edged_s8_gemm_check(packed, v, n, k) == 0, "packed header");
+    if (runnable(v)) {
+      guarded c = guarded_new((size_t)(m - 1) * c_stride + (size_t)n);
+      edged_s8_gemm_get(v)((size_t)m, a, a_stride, packed, c.data, c_stride, &rq);
+      int bad = 0, first = -1;
+      for (int32_t r = 0; r < m; ++r)
+        for (int32_t o = 0; o < n; ++o)
+          if (c.data[(size_t)r * c_stride + (size_t)o] != expect[(size_t)r * (size_t)n + (size_t)o]) {
+            if (first < 0) first = r * n + o;
+            ++bad;
+          }
+      CHECK(bad == 0, "gemm %s m=%d n=%d k=%d extreme=%d rhaz=%d: %d mismatches (first at %d)",
+            variant_name(v), m, n, k, extreme, rhaz, bad, first);
+      CHECK(guarded_intact(&c), "gemm %s wrote outside its output", variant_name(v));
+      free(c.base);
+    }
+    free(packed);
+  }
+  free(a); free(w); free(bias); free(mult); free(shift); free(expect);
+}
+
+static void test_gemm(void) {
+  for (int t = 0; t < 400; ++t) {
+    int32_t m = rnd_range(0, 2) == 0 ? 1 : rnd_range(1, 11);
+    int32_t n = rnd_range(0, 4) == 0 ? rnd_range(60, 200) : rnd_range(1, 48);
+    int32_t k = rnd_range(0, 4) == 0 ? rnd_range(100, 400) : rnd_range(1, 70);
+    test_gemm_case(m, n, k, 0, t & 1);
+  }
+  /* Depth 1 with full-range bias, multipliers and shifts drives arbitrary
+   * int32 accumulators through the SIMD requantizers. */
+  for (int t = 0; t < 200; ++t) test_gemm_case(rnd_range(1, 6), rnd_range(1, 70), rnd_range(1, 3), 1, t & 1);
+  /* Shapes of real layers, including the GEMV the benchmark times. */
+  test_gemm_case(1, 1024, 1024, 0, 0);
+  test_gemm_case(3, 1000, 1280, 0, 0);
+  test_gemm_case(49, 64, 576, 0, 1);
+}
+
+/* ---- 3. ops through edged_run ------------------------------------------ */
+static edged_op blank_op(int32_t kind) {
+  edged_op op;
+  memset(&op, 0, sizeof(op));
+  op.kind = kind;
+  op.act_min = -128;
+  op.act_max = 127;
+  return op;
+}
+
+static void test_fully_connected(void) {
+  for (int t = 0; t < 60; ++t) {
+    const int32_t batch = rnd_range(1, 3), rows = rnd_range(1, 3);
+    const int32_t depth = rnd_range(1, 90), n = rnd_range(1, 70);
+    int8_t* x = (int8_t*)malloc((size_t)(batch * rows * depth));
+    int8_t* w = (int8_t*)malloc((size_t)(n * depth));
+    int32_t *bias = (int32_t*)malloc((size_t)n * 4), *mult = (int32_t*)malloc((size_t)n * 4),
+            *shift = (int32_t*)malloc((size_t)n * 4);
+    fill_i8(x, (size_t)(batch * rows * depth));
+    fill_i8(w, (size_t)(n * depth));
+    for (int32_t o = 0; o < n; ++o) bias[o] = rnd_range(-5000, 5000);
+    random_requant(mult, shift, n, 0);
+    edged_op op = blank_op(EDGED_OP_FULLY_CONNECTED);
+    op.in_h = rows; op.in_c = depth; op.out_c = n;
+    op.in[0] = x; op.in_stride[0] = rows * depth; op.out_stride = rows * n;
+    op.out_multiplier = mult; op.out_shift = shift;
+    op.input_offset = -rnd_range(-128, 127); op.output_offset = rnd_range(-128, 127);
+    random_act(&op.act_min, &op.act_max);
+    for (int v = 0; v < EDGED_VARIANT_COUNT; ++v) {
+      if (!runnable(v)) continue;
+      void* packed = malloc(edged_s8_gemm_packed_size(v, n, depth));
+      edged_s8_gemm_pack(v, w, bias, op.input_offset, n, depth, packed);
+      guarded y = guarded_new((size_t)(batch * rows * n));
+      op.variant = v; op.weights = packed; op.out = y.data;
+      CHECK(edged_run(&op, 1, batch) == 0, "fc run");
+      int bad = 0;
+      for (int32_t r = 0; r < batch * rows; ++r)
+        for (int32_t o = 0; o < n; ++o) {
+          int64_t acc = bias[o];
+          for (int32_t d = 0; d < depth; ++d)
+            acc += ((int64_t)x[r * depth + d] + op.input_offset) * w[o * depth + d];
+          bad += y.data[r * n + o] != model_requant(acc, mult[o], shift[o], op.output_offset,
+                                                    op.act_min, op.act_max, 0);
+        }
+      CHECK(bad == 0 && guarded_intact(&y), "fc %s: %d mismatches", variant_name(v), bad);
+      /* A plan packed for another shape must be rejected, not run. */
+      op.out_c = n + 1;
+      CHECK(edged_run(&op, 1, batch) == 1, "fc with mismatched packing accepted");
+      op.out_c = n;
+      free(y.base);
+      free(packed);
+    }
+    free(x); free(w); free(bias); free(mult); free(shift);
+  }
+}
+
+static void test_conv_2d(void) {
+  for (int t = 0; t < 120; ++t) {
+    edged_op op = blank_op(EDGED_OP_CONV_2D);
+    const int32_t batch = rnd_range(1, 2);
+    op.in_h = rnd_range(1, 9); op.in_w = rnd_range(1, 9); op.in_c = rnd_range(1, 20);
+    op.out_c = rnd_range(1, 40);
+    const int pointwise = t % 5 == 0;
+    op.filter_h = pointwise ? 1 : rnd_range(1, 4); op.filter_w = pointwise ? 1 : rnd_range(1, 4);
+    op.stride_h = pointwise ? 1 : rnd_range(1, 3); op.stride_w = pointwise ? 1 : rnd_range(1, 3);
+    op.dilation_h = pointwise ? 1 : rnd_range(1, 2); op.dilation_w = pointwise ? 1 : rnd_range(1, 2);
+    const int32_t eff_h = (op.filter_h - 1) * op.dilation_h + 1, eff_w = (op.filter_w - 1) * op.dilation_w + 1;
+    if (rnd_range(0, 1) || pointwise) { /* SAME */
+      op.out_h = (op.in_h + op.stride_h - 1) / op.stride_h;
+      op.out_w = (op.in_w + op.stride_w - 1) / op.stride_w;
+      const int32_t th = (op.out_h - 1) * op.stride_h + eff_h - op.in_h;
+      const int32_t tw = (op.out_w - 1) * op.stride_w + eff_w - op.in_w;
+      op.pad_top = th > 0 ? th / 2 : 0; op.pad_left = tw > 0 ? tw / 2 : 0;
+    } else { /* VALID */
+      if (eff_h > op.in_h || eff_w > op.in_w) continue;
+      op.out_h = (op.in_h - eff_h + op.stride_h) / op.stride_h;
+      op.out_w = (op.in_w - eff_w + op.stride_w) / op.stride_w;
+    }
+    const int32_t depth = op.filter_h * op.filter_w * op.in_c;
+    const size_t in_n = (size_t)(op.in_h * op.in_w * op.in_c), out_n = (size_t)(op.out_h * op.out_w * op.out_c);
+    int8_t* x = (int8_t*)malloc(in_n * (size_t)batch);
+    int8_t* w = (int8_t*)malloc((size_t)(op.out_c * depth));
+    int32_t *bias = (int32_t*)malloc((size_t)op.out_c * 4), *mult = (int32_t*)malloc((size_t)op.out_c * 4),
+            *shift = (int32_t*)malloc((size_t)op.out_c * 4);
+    fill_i8(x, in_n * (size_t)batch);
+    fill_i8(w, (size_t)(op.out_c * depth));
+    for (int32_t o = 0; o < op.out_c; ++o) bias[o] = rnd_range(-5000, 5000);
+    random_requant(mult, shift, op.out_c, 0);
+    op.in[0] = x; op.in_stride[0] = (int64_t)in_n; op.out_stride = (int64_t)out_n;
+    op.out_multiplier = mult; op.out_shift = shift;
+    op.input_offset = -rnd_range(-128, 127); op.output_offset = rnd_range(-128, 127);
+    random_act(&op.act_min, &op.act_max);
+
+    /* Direct convolution, skipping padding taps like TFLite's reference. */
+    int8_t* expect = (int8_t*)malloc(out_n * (size_t)batch);
+    for (int32_t b = 0; b < batch; ++b)
+      for (int32_t oy = 0; oy < op.out_h; ++oy)
+        for (int32_t ox = 0; ox < op.out_w; ++ox)
+          for (int32_t o = 0; o < op.out_c; ++o) {
+            int64_t acc = bias[o];
+            for (int32_t ky = 0; ky < op.filter_h; ++ky)
+              for (int32_t kx = 0; kx < op.filter_w; ++kx) {
+                const int32_t iy = oy * op.stride_h - op.pad_top + ky * op.dilation_h;
+                const int32_t ix = ox * op.stride_w - op.pad_left + kx * op.dilation_w;
+                if (iy < 0 || iy >= op.in_h || ix < 0 || ix >= op.in_w) continue;
+                for (int32_t c = 0; c < op.in_c; ++c)
+                  acc += ((int64_t)x[(size_t)b * in_n + (size_t)((iy * op.in_w + ix) * op.in_c + c)] + op.input_offset) *
+                         w[((o * op.filter_h + ky) * op.filter_w + kx) * op.in_c + c];
+              }
+            expect[(size_t)b * out_n + (size_t)((oy * op.out_w + ox) * op.out_c + o)] =
+                model_requant(acc, mult[o], shift[o], op.output_offset, op.act_min, op.act_max, 0);
+          }
+
+    const size_t scratch_n = edged_scratch_size(&op, batch);
+    CHECK(!pointwise || scratch_n == 0, "pointwise conv should need no scratch");
+    void* scratch = scratch_n ? malloc(scratch_n) : NULL;
+    for (int v = 0; v < EDGED_VARIANT_COUNT; ++v) {
+      if (!runnable(v)) continue;
+      void* packed = malloc(edged_s8_gemm_packed_size(v, op.out_c, depth));
+      edged_s8_gemm_pack(v, w, bias, op.input_offset, op.out_c, depth, packed);
+      guarded y = guarded_new(out_n * (size_t)batch);
+      op.variant = v; op.weights = packed; op.out = y.data; op.scratch = scratch;
+      const int32_t rc = edged_run(&op, 1, batch);
+      CHECK(rc == 0, "conv run rc=%d", rc);
+      const int bad = memcmp(y.data, expect, out_n * (size_t)batch) != 0;
+      CHECK(!bad && guarded_intact(&y), "conv %s %dx%dx%d k%dx%d s%d,%d d%d,%d -> %dx%dx%d",
+            variant_name(v), op.in_h, op.in_w, op.in_c, op.filter_h, op.filter_w, op.stride_h,
+            op.stride_w, op.dilation_h, op.dilation_w, op.out_h, op.out_w, op.out_c);
+      if (scratch_n) {
+        op.scratch = NULL;
+        CHECK(edged_run(&op, 1, batch) == 1, "conv without scratch accepted");
+      }
+      free(y.base);
+      free(packed);
+    }
+    free(scratch); free(expect); free(x); free(w); free(bias); free(mult); free(shift);
+  }
+}
+
+static void test_depthwise(void) {
+  for (int t = 0; t < 150; ++t) {
+    edged_op op = blank_op(EDGED_OP_DEPTHWISE_CONV_2D);
+    const int32_t batch = rnd_range(1, 2);
+    op.in_h = rnd_range(1, 9); op.in_w = rnd_range(1, 9); op.in_c = rnd_range(1, t % 7 == 0 ? 300 : 40);
+    op.depth_multiplier = rnd_range(0, 3) == 0 ? rnd_range(2, 3) : 1;
+    op.out_c = op.in_c * op.depth_multiplier;
+    op.filter_h = rnd_range(1, 5); op.filter_w = rnd_range(1, 5);
+    op.stride_h = rnd_range(1, 2); op.stride_w = rnd_range(1, 2);
+    op.dilation_h = rnd_range(1, 2); op.dilation_w = rnd_range(1, 2);
+    op.out_h = (op.in_h + op.stride_h - 1) / op.stride_h;
+    op.out_w = (op.in_w + op.stride_w - 1) / op.stride_w;
+    op.pad_top = rnd_range(0, op.filter_h - 1); op.pad_left = rnd_range(0, op.filter_w - 1);
+    const size_t in_n = (size_t)(op.in_h * op.in_w * op.in_c), out_n = (size_t)(op.out_h * op.out_w * op.out_c);
+    const size_t w_n = (size_t)(op.filter_h * op.filter_w * op.out_c);
+    int8_t* x = (int8_t*)malloc(in_n * (size_t)batch);
+    int8_t* w = (int8_t*)malloc(w_n);
+    int32_t *bias = (int32_t*)malloc((size_t)op.out_c * 4), *mult = (int32_t*)malloc((size_t)op.out_c * 4),
+            *shift = (int32_t*)malloc((size_t)op.out_c * 4);
+    fill_i8(x, in_n * (size_t)batch);
+    fill_i8(w, w_n);
+    for (int32_t o = 0; o < op.out_c; ++o) bias[o] = rnd_range(-5000, 5000);
+    random_requant(mult, shift, op.out_c, 0);
+    op.in[0] = x; op.in_stride[0] = (int64_t)in_n; op.out_stride = (int64_t)out_n;
+    op.weights = w; op.bias = rnd_range(0, 3) ? bias : NULL;
+    op.out_multiplier = mult; op.out_shift = shift;
+    op.input_offset = -rnd_range(-128, 127); op.output_offset = rnd_range(-128, 127);
+    random_act(&op.act_min, &op.act_max);
+    guarded y = guarded_new(out_n * (size_t)batch);
+    op.out = y.data;
+    CHECK(edged_run(&op, 1, batch) == 0, "depthwise run");
+    int bad = 0;
+    const int32_t body = op.out_c - op.out_c % 8;
+    for (int32_t b = 0; b < batch; ++b)
+      for (int32_t oy = 0; oy < op.out_h; ++oy)
+        for (int32_t ox = 0; ox < op.out_w; ++ox)
+          for (int32_t oc = 0; oc < op.out_c; ++oc) {
+            const int32_t ic = oc / op.depth_multiplier;
+            int64_t acc = op.bias ? op.bias[oc] : 0;
+            for (int32_t ky = 0; ky < op.filter_h; ++ky)
+              for (int32_t kx = 0; kx < op.filter_w; ++kx) {
+                const int32_t iy = oy * op.stride_h - op.pad_top + ky * op.dilation_h;
+                const int32_t ix = ox * op.stride_w - op.pad_left + kx * op.dilation_w;
+                if (iy < 0 || iy >= op.in_h || ix < 0 || ix >= op.in_w) continue;
+                acc += ((int64_t)x[(size_t)b * in_n + (size_t)((iy * op.in_w + ix) * op.in_c + ic)] + op.input_offset) *
+                       w[(ky * op.filter_w + kx) * op.out_c + oc];
+              }
+            const int8_t e = model_requant(acc, mult[oc], shift[oc], op.output_offset, op.act_min,
+                                           op.act_max, oc >= body);
+            bad += y.data[(size_t)b * out_n + (size_t)((oy * op.out_w + ox) * op.out_c + oc)] != e;
+          }
+    CHECK(bad == 0 && guarded_intact(&y), "depthwise %dx%dx%d dm%d k%dx%d: %d mismatches", op.in_h,
+          op.in_w, op.in_c, op.depth_multiplier, op.filter_h, op.filter_w, bad);
+    free(y.base); free(x); free(w); free(bias); free(mult); free(shift);
+  }
+}
+
+static void test_pooling(void) {
+  for (int t = 0; t < 80; ++t) {
+    edged_op op = blank_op(t & 1 ? EDGED_OP_AVERAGE_POOL_2D : EDGED_OP_MAX_POOL_2D);
+    op.in_h = rnd_range(1, 10); op.in_w = rnd_range(1, 10); op.in_c = op.out_c = rnd_range(1, 300);
+    op.filter_h = rnd_range(1, 4); op.filter_w = rnd_range(1, 4);
+    op.stride_h = rnd_range(1, 3); op.stride_w = rnd_range(1, 3);
+    op.out_h = (op.in_h + op.stride_h - 1) / op.stride_h;
+    op.out_w = (op.in_w + op.stride_w - 1) / op.stride_w;
+    const int32_t th = (op.out_h - 1) * op.stride_h + op.filter_h - op.in_h;
+    const int32_t tw = (op.out_w - 1) * op.stride_w + op.filter_w - op.in_w;
+    op.pad_top = th > 0 ? th / 2 : 0; op.pad_left = tw > 0 ? tw / 2 : 0;
+    random_act(&op.act_min, &op.act_max);
+    const size_t in_n = (size_t)(op.in_h * op.in_w * op.in_c), out_n = (size_t)(op.out_h * op.out_w * op.out_c);
+    int8_t* x = (int8_t*)malloc(in_n);
+    fill_i8(x, in_n);
+    guarded y = guarded_new(out_n);
+    op.in[0] = x; op.out = y.data; op.in_stride[0] = (int64_t)in_n; op.out_stride = (int64_t)out_n;
+    CHECK(edged_run(&op, 1, 1) == 0, "pool run");
+    int bad = 0;
+    for (int32_t oy = 0; oy < op.out_h; ++oy)
+      for (int32_t ox = 0; ox < op.out_w; ++ox)
+        for (int32_t c = 0; c < op.in_c; ++c) {
+          int32_t mx = -128, sum = 0, cnt = 0;
+          for (int32_t ky = 0; ky < op.filter_h; ++ky)
+            for (int32_t kx = 0; kx < op.filter_w; ++kx) {
+              const int32_t iy = oy * op.stride_h - op.pad_top + ky, ix = ox * op.stride_w - op.pad_left + kx;
+              if (iy < 0 || iy >= op.in_h || ix < 0 || ix >= op.in_w) continue;
+              const int32_t v = x[(iy * op.in_w + ix) * op.in_c + c];
+              mx = v > mx ? v : mx;
+              sum += v;
+              ++cnt;
+            }
+          int32_t e;
+          if (op.kind == EDGED_OP_MAX_POOL_2D) {
+            e = mx;
+          } else { /* round half away from zero, from the exact quotient */
+            const double q = (double)sum / cnt;
+            e = (int32_t)(q >= 0 ? floor(q + 0.5) : -floor(-q + 0.5));
+          }
+          e = e < op.act_min ? op.act_min : e > op.act_max ? op.act_max : e;
+          bad += y.data[(oy * op.out_w + ox) * op.out_c + c] != e;
+        }
+    CHECK(bad == 0 && guarded_intact(&y), "pool kind %d: %d mismatches", op.kind, bad);
+    free(x); free(y.base);
+  }
+}
+
+static void test_mean(void) {
+  for (int t = 0; t < 60; ++t) {
+    edged_op op = blank_op(EDGED_OP_MEAN);
+    const int32_t batch = rnd_range(1, 3);
+    op.mode = t & 1 ? EDGED_MEAN_OPTIMIZED : EDGED_MEAN_REFERENCE;
+    op.outer = op.mode == EDGED_MEAN_OPTIMIZED ? 1 : rnd_range(0, 3);
+    op.in_h = rnd_range(1, 8); op.in_w = rnd_range(1, 8); op.in_c = rnd_range(1, 300);
+    op.multiplier = rnd_range(1 << 30, INT32_MAX); op.shift = rnd_range(-12, 0);
+    op.input_offset = -rnd_range(-128, 127); op.output_offset = rnd_range(-128, 127);
+    const size_t outer = op.outer ? (size_t)op.outer : 1, red = (size_t)(op.in_h * op.in_w);
+    const size_t in_n = outer * red * (size_t)op.in_c, out_n = outer * (size_t)op.in_c;
+    int8_t* x = (int8_t*)malloc(in_n * (size_t)batch);
+    fill_i8(x, in_n * (size_t)batch);
+    guarded y = guarded_new(out_n * (size_t)batch);
+    op.in[0] = x; op.out = y.data; op.in_stride[0] = (int64_t)in_n; op.out_stride = (int64_t)out_n;
+    CHECK(edged_run(&op, 1, batch) == 0, "mean run");
+    int bad = 0;
+    const int32_t body = op.in_c - op.in_c % 16;
+    for (int32_t b = 0; b < batch; ++b)
+      for (size_t o = 0; o < outer; ++o)
+        for (int32_t c = 0; c < op.in_c; ++c) {
+          int64_t sum = 0;
+          for (size_t r = 0; r < red; ++r) sum += x[(size_t)b * in_n + (o * red + r) * (size_t)op.in_c + (size_t)c];
+          int64_t v;
+          if (op.mode == EDGED_MEAN_OPTIMIZED)
+            v = model_mbqm((int32_t)sum, op.multiplier, op.shift, c >= body) + (int64_t)op.output_offset;
+          else
+            v = model_mbqm((int32_t)(sum + (int64_t)op.input_offset * (int64_t)red), op.multiplier, op.shift, 1) +
+                (int64_t)op.output_offset;
+          v = v < -128 ? -128 : v > 127 ? 127 : v;
+          bad += y.data[(size_t)b * out_n + o * (size_t)op.in_c + (size_t)c] != (int8_t)v;
+        }
+    CHECK(bad == 0 && guarded_intact(&y), "mean mode %d: %d mismatches", op.mode, bad);
+    free(x); free(y.base);
+  }
+}
+
+static void test_add(void) {
+  for (int t = 0; t < 40; ++t) {
+    edged_op op = blank_op(EDGED_OP_ADD);
+    const int32_t batch = rnd_range(1, 3);
+    op.count = rnd_range(1, 100);
+    op.left_shift = 20;
+    for (int k = 0; k < 2; ++k) {
+      op.in_offset[k] = -rnd_range(-128, 127);
+      op.in_multiplier[k] = rnd_range(1 << 30, INT32_MAX);
+      op.in_shift[k] = rnd_range(-6, 0);
+    }
+    op.multiplier = rnd_range(1 << 30, INT32_MAX);
+    op.shift = rnd_range(-20, -16);
+    op.output_offset = rnd_range(-128, 127);
+    random_act(&op.act_min, &op.act_max);
+    const size_t n = (size_t)op.count;
+    int8_t *x0 = (int8_t*)malloc(n * (size_t)batch), *x1 = (int8_t*)malloc(n * (size_t)batch);
+    fill_i8(x0, n * (size_t)batch);
+    fill_i8(x1, n * (size_t)batch);
+    guarded y = guarded_new(n * (size_t)batch);
+    op.in[0] = x0; op.in[1] = x1; op.out = y.data;
+    op.in_stride[0] = op.in_stride[1] = op.out_stride = (int64_t)n;
+    CHECK(edged_run(&op, 1, batch) == 0, "add run");
+    const size_t total = n * (size_t)batch, body = total - total % 16;
+    int bad = 0;
+    for (size_t i = 0; i < total; ++i) {
+      const int32_t a = x0[i] + op.in_offset[0], c = x1[i] + op.in_offset[1];
+      int32_t raw;
+      if (i < body) { /* merged shift, ties-up high multiplies, gemmlowp final shift */
+        const int32_t sa = model_srdhm(a * (1 << (20 + op.in_shift[0])), op.in_multiplier[0]);
+        const int32_t sc = model_srdhm(c * (1 << (20 + op.in_shift[1])), op.in_multiplier[1]);
+        raw = model_rdbypot(model_srdhm(sa + sc, op.multiplier), -op.shift);
+      } else {
+        const int32_t sa = model_mbqm(a * (1 << 20), op.in_multiplier[0], op.in_shift[0], 1);
+        const int32_t sc = model_mbqm(c * (1 << 20), op.in_multiplier[1], op.in_shift[1], 1);
+        raw = model_mbqm(sa + sc, op.multiplier, op.shift, 1);
+      }
+      int32_t e = raw + op.output_offset;
+      e = e < op.act_min ? op.act_min : e > op.act_max ? op.act_max : e;
+      bad += y.data[i] != e;
+    }
+    CHECK(bad == 0 && guarded_intact(&y), "add: %d mismatches", bad);
+    free(x0); free(x1); free(y.base);
+  }
+}
+
+static void test_requantize_and_float(void) {
+  for (int t = 0; t < 30; ++t) {
+    const int32_t batch = rnd_range(1, 3), count = rnd_range(1, 70);
+    const size_t total = (size_t)(batch * count);
+    int8_t* x = (int8_t*)malloc(total);
+    fill_i8(x, total);
+    /* REQUANTIZE */
+    edged_op op = blank_op(EDGED_OP_REQUANTIZE);
+    op.count = count; op.in[0] = x; op.in_stride[0] = op.out_stride = count;
+    op.input_offset = -rnd_range(-128, 127); op.output_offset = rnd_range(-128, 127);
+    op.multiplier = rnd_range(1 << 30, INT32_MAX); op.shift = rnd_range(-8, 2);
+    guarded y = guarded_new(total);
+    op.out = y.data;
+    CHECK(edged_run(&op, 1, batch) == 0, "requantize run");
+    int bad = 0;
+    const size_t body = total - total % 16;
+    for (size_t i = 0; i < total; ++i) {
+      int64_t v = model_mbqm(x[i] + op.input_offset, op.multiplier, op.shift, i >= body) + (int64_t)op.output_offset;
+      v = v < -128 ? -128 : v > 127 ? 127 : v;
+      bad += y.data[i] != (int8_t)v;
+    }
+    CHECK(bad == 0 && guarded_intact(&y), "requantize: %d mismatches", bad);
+
+    /* DEQUANTIZE then QUANTIZE back with the same parameters is the identity
+     * for every int8 value when the scale is a power of two (exact floats). */
+    float* f = (float*)malloc(total * sizeof(float));
+    edged_op dq = blank_op(EDGED_OP_DEQUANTIZE);
+    dq.count = count; dq.in[0] = x; dq.out = f; dq.in_stride[0] = dq.out_stride = count;
+    dq.scale = ldexpf(1.0f, rnd_range(-10, 2)); dq.zero_point = rnd_range(-128, 127);
+    edged_op q = blank_op(EDGED_OP_QUANTIZE);
+    q.count = count; q.in[0] = f; q.in_stride[0] = q.out_stride = count;
+    q.scale = dq.scale; q.zero_point = dq.zero_point;
+    guarded back = guarded_new(total);
+    q.out = back.data;
+    edged_op plan[2] = {dq, q};
+    CHECK(edged_run(plan, 2, batch) == 0, "dequantize/quantize run");
+    bad = 0;
+    for (size_t i = 0; i < total; ++i) bad += f[i] != dq.scale * (float)(x[i] - dq.zero_point) || back.data[i] != x[i];
+    CHECK(bad == 0 && guarded_intact(&back), "dequantize/quantize round trip: %d mismatches", bad);
+    free(f); free(back.base); free(x); free(y.base);
+  }
+  /* Ties: the body rounds to even, the scalar tail away from zero. */
+  float f[9] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 3.0f, 0.49f, 2.5f};
+  int8_t out[9];
+  edged_op q = blank_op(EDGED_OP_QUANTIZE);
+  q.count = 9; q.in[0] = f; q.out = out; q.in_stride[0] = q.out_stride = 9;
+  q.scale = 1.0f; q.zero_point = 0;
+  CHECK(edged_run(&q, 1, 1) == 0, "quantize run");
+  const int8_t want[9] = {0, 2, 2, 0, -2, -2, 3, 0, 3};
+  CHECK(memcmp(out, want, 9) == 0, "quantize tie rounding");
+}
+
+static void test_softmax_logistic(void) {
+  float table[256];
+  edged_softmax_table(0.1f, 1.0f, table);
+  CHECK(table[255] == 1.0f && table[254] == expf(-0.1f), "softmax table");
+  int8_t x[2 * 10];
+  fill_i8(x, sizeof(x));
+  guarded y = guarded_new(sizeof(x));
+  edged_op op = blank_op(EDGED_OP_SOFTMAX);
+  op.in[0] = x; op.out = y.data; op.in_c = 10; op.count = 10; op.in_stride[0] = op.out_stride = 10;
+  op.table = table; op.scale = 1.0f / 256.0f; op.output_offset = -128;
+  CHECK(edged_run(&op, 1, 2) == 0, "softmax run");
+  int bad = 0;
+  for (int r = 0; r < 2; ++r) {
+    int mx = -128;
+    for (int j = 0; j < 10; ++j) mx = x[r * 10 + j] > mx ? x[r * 10 + j] : mx;
+    float sum = 0.0f;
+    for (int j = 0; j < 10; ++j) sum += table[255 - mx + x[r * 10 + j]];
+    const float inv = 1.0f / (sum * op.scale);
+    for (int j = 0; j < 10; ++j) {
+      int32_t e = (int32_t)roundf(table[255 - mx + x[r * 10 + j]] * inv) - 128;
+      e = e > 127 ? 127 : e;
+      bad += y.data[r * 10 + j] != e;
+    }
+  }
+  CHECK(bad == 0 && guarded_intact(&y), "softmax: %d mismatches", bad);
+
+  int8_t lut[256];
+  edged_logistic_table(0.05f, 3, 1.0f / 256.0f, -128, lut);
+  CHECK(lut[(uint8_t)3] == 0 && lut[(uint8_t)127] == 127 && lut[(uint8_t)-128] == -128, "logistic table");
+  op = blank_op(EDGED_OP_LOGISTIC);
+  op.in[0] = x; op.out = y.data; op.count = 20; op.table = lut; op.in_stride[0] = op.out_stride = 20;
+  CHECK(edged_run(&op, 1, 1) == 0, "logistic run");
+  bad = 0;
+  for (int i = 0; i < 20; ++i) bad += y.data[i] != lut[(uint8_t)x[i]];
+  CHECK(bad == 0, "logistic lookup");
+  free(y.base);
+}
+
+static void test_layout_ops(void) {
+  /* PAD */
+  edged_op op = blank_op(EDGED_OP_PAD);
+  op.in_h = 3; op.in_w = 2; op.in_c = 4;
+  op.pad_before[0] = 1; op.pad_after[0] = 2; op.pad_before[1] = 0; op.pad_after[1] = 1;
+  op.pad_before[2] = 2; op.pad_after[2] = 1;
+  op.out_h = 6; op.out_w = 3; op.out_c = 7; op.output_offset = -7;
+  int8_t x[48];
+  fill_i8(x, 48);
+  guarded y = guarded_new(6 * 3 * 7 * 2);
+  op.in[0] = x; op.out = y.data; op.in_stride[0] = 24; op.out_stride = 6 * 3 * 7;
+  CHECK(edged_run(&op, 1, 2) == 0, "pad run");
+  int bad = 0;
+  for (int b = 0; b < 2; ++b)
+    for (int h = 0; h < 6; ++h)
+      for (int w = 0; w < 3; ++w)
+        for (int c = 0; c < 7; ++c) {
+          const int ih = h - 1, iw = w, ic = c - 2;
+          const int inside = ih >= 0 && ih < 3 && iw < 2 && ic >= 0 && ic < 4;
+          const int8_t e = inside ? x[b * 24 + (ih * 2 + iw) * 4 + ic] : (int8_t)-7;
+          bad += y.data[b * 126 + (h * 3 + w) * 7 + c] != e;
+        }
+  CHECK(bad == 0 && guarded_intact(&y), "pad: %d mismatches", bad);
+  free(y.base);
+
+  /* CONCATENATION of three inputs along the middle of [2, a_k, 3]. */
+  int8_t a0[2 * 1 * 3], a1[2 * 4 * 3], a2[2 * 2 * 3];
+  fill_i8(a0, sizeof(a0)); fill_i8(a1, sizeof(a1)); fill_i8(a2, sizeof(a2));
+  op = blank_op(EDGED_OP_CONCATENATION);
+  op.n_in = 3; op.outer = 2; op.inner = 3;
+  op.axis_size[0] = 1; op.axis_size[1] = 4; op.axis_size[2] = 2;
+  op.in[0] = a0; op.in[1] = a1; op.in[2] = a2;
+  guarded cy = guarded_new(2 * 7 * 3);
+  op.out = cy.data;
+  CHECK(edged_run(&op, 1, 1) == 0, "concat run");
+  bad = 0;
+  for (int o = 0; o < 2; ++o)
+    for (int a = 0; a < 7; ++a)
+      for (int i = 0; i < 3; ++i) {
+        const int8_t e = a < 1 ? a0[(o * 1 + a) * 3 + i] : a < 5 ? a1[(o * 4 + a - 1) * 3 + i] : a2[(o * 2 + a - 5) * 3 + i];
+        bad += cy.data[(o * 7 + a) * 3 + i] != e;
+      }
+  CHECK(bad == 0 && guarded_intact(&cy), "concat: %d mismatches", bad);
+  free(cy.base);
+
+  /* COPY of float elements. */
+  float src[6] = {1, 2, 3, 4, 5, 6}, dst[6] = {0};
+  op = blank_op(EDGED_OP_COPY);
+  op.in[0] = src; op.out = dst; op.count = 3; op.elem_size = 4; op.in_stride[0] = op.out_stride = 3;
+  CHECK(edged_run(&op, 1, 2) == 0 && memcmp(src, dst, sizeof(src)) == 0, "copy");
+}
+
+static void test_validation(void) {
+  edged_op ops[2];
+  ops[0] = blank_op(EDGED_OP_COPY);
+  int8_t buf[4] = {1, 2, 3, 4}, out[4];
+  ops[0].in[0] = buf; ops[0].out = out; ops[0].count = 4;
+  ops[1] = blank_op(99);
+  CHECK(edged_run(ops, 2, 1) == 2, "unknown kind must be rejected as op 2");
+  ops[1] = blank_op(EDGED_OP_FULLY_CONNECTED); /* no weights */
+  ops[1].in[0] = buf; ops[1].out = out; ops[1].in_h = 1; ops[1].in_c = 4; ops[1].out_c = 4;
+  CHECK(edged_run(ops, 2, 1) == 2, "FC without packed weights must be rejected");
+  CHECK(edged_run(ops, 1, 0) == 1, "batch 0 must be rejected");
+  ops[0].act_min = 5; ops[0].act_max = 4; /* ignored by COPY */
+  CHECK(edged_run(ops, 1, 1) == 0, "copy ignores act range");
+  CHECK(edged_s8_gemm_packed_size(EDGED_VARIANT_COUNT, 4, 4) == 0, "unknown variant size");
+  CHECK(edged_s8_gemm_pack(7, (const int8_t*)buf, NULL, 0, 2, 2, out) == -1, "unknown variant pack");
+}
+
+int main(void) {
+  const uint32_t v = edged_cpu_variants();
+  printf("cpu variants:");
+  for (int i = 0; i < EDGED_VARIANT_COUNT; ++i)
+    if (runnable(i)) printf(" %s", variant_name(i));
+  printf(" (mask 0x%x)\n", v);
+
+  test_scalar_mbqm();
+  test_gemm();
+  test_fully_connected();
+  test_conv_2d();
+  test_depthwise();
+  test_pooling();
+  test_mean();
+  test_add();
+  test_requantize_and_float();
+  test_softmax_logistic();
+  test_layout_ops();
+  test_validation();
+
+  printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}

@@ -1,0 +1,98 @@
+"""Whole models: the native engine equals LiteRT on every bundled and converter-made model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edged.data import default_model_path, digits_input, load_digits_test
+from edged.model.tflite import read_tflite
+from edged.runtime.engine import load_engine
+from edged.runtime.kernels import VARIANT_NAMES, available_variants
+from edged.runtime.native import NativeEngine
+from edged.runtime.reference import ReferenceEngine
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = sorted((ROOT / "tests" / "fixtures" / "converter").glob("*.tflite"))
+BUNDLED = ["digits_mlp", "digits_cnn"]
+
+
+def _digits(engine):
+    images, labels = load_digits_test()
+    spec = engine.inputs[0]
+    return digits_input(images, spec.dtype, spec.scale, spec.zero_point, spec.shape), labels
+
+
+@pytest.mark.parametrize("variant", available_variants(), ids=lambda v: VARIANT_NAMES[v])
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_whole_test_split_bit_exact(name, variant):
+    path = default_model_path(name)
+    native = NativeEngine.from_file(path, variant=variant)
+    litert = load_engine(path, "litert")
+    x, labels = _digits(native)
+    got = native.infer([x])[0]
+    expected = litert.infer([x])[0]
+    assert np.array_equal(got, expected)
+    # One sample at a time too (a different flat size for the SIMD/tail splits).
+    for i in range(0, len(x), 37):
+        assert np.array_equal(native.infer([x[i : i + 1]])[0], litert.infer([x[i : i + 1]])[0])
+    assert np.mean(np.argmax(got, axis=1) == labels) > 0.95
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
+def test_converter_models_bit_exact(path):
+    io = np.load(path.with_suffix(".io.npz"))
+    native = NativeEngine.from_file(path)
+    # The stored outputs were computed one sample at a time by LiteRT's builtin kernels.
+    got = np.concatenate([native.infer([io["x"][i : i + 1]])[0] for i in range(len(io["x"]))])
+    assert np.array_equal(got, io["y"])
+    reference = ReferenceEngine(read_tflite(path))
+    ref = np.concatenate([reference.run([io["x"][i : i + 1]])[0] for i in range(len(io["x"]))])
+    assert np.array_equal(ref, io["y"])
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
+def test_converter_models_batched_match_litert(path):
+    native = load_engine(path, "native")
+    litert = load_engine(path, "litert")
+    spec = native.inputs[0]
+    rng = np.random.default_rng(1)
+    if spec.dtype == np.float32:
+        x = rng.uniform(-1, 1, (9, *spec.shape)).astype(np.float32)
+    else:
+        x = rng.integers(-128, 128, (9, *spec.shape)).astype(np.int8)
+    assert np.array_equal(native.infer([x])[0], litert.infer([x])[0])
+
+
+def test_plan_runs_fully_native_on_bundled_models():
+    for name in BUNDLED:
+        plan = NativeEngine.from_file(default_model_path(name)).plan
+        assert all(plan.native), f"{name}: some ops fall back to numpy"
+
+
+def test_models_with_a_pinned_batch_run_per_sample():
+    assert NativeEngine.from_file(default_model_path("digits_cnn")).plan.per_sample
+    assert not NativeEngine.from_file(default_model_path("digits_mlp")).plan.per_sample
+
+
+def test_threads_get_their_own_arena():
+    import threading
+
+    engine = NativeEngine.from_file(default_model_path("digits_cnn"))
+    x, _ = _digits(engine)
+    expected = engine.infer([x])[0]
+    errors = []
+
+    def work(offset: int) -> None:
+        for i in range(offset, len(x), 7):
+            if not np.array_equal(engine.infer([x[i : i + 3]])[0], expected[i : i + 3]):
+                errors.append(i)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
