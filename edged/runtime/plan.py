@@ -89,6 +89,7 @@ class _Segment:
     native: bool
     first: int  # index into the executor's descriptor array, or the step for Python
     count: int
+    ops: Any = None  # pointer to the first descriptor of a native segment
 
 
 class Executor:
@@ -122,6 +123,7 @@ class Executor:
         base = (-self.arena.ctypes.data) % ALIGN
         self._offsets = {t: base + offsets[plan.root(t)] for t in tensors}
         self.capacity = capacity
+        self._io_views: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         self._describe()
 
     def view(self, tensor: int, batch: int) -> np.ndarray:
@@ -165,7 +167,7 @@ class Executor:
             if self._segments and self._segments[-1].native:
                 self._segments[-1].count += 1
             else:
-                self._segments.append(_Segment(True, k, 1))
+                self._segments.append(_Segment(True, k, 1, self._ops + k))
             k += 1
         self._scratch = np.zeros(scratch_bytes + ALIGN, dtype=np.uint8)
         for i in range(k):
@@ -180,16 +182,22 @@ class Executor:
             return [np.concatenate(outs) for outs in zip(*results, strict=True)]
         if batch > self.capacity:
             self._layout(max(batch, 2 * self.capacity))
-        for t, x in zip(self.graph.inputs, inputs, strict=True):
-            np.copyto(self.view(t, batch), x)
+        views = self._io_views.get(batch)
+        if views is None:
+            views = self._io_views[batch] = (
+                [self.view(t, batch) for t in self.graph.inputs],
+                [self.view(t, batch) for t in self.graph.outputs],
+            )
+        for view, x in zip(views[0], inputs, strict=True):
+            np.copyto(view, x)
         steps = self.plan.steps
         for seg in self._segments:
             if seg.native:
-                status = lib.edged_run(self._ops + seg.first, seg.count, batch)
+                status = lib.edged_run(seg.ops, seg.count, batch)
                 if status != 0:
                     raise RuntimeError(f"native kernel rejected descriptor {seg.first + status - 1}")
             else:
                 step = steps[seg.first]
                 args = [self.view(t, batch) for t in step.activation_inputs]
                 np.copyto(self.view(step.output, batch), step.module.reference(step.params, args))
-        return [self.view(t, batch).copy() for t in self.graph.outputs]
+        return [view.copy() for view in views[1]]
