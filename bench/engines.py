@@ -45,15 +45,20 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    results = {"machine": platform.machine(), "python": platform.python_version(),
-               "models": [bench_model(m, args.runs, args.batch) for m in MODELS]}
+    results = {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "models": [bench_model(m, args.runs, args.batch) for m in MODELS],
+    }
     print(f"{'model':<12} {'engine':<16} {'p50 us':>9} {'p99 us':>9} {'per s':>9}")
     for r in results["models"]:
         name = r["model"].rsplit("/", 1)[-1]
         for engine, s in r["engines"].items():
             print(f"{name:<12} {engine:<16} {s['p50_us']:>9.1f} {s['p99_us']:>9.1f} {s['per_s']:>9.0f}")
-        print(f"{'':<12} native/litert p50 {r['native_over_litert_p50']:.3f}, "
-              f"native/litert+xnnpack p50 {r['native_over_litert_xnnpack_p50']:.3f}")
+        print(
+            f"{'':<12} native/litert p50 {r['native_over_litert_p50']:.3f}, "
+            f"native/litert+xnnpack p50 {r['native_over_litert_xnnpack_p50']:.3f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -22,7 +22,11 @@ class LatencyStats:
     runs: int
 
     def as_dict(self) -> dict[str, float]:
-        return {"p50_us": round(self.p50_us, 2), "p99_us": round(self.p99_us, 2), "per_s": round(self.per_s, 1)}
+        return {
+            "p50_us": round(self.p50_us, 2),
+            "p99_us": round(self.p99_us, 2),
+            "per_s": round(self.per_s, 1),
+        }
 
 
 def sample_inputs(engine: Engine, batch: int = 1, seed: int = 0) -> list[np.ndarray]:
@@ -39,8 +43,9 @@ def sample_inputs(engine: Engine, batch: int = 1, seed: int = 0) -> list[np.ndar
     return out
 
 
-def measure(engines: dict[str, Engine], inputs: list[np.ndarray], runs: int = 200,
-            warmup: int = 20) -> dict[str, LatencyStats]:
+def measure(
+    engines: dict[str, Engine], inputs: list[np.ndarray], runs: int = 200, warmup: int = 20
+) -> dict[str, LatencyStats]:
     """Per-call latency of each engine, calls interleaved round-robin."""
     if runs < 1:
         raise ValueError("runs must be at least 1")

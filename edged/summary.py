@@ -14,24 +14,39 @@ def _quant(t: Tensor) -> dict[str, Any] | None:
         return None
     q = t.quant
     if q.per_channel:
-        return {"per_channel": True, "axis": q.axis, "channels": int(q.scale.size),
-                "scale_min": float(q.scale.min()), "scale_max": float(q.scale.max()),
-                "zero_point": sorted({int(z) for z in q.zero_point})}
+        return {
+            "per_channel": True,
+            "axis": q.axis,
+            "channels": int(q.scale.size),
+            "scale_min": float(q.scale.min()),
+            "scale_max": float(q.scale.max()),
+            "zero_point": sorted({int(z) for z in q.zero_point}),
+        }
     return {"per_channel": False, "scale": float(q.scale[0]), "zero_point": int(q.zero_point[0])}
 
 
 def describe_model(graph: Graph, path: str | Path | None = None) -> dict[str, Any]:
     """Ops, tensors, shapes, quantization, parameter count and size, as plain data."""
     tensors = [
-        {"index": i, "name": t.name, "dtype": str(t.dtype), "shape": list(t.shape),
-         "constant": t.is_constant, "quantization": _quant(t)}
+        {
+            "index": i,
+            "name": t.name,
+            "dtype": str(t.dtype),
+            "shape": list(t.shape),
+            "constant": t.is_constant,
+            "quantization": _quant(t),
+        }
         for i, t in enumerate(graph.tensors)
     ]
     ops = [
-        {"index": i, "op": op.custom_code if op.opcode == "CUSTOM" else op.opcode,
-         "inputs": op.inputs, "outputs": op.outputs,
-         "activation": op.options.get("fused_activation_function"),
-         "native": op.opcode in OPS}
+        {
+            "index": i,
+            "op": op.custom_code if op.opcode == "CUSTOM" else op.opcode,
+            "inputs": op.inputs,
+            "outputs": op.outputs,
+            "activation": op.options.get("fused_activation_function"),
+            "native": op.opcode in OPS,
+        }
         for i, op in enumerate(graph.operators)
     ]
     info: dict[str, Any] = {
@@ -70,7 +85,9 @@ def format_model(info: dict[str, Any]) -> str:
     lines.append(f"parameters {info['parameters']:,} ({info['constant_bytes']:,} bytes of constants)")
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            lines.append(f"{kind[:-1]:<10} {t['name']}: {t['dtype']} [{_shape(t)}] {_qtext(t['quantization'])}")
+            lines.append(
+                f"{kind[:-1]:<10} {t['name']}: {t['dtype']} [{_shape(t)}] {_qtext(t['quantization'])}"
+            )
     lines.append("")
     lines.append(f"{'#':>3}  {'op':<20} {'output':<16} {'activation':<10} quantization")
     by_index = {t["index"]: t for t in info["tensors"]}
@@ -82,6 +99,8 @@ def format_model(info: dict[str, Any]) -> str:
             f"{(op['activation'] or '-'):<10} {_qtext(out['quantization']) if out else '-'}{mark}"
         )
     lines.append("")
-    lines.append(f"{len(info['tensors'])} tensors, {len(info['operators'])} operators; native engine: "
-                 + ("yes" if info["native_supported"] else "no"))
+    lines.append(
+        f"{len(info['tensors'])} tensors, {len(info['operators'])} operators; native engine: "
+        + ("yes" if info["native_supported"] else "no")
+    )
     return "\n".join(lines)

@@ -113,8 +113,18 @@ def he(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndar
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
 
-def train(model, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, *, epochs: int, batch: int,
-          lr: float, l2: float, label: str) -> None:
+def train(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    epochs: int,
+    batch: int,
+    lr: float,
+    l2: float,
+    label: str,
+) -> None:
     opt = Adam(model.params, lr, l2)
     n = len(x)
     for epoch in range(epochs):
@@ -312,21 +322,48 @@ class Exporter:
         w_idx, b_idx = self._weights(prefix, w, bias)
         x = self.x
         y = self._advance(prefix, (1, w.shape[0]), qp)
-        self.b.op("FULLY_CONNECTED", [x, w_idx, b_idx], [y], version=5,
-                  fused_activation_function=activation, weights_format="DEFAULT", keep_num_dims=False)
+        self.b.op(
+            "FULLY_CONNECTED",
+            [x, w_idx, b_idx],
+            [y],
+            version=5,
+            fused_activation_function=activation,
+            weights_format="DEFAULT",
+            keep_num_dims=False,
+        )
 
     def conv3x3(self, prefix: str, w: np.ndarray, bias: np.ndarray, qp, hw: tuple[int, int]) -> None:
         w_idx, b_idx = self._weights(prefix, w, bias)
         x = self.x
         y = self._advance(prefix, (1, *hw, w.shape[0]), qp)
-        self.b.op("CONV_2D", [x, w_idx, b_idx], [y], version=3, padding="SAME", stride_w=1, stride_h=1,
-                  dilation_w_factor=1, dilation_h_factor=1, fused_activation_function="RELU")
+        self.b.op(
+            "CONV_2D",
+            [x, w_idx, b_idx],
+            [y],
+            version=3,
+            padding="SAME",
+            stride_w=1,
+            stride_h=1,
+            dilation_w_factor=1,
+            dilation_h_factor=1,
+            fused_activation_function="RELU",
+        )
 
     def maxpool2(self, prefix: str, shape: tuple[int, ...]) -> None:
         x = self.x
         y = self._advance(prefix, shape, (self.scale, self.zp))  # max pool keeps the quantization
-        self.b.op("MAX_POOL_2D", [x], [y], version=2, padding="VALID", stride_w=2, stride_h=2,
-                  filter_width=2, filter_height=2, fused_activation_function="NONE")
+        self.b.op(
+            "MAX_POOL_2D",
+            [x],
+            [y],
+            version=2,
+            padding="VALID",
+            stride_w=2,
+            stride_h=2,
+            filter_width=2,
+            filter_height=2,
+            fused_activation_function="NONE",
+        )
 
     def reshape(self, prefix: str, shape: tuple[int, ...]) -> None:
         x = self.x
@@ -355,8 +392,11 @@ def export_mlp(model: MLP, qps: list[tuple[float, int]], path: Path) -> int:
 
 
 def export_cnn(model: CNN, qps: list[tuple[float, int]], path: Path) -> int:
-    e = Exporter("digits_cnn", "edged digits CNN conv16-conv32-maxpool-fc10, int8 post-training quantized",
-                 (1, 8, 8, 1))
+    e = Exporter(
+        "digits_cnn",
+        "edged digits CNN conv16-conv32-maxpool-fc10, int8 post-training quantized",
+        (1, 8, 8, 1),
+    )
     p = model.params
     e.conv3x3("conv1", p["c1W"], p["c1b"], qps[0], (8, 8))
     e.conv3x3("conv2", p["c2W"], p["c2b"], qps[1], (8, 8))
@@ -448,24 +488,33 @@ TABLE_HEAD = (
     "| model | params | file bytes | float accuracy | int8 accuracy (LiteRT) "
     "| int8 accuracy (reference) | LiteRT vs reference |\n|---|---:|---:|---:|---:|---:|---|\n"
 )
-MLP_OPS = ("int8 MLP: input [1,64] -> FULLY_CONNECTED 1024 relu -> FULLY_CONNECTED 1024 relu "
-           "-> FULLY_CONNECTED 10 -> SOFTMAX")
-CNN_OPS = ("int8 CNN: input [1,8,8,1] -> CONV_2D 3x3 SAME 16 relu -> CONV_2D 3x3 SAME 32 relu "
-           "-> MAX_POOL_2D 2x2/2 -> RESHAPE [1,512] -> FULLY_CONNECTED 10 -> SOFTMAX")
+MLP_OPS = (
+    "int8 MLP: input [1,64] -> FULLY_CONNECTED 1024 relu -> FULLY_CONNECTED 1024 relu "
+    "-> FULLY_CONNECTED 10 -> SOFTMAX"
+)
+CNN_OPS = (
+    "int8 CNN: input [1,8,8,1] -> CONV_2D 3x3 SAME 16 relu -> CONV_2D 3x3 SAME 32 relu "
+    "-> MAX_POOL_2D 2x2/2 -> RESHAPE [1,512] -> FULLY_CONNECTED 10 -> SOFTMAX"
+)
 
 
 def write_readme(path: Path, results: dict, meta: dict) -> None:
     text = README_HEAD.format(**meta, mlp_ops=MLP_OPS, cnn_ops=CNN_OPS) + TABLE_HEAD
     for name, r in results.items():
-        same = ("identical" if r["litert_vs_reference_mismatched_outputs"] == 0
-                else f"{r['litert_vs_reference_mismatched_outputs']} outputs differ")
+        same = (
+            "identical"
+            if r["litert_vs_reference_mismatched_outputs"] == 0
+            else f"{r['litert_vs_reference_mismatched_outputs']} outputs differ"
+        )
         text += (
             f"| `{name}` | {r['params']:,} | {r['file_bytes']:,} | {100 * r['float_test_accuracy']:.2f}% "
             f"| {100 * r['int8_test_accuracy_litert']:.2f}% | {100 * r['int8_test_accuracy_reference']:.2f}% "
             f"| {same} |\n"
         )
-    text += ("\n`params` counts trainable weights and biases. The int8 accuracies are `argmax` of the "
-             "int8 softmax output; LiteRT vs reference compares the raw int8 outputs element by element.\n")
+    text += (
+        "\n`params` counts trainable weights and biases. The int8 accuracies are `argmax` of the "
+        "int8 softmax output; LiteRT vs reference compares the raw int8 outputs element by element.\n"
+    )
     path.write_text(text)
 
 
@@ -479,8 +528,9 @@ def main() -> int:
     x_tr, x_te = to_float(x_tr_img), to_float(x_te_img)
     print(f"digits: {len(x_tr)} train, {len(x_te)} test")
 
-    np.savez_compressed(HERE / "digits_test.npz", images=x_te_img.astype(np.uint8),
-                        labels=y_te.astype(np.int64))
+    np.savez_compressed(
+        HERE / "digits_test.npz", images=x_te_img.astype(np.uint8), labels=y_te.astype(np.int64)
+    )
 
     results: dict[str, dict] = {}
     rng = np.random.default_rng(SEED)
@@ -515,15 +565,20 @@ def main() -> int:
                 r[k] = round(v, 6)
     summary = {
         "dataset": "sklearn.datasets.load_digits, "
-                   "train_test_split(test_size=0.2, random_state=0, stratify=y)",
+        "train_test_split(test_size=0.2, random_state=0, stratify=y)",
         "n_train": len(x_tr),
         "n_test": len(x_te),
         "seed": SEED,
         "models": results,
     }
     (HERE / "digits_models.json").write_text(json.dumps(summary, indent=2) + "\n")
-    meta = {"n_train": len(x_tr), "n_test": len(x_te), "seed": SEED,
-            **{f"mlp_{k}": v for k, v in MLP_CFG.items()}, **{f"cnn_{k}": v for k, v in CNN_CFG.items()}}
+    meta = {
+        "n_train": len(x_tr),
+        "n_test": len(x_te),
+        "seed": SEED,
+        **{f"mlp_{k}": v for k, v in MLP_CFG.items()},
+        **{f"cnn_{k}": v for k, v in CNN_CFG.items()},
+    }
     write_readme(HERE / "README.md", results, meta)
 
     bad = [n for n, r in results.items() if r["litert_vs_reference_mismatched_outputs"]]

@@ -80,8 +80,14 @@ def conv_2d(draw, depthwise: bool = False):
     f = b.const("w", filt, w_scale, 0, axis=axis)
     bias = b.const("b", rng.integers(-5000, 5000, cout).astype(np.int32), np.float32(in_s) * w_scale, 0)
     y = b.tensor("y", np.int8, (1, oh, ow, cout), out_s, out_zp)
-    opts = dict(padding=padding, stride_h=sh, stride_w=sw, dilation_h_factor=dh, dilation_w_factor=dw,
-                fused_activation_function=draw(activations))
+    opts = dict(
+        padding=padding,
+        stride_h=sh,
+        stride_w=sw,
+        dilation_h_factor=dh,
+        dilation_w_factor=dw,
+        fused_activation_function=draw(activations),
+    )
     if depthwise:
         b.op("DEPTHWISE_CONV_2D", [x, f, bias], [y], version=3, depth_multiplier=dm, **opts)
     else:
@@ -105,8 +111,18 @@ def pool_2d(draw, average: bool):
     b = GraphBuilder()
     x = b.input("x", np.int8, (1, h, w_, c), s, zp)
     y = b.tensor("y", np.int8, (1, oh, ow, c), s, zp)
-    b.op("AVERAGE_POOL_2D" if average else "MAX_POOL_2D", [x], [y], version=2, padding=padding,
-         stride_h=sh, stride_w=sw, filter_height=fh, filter_width=fw, fused_activation_function=draw(activations))
+    b.op(
+        "AVERAGE_POOL_2D" if average else "MAX_POOL_2D",
+        [x],
+        [y],
+        version=2,
+        padding=padding,
+        stride_h=sh,
+        stride_w=sw,
+        filter_height=fh,
+        filter_width=fw,
+        fused_activation_function=draw(activations),
+    )
     b.output(y)
     return b.build(), [_int8(rng, (draw(batches), h, w_, c))]
 
@@ -118,7 +134,9 @@ def mean(draw):
     keep = draw(st.booleans())
     axes = [1, 2] if keep else draw(st.sampled_from([[1, 2], [1], [2], [2, 1], [-1], [1, 2, 3]]))
     resolved = sorted({a % 4 for a in axes})
-    out_shape = [1] + [1 if i in resolved else d for i, d in enumerate((h, w_, c), start=1) if keep or i not in resolved]
+    out_shape = [1] + [
+        1 if i in resolved else d for i, d in enumerate((h, w_, c), start=1) if keep or i not in resolved
+    ]
     b = GraphBuilder()
     x = b.input("x", np.int8, (1, h, w_, c), draw(scales), draw(zero_points))
     ax = b.const("axes", np.array(axes, dtype=np.int32))
@@ -178,7 +196,7 @@ def quantize(draw):
         x = b.input("x", np.float32, (1, n))
         y = b.tensor("y", np.int8, (1, n), s, draw(zero_points))
         # Values on and near the rounding ties, plus some out of range.
-        data = (rng.integers(-300, 300, (batch, n)) * 0.5 * s + rng.choice([0, 1e-7, -1e-7], (batch, n)))
+        data = rng.integers(-300, 300, (batch, n)) * 0.5 * s + rng.choice([0, 1e-7, -1e-7], (batch, n))
         inputs = [data.astype(np.float32)]
         opcode = "QUANTIZE"
     elif mode == "requantize":
@@ -215,7 +233,9 @@ def concatenation(draw):
     out = list(shapes[0])
     out[axis % 4] = sum(parts)
     y = b.tensor("y", np.int8, tuple(out), s, zp)
-    b.op("CONCATENATION", list(range(len(parts))), [y], version=2, axis=axis, fused_activation_function="NONE")
+    b.op(
+        "CONCATENATION", list(range(len(parts))), [y], version=2, axis=axis, fused_activation_function="NONE"
+    )
     b.output(y)
     n = draw(batches)
     return b.build(), [_int8(rng, (n, *shape[1:])) for shape in shapes]

@@ -15,7 +15,9 @@ from edged.model.ir import Graph, Operator, Quantization, Tensor
 
 class GraphBuilder:
     def __init__(self, name: str = "main", description: str = "edged") -> None:
-        self.graph = Graph(tensors=[], operators=[], inputs=[], outputs=[], name=name, description=description)
+        self.graph = Graph(
+            tensors=[], operators=[], inputs=[], outputs=[], name=name, description=description
+        )
 
     def tensor(
         self,
@@ -38,8 +40,14 @@ class GraphBuilder:
         if data is None and shape:
             signature = (-1, *shape[1:])
         return self.graph.add_tensor(
-            Tensor(name=name, dtype=np.dtype(dtype), shape=tuple(shape), quant=quant, data=data,
-                   shape_signature=signature)
+            Tensor(
+                name=name,
+                dtype=np.dtype(dtype),
+                shape=tuple(shape),
+                quant=quant,
+                data=data,
+                shape_signature=signature,
+            )
         )
 
     def input(self, *args: Any, **kwargs: Any) -> int:
@@ -51,8 +59,12 @@ class GraphBuilder:
         data = np.asarray(data)
         return self.tensor(name, data.dtype, data.shape, scale, zero_point, axis, data=data)
 
-    def op(self, opcode: str, inputs: list[int], outputs: list[int], version: int = 1, **options: Any) -> None:
-        self.graph.operators.append(Operator(opcode, list(inputs), list(outputs), dict(options), version=version))
+    def op(
+        self, opcode: str, inputs: list[int], outputs: list[int], version: int = 1, **options: Any
+    ) -> None:
+        self.graph.operators.append(
+            Operator(opcode, list(inputs), list(outputs), dict(options), version=version)
+        )
 
     def output(self, idx: int) -> None:
         self.graph.outputs.append(idx)

@@ -175,7 +175,7 @@ def _buffer_bytes(buffer: Any, data: bytes) -> bytes:
         end = buffer.offset + buffer.size
         if end > len(data):
             raise ModelFormatError("buffer lies beyond the end of the file (truncated model)")
-        return data[buffer.offset:end]
+        return data[buffer.offset : end]
     return b""
 
 
@@ -235,7 +235,9 @@ def _operator_from_schema(op: Any, code: Any, n_tensors: int, label: str, index:
         passthrough["builtin_options_2"] = (op.builtinOptions2Type, op.builtinOptions2)
     if op.intermediates is not None and len(op.intermediates):
         passthrough["intermediates"] = [int(i) for i in op.intermediates]
-    custom_options = bytes(np.asarray(op.customOptions, dtype=np.uint8)) if op.customOptions is not None else None
+    custom_options = (
+        bytes(np.asarray(op.customOptions, dtype=np.uint8)) if op.customOptions is not None else None
+    )
     return Operator(
         opcode=opcode,
         inputs=inputs,
@@ -303,7 +305,7 @@ def write_tflite(graph: Graph, path: str | os.PathLike | None = None) -> bytes:
             elif op.opcode in vars(schema.BuiltinOperator):
                 builtin = getattr(schema.BuiltinOperator, op.opcode)
             elif op.opcode.startswith("BUILTIN_"):
-                builtin = int(op.opcode[len("BUILTIN_"):])
+                builtin = int(op.opcode[len("BUILTIN_") :])
             else:
                 raise ValueError(f"unknown operator {op.opcode!r}")
             code.builtinCode = builtin

@@ -22,7 +22,19 @@ from edged.ops import (
     softmax,
 )
 
-_MODULES = (add, concatenation, conv, fully_connected, logistic, mean, pad, pooling, quantize, reshape, softmax)
+_MODULES = (
+    add,
+    concatenation,
+    conv,
+    fully_connected,
+    logistic,
+    mean,
+    pad,
+    pooling,
+    quantize,
+    reshape,
+    softmax,
+)
 
 OPS: dict[str, ModuleType] = {code: module for module in _MODULES for code in module.OPCODES}
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from edged.model.quant import (
-    wrap_int32,
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     rounding_divide_by_pot,
     srdhm_half_up,
     vector_body,
+    wrap_int32,
 )
 from edged.ops.base import OpContext, clamp_to
 

@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edged.model.quant import multiply_by_quantized_multiplier_half_up, quantize_multiplier, quantize_multipliers
+from edged.model.quant import (
+    multiply_by_quantized_multiplier_half_up,
+    quantize_multiplier,
+    quantize_multipliers,
+)
 from edged.ops.base import OpContext, clamp_to
 
 OPCODES = ("FULLY_CONNECTED",)
@@ -104,8 +108,11 @@ def native_kind(p: FullyConnectedParams) -> int:
 def pack(p: FullyConnectedParams, variant: int) -> dict:
     from edged.runtime.gemm import pack_gemm
 
-    return {"packed": pack_gemm(p.weights, p.bias, p.input_offset, variant),
-            "multiplier": p.multiplier, "shift": p.shift}
+    return {
+        "packed": pack_gemm(p.weights, p.bias, p.input_offset, variant),
+        "multiplier": p.multiplier,
+        "shift": p.shift,
+    }
 
 
 def describe(p: FullyConnectedParams, d, shared: dict) -> list:

@@ -45,7 +45,9 @@ def prepare(ctx: OpContext) -> MeanParams:
     rank = len(x.shape)
     resolved = tuple(sorted({int(a) + rank if int(a) < 0 else int(a) for a in axes.data.reshape(-1)}))
     if not resolved or any(not 1 <= a < rank for a in resolved):
-        raise ctx.fail(f"MEAN over axes {list(resolved)} of a rank-{rank} tensor (the batch axis cannot be reduced)")
+        raise ctx.fail(
+            f"MEAN over axes {list(resolved)} of a rank-{rank} tensor (the batch axis cannot be reduced)"
+        )
     in_scale, in_zp = ctx.scale_zp(x)
     out_scale, out_zp = ctx.scale_zp(y)
     count = int(np.prod([x.shape[a] for a in resolved]))

@@ -69,18 +69,23 @@ def reference(p: QuantizeParams, inputs: list[np.ndarray]) -> np.ndarray:
         return np.clip(q, -128, 127).astype(np.int8).reshape(x.shape)
     body = vector_body(flat.size, REQUANTIZE_BLOCK)
     centred = flat.astype(np.int64) - p.input_zero_point
-    acc = np.concatenate([
-        multiply_by_quantized_multiplier_half_up(centred[:body], p.multiplier, p.shift),
-        multiply_by_quantized_multiplier(centred[body:], p.multiplier, p.shift),
-    ])
+    acc = np.concatenate(
+        [
+            multiply_by_quantized_multiplier_half_up(centred[:body], p.multiplier, p.shift),
+            multiply_by_quantized_multiplier(centred[body:], p.multiplier, p.shift),
+        ]
+    )
     return np.clip(acc + p.zero_point, -128, 127).astype(np.int8).reshape(x.shape)
 
 
 def native_kind(p: QuantizeParams) -> int:
     from edged.runtime.kernels import lib
 
-    return {"quantize": lib.EDGED_OP_QUANTIZE, "requantize": lib.EDGED_OP_REQUANTIZE,
-            "dequantize": lib.EDGED_OP_DEQUANTIZE}[p.mode]
+    return {
+        "quantize": lib.EDGED_OP_QUANTIZE,
+        "requantize": lib.EDGED_OP_REQUANTIZE,
+        "dequantize": lib.EDGED_OP_DEQUANTIZE,
+    }[p.mode]
 
 
 def describe(p: QuantizeParams, d, shared: dict) -> list:

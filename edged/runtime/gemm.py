@@ -21,8 +21,13 @@ def pack_gemm(weights: np.ndarray, bias: np.ndarray, input_offset: int, variant:
     start = (-packed.ctypes.data) % 64
     packed = packed[start : start + size]
     status = lib.edged_s8_gemm_pack(
-        variant, ffi.cast("int8_t *", w.ctypes.data), ffi.cast("int32_t *", b.ctypes.data),
-        input_offset, out_c, depth, address(packed),
+        variant,
+        ffi.cast("int8_t *", w.ctypes.data),
+        ffi.cast("int32_t *", b.ctypes.data),
+        input_offset,
+        out_c,
+        depth,
+        address(packed),
     )
     if status != 0:
         raise ValueError(f"packing a {out_c}x{depth} GEMM for variant {variant} failed ({status})")

@@ -42,7 +42,9 @@ def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
         raise UnsupportedModelError(f"{model}: the graph has no inputs")
     for t in graph.input_tensors + graph.output_tensors:
         if not t.shape or t.shape[0] < 1:
-            raise UnsupportedModelError(f"{model}: tensor '{t.name}' has no batch axis (shape {list(t.shape)})")
+            raise UnsupportedModelError(
+                f"{model}: tensor '{t.name}' has no batch axis (shape {list(t.shape)})"
+            )
     available = set(graph.inputs) | {i for i, t in enumerate(graph.tensors) if t.is_constant}
     steps = []
     for i, op in enumerate(graph.operators):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,11 @@ def test_missing_file(tmp_path):
         read_tflite(tmp_path / "nope.tflite")
 
 
-@pytest.mark.parametrize("content", [b"", b"TFL3", b"\x89PNG\r\n\x1a\n" + bytes(64), b"hello world, not a model"])
+@pytest.mark.parametrize(
+    "content", [b"", b"TFL3", b"\x89PNG\r\n\x1a\n" + bytes(64), b"hello world, not a model"]
+)
 def test_not_a_tflite_file(content):
-    with pytest.raises(ModelFormatError, match="too short|not a .tflite"):
+    with pytest.raises(ModelFormatError, match=r"too short|not a \.tflite"):
         read_tflite(content)
 
 
@@ -107,7 +110,5 @@ def test_bit_flips_never_escape_as_other_errors(data):
     for _ in range(data.draw(st.integers(1, 8))):
         pos = data.draw(st.integers(8, len(content) - 1))
         content[pos] ^= 1 << data.draw(st.integers(0, 7))
-    try:
+    with contextlib.suppress(ModelFormatError):
         read_tflite(bytes(content))
-    except ModelFormatError:
-        pass
