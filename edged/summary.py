@@ -99,6 +99,14 @@ def format_model(info: dict[str, Any]) -> str:
             f"{(op['activation'] or '-'):<10} {_qtext(out['quantization']) if out else '-'}{mark}"
         )
     lines.append("")
+    lines.append(f"{'#':>3}  {'tensor':<28} {'dtype':<8} {'shape':<14} {'kind':<10} quantization")
+    for t in info["tensors"]:
+        kind = "constant" if t["constant"] else "activation"
+        lines.append(
+            f"{t['index']:>3}  {t['name'][:28]:<28} {t['dtype']:<8} {_shape(t):<14} {kind:<10} "
+            f"{_qtext(t['quantization'])}"
+        )
+    lines.append("")
     lines.append(
         f"{len(info['tensors'])} tensors, {len(info['operators'])} operators; native engine: "
         + ("yes" if info["native_supported"] else "no")

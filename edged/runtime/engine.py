@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edged.errors import EdgedError, InputError
-from edged.model.ir import Graph, Quantization, Tensor
+from edged.model.ir import Quantization, Tensor
 
 ENGINES = ("native", "litert")
 
@@ -31,6 +31,7 @@ class TensorSpec:
 
     @classmethod
     def of(cls, t: Tensor) -> TensorSpec:
+        """The spec of a graph tensor."""
         q: Quantization | None = t.quant
         scale = float(q.scale[0]) if q is not None and not q.per_channel else None
         zp = int(q.zero_point[0]) if q is not None and not q.per_channel else None
@@ -42,11 +43,10 @@ class Engine:
 
     name = "engine"
 
-    def __init__(self, graph: Graph, model: str) -> None:
+    def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec], model: str) -> None:
         self.model = model
-        self.inputs = [TensorSpec.of(t) for t in graph.input_tensors]
-        self.outputs = [TensorSpec.of(t) for t in graph.output_tensors]
-        self.batch_fixed = graph.input_tensors[0].shape[0] != 1
+        self.inputs = inputs
+        self.outputs = outputs
 
     def validate(self, inputs: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """Check count, dtype, shape and values; return C-contiguous arrays."""

@@ -8,11 +8,22 @@ from types import ModuleType
 
 import numpy as np
 
-from edged.errors import BackendUnavailableError, ModelFormatError
-from edged.model.tflite import read_tflite
-from edged.runtime.engine import Engine
+from edged.errors import BackendUnavailableError, EdgedError, ModelFormatError
+from edged.runtime.engine import Engine, TensorSpec
 
 _INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+
+def _spec(detail: dict) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    quantized = scale != 0.0
+    return TensorSpec(
+        name=detail["name"],
+        dtype=np.dtype(detail["dtype"]),
+        shape=tuple(int(d) for d in detail["shape"][1:]),
+        scale=float(scale) if quantized else None,
+        zero_point=int(zero_point) if quantized else None,
+    )
 
 
 def interpreter_module() -> ModuleType:
@@ -39,9 +50,11 @@ def make_interpreter(content: bytes, *, delegates: bool = False, threads: int = 
     if not delegates:
         kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        return mod.Interpreter(**kwargs)
-    except ValueError as exc:
+        interpreter = mod.Interpreter(**kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
         raise ModelFormatError(f"LiteRT cannot load the model: {exc}") from exc
+    return interpreter
 
 
 class LiteRTEngine(Engine):
@@ -50,9 +63,14 @@ class LiteRTEngine(Engine):
     name = "litert"
 
     def __init__(self, content: bytes, model: str = "<model>", *, delegates: bool = False) -> None:
-        graph = read_tflite(content, name=model)
-        super().__init__(graph, model)
+        # The interpreter describes its own tensors, so this engine needs no
+        # schema module: it works with tflite-runtime alone.
         self._interp = make_interpreter(content, delegates=delegates)
+        super().__init__(
+            [_spec(d) for d in self._interp.get_input_details()],
+            [_spec(d) for d in self._interp.get_output_details()],
+            model,
+        )
         self._batch: int | None = None
         # Models whose shapes pin the batch (a RESHAPE to [1, n]) run sample by sample.
         self._per_sample = False
@@ -75,19 +93,25 @@ class LiteRTEngine(Engine):
             for idx, spec in zip(self._in_idx, self.inputs, strict=True):
                 self._interp.resize_tensor_input(idx, [batch, *spec.shape], strict=False)
             self._interp.allocate_tensors()
-        except RuntimeError:
-            for idx, spec in zip(self._in_idx, self.inputs, strict=True):
-                self._interp.resize_tensor_input(idx, [1, *spec.shape], strict=False)
-            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError):
+            try:
+                for idx, spec in zip(self._in_idx, self.inputs, strict=True):
+                    self._interp.resize_tensor_input(idx, [1, *spec.shape], strict=False)
+                self._interp.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise EdgedError(f"{self.model}: LiteRT cannot prepare the model: {exc}") from exc
             self._batch = 1
             return False
         self._batch = batch
         return True
 
     def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        for idx, x in zip(self._in_idx, inputs, strict=True):
-            self._interp.set_tensor(idx, x)
-        self._interp.invoke()
+        try:
+            for idx, x in zip(self._in_idx, inputs, strict=True):
+                self._interp.set_tensor(idx, x)
+            self._interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise EdgedError(f"{self.model}: LiteRT failed to run the model: {exc}") from exc
         return [self._interp.get_tensor(i).copy() for i in self._out_idx]
 
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 from edged.errors import UnsupportedModelError
 from edged.model.ir import Graph
 from edged.model.tflite import read_tflite
-from edged.runtime.engine import Engine
+from edged.runtime.engine import Engine, TensorSpec
 from edged.runtime.plan import Executor, Plan, build_plan
 from edged.runtime.prepared import prepare_graph
 
@@ -27,7 +27,11 @@ class NativeEngine(Engine):
                 f"{model}: the model has float weights ('{floats[0]}'): it is not int8-quantized. The "
                 "native engine runs full-integer quantized models; use --engine litert for float models"
             )
-        super().__init__(graph, model)
+        super().__init__(
+            [TensorSpec.of(t) for t in graph.input_tensors],
+            [TensorSpec.of(t) for t in graph.output_tensors],
+            model,
+        )
         self.graph = graph
         self.plan: Plan = build_plan(prepare_graph(graph, model), variant)
         self._local = threading.local()

@@ -112,3 +112,18 @@ def test_bit_flips_never_escape_as_other_errors(data):
         content[pos] ^= 1 << data.draw(st.integers(0, 7))
     with contextlib.suppress(ModelFormatError):
         read_tflite(bytes(content))
+
+
+@settings(max_examples=100)
+@given(st.data())
+def test_corrupt_models_fail_cleanly_in_litert_too(data):
+    from edged.errors import EdgedError
+
+    content = bytearray((FIXTURES[0]).read_bytes())
+    for _ in range(data.draw(st.integers(1, 6))):
+        pos = data.draw(st.integers(8, len(content) - 1))
+        content[pos] ^= 1 << data.draw(st.integers(0, 7))
+    with contextlib.suppress(EdgedError):
+        engine = LiteRTEngine(bytes(content))
+        spec = engine.inputs[0]
+        engine.infer([np.zeros((1, *spec.shape), spec.dtype)])

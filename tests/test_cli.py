@@ -1,0 +1,86 @@
+"""The command line, run as a user would (through main(), and once as a real process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edged.cli import main
+from edged.data import default_model_path
+from edged.runtime.engine import load_engine
+
+
+def test_inspect_json(capsys):
+    path = default_model_path("digits_cnn")
+    assert main(["inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [op["op"] for op in info["operators"]] == [
+        "CONV_2D",
+        "CONV_2D",
+        "MAX_POOL_2D",
+        "RESHAPE",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
+    ]
+    assert info["inputs"][0]["shape"] == [1, 8, 8, 1]
+    assert info["inputs"][0]["quantization"]["zero_point"] == -128
+    assert info["parameters"] == 9930 + 2  # weights and biases, plus the reshape's shape constant
+    assert info["file_bytes"] == path.stat().st_size
+    assert info["native_supported"]
+
+
+def test_inspect_text(capsys):
+    assert main(["inspect", str(default_model_path("digits_mlp"))]) == 0
+    out = capsys.readouterr().out
+    assert "FULLY_CONNECTED" in out and "per-channel[1024]" in out and "native engine: yes" in out
+
+
+@pytest.mark.parametrize("engine", ["native", "litert"])
+def test_run_writes_the_engine_output(tmp_path, engine, capsys):
+    path = default_model_path("digits_mlp")
+    x = np.random.default_rng(3).integers(-128, 128, (5, 64)).astype(np.int8)
+    np.save(tmp_path / "in.npy", x)
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                "--input",
+                str(tmp_path / "in.npy"),
+                "--output",
+                str(tmp_path / "out.npy"),
+                "--engine",
+                engine,
+            ]
+        )
+        == 0
+    )
+    out = np.load(tmp_path / "out.npy")
+    assert out.dtype == np.int8 and out.shape == (5, 10)
+    assert np.array_equal(out, load_engine(path, "litert").infer([x])[0])
+    assert main(["run", str(path), "--input", str(tmp_path / "in.npy")]) == 0
+    assert "argmax per sample" in capsys.readouterr().out
+
+
+def test_bench_json_last_line(capsys):
+    assert main(["bench", str(default_model_path("digits_cnn")), "--runs", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["engines"]) == {"native", "litert"}
+    for stats in result["engines"].values():
+        assert stats["p50_us"] > 0 and stats["p99_us"] >= stats["p50_us"] and stats["per_s"] > 0
+    assert result["native_over_litert_p50"] > 0
+
+
+def test_eval_as_a_process():
+    done = subprocess.run(
+        [sys.executable, "-m", "edged.cli", "eval", "--runs", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "accuracy  98.06%" in done.stdout
