@@ -1,41 +1,19 @@
-"""Operator modules, found by their OPCODES.
+"""Operator modules, found by naming convention: every module here with ``OPCODES``.
 
 Each module holds one op family: ``prepare`` (all float work, once),
-``reference`` (the numpy spec) and ``describe`` (the C descriptor).
+``reference`` (the numpy spec), and for ops with C kernels ``native_kind``,
+``pack`` (constant data shared by all executors) and ``describe`` (fills the C
+descriptor).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from types import ModuleType
 
-from edged.ops import (
-    add,
-    concatenation,
-    conv,
-    fully_connected,
-    logistic,
-    mean,
-    pad,
-    pooling,
-    quantize,
-    reshape,
-    softmax,
-)
+_MODULES = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)]
 
-_MODULES = (
-    add,
-    concatenation,
-    conv,
-    fully_connected,
-    logistic,
-    mean,
-    pad,
-    pooling,
-    quantize,
-    reshape,
-    softmax,
-)
-
-OPS: dict[str, ModuleType] = {code: module for module in _MODULES for code in module.OPCODES}
+OPS: dict[str, ModuleType] = {code: m for m in _MODULES for code in getattr(m, "OPCODES", ())}
 
 SUPPORTED_OPCODES = tuple(sorted(OPS))

@@ -55,6 +55,15 @@ class OpContext:
             raise self.fail(f"tensor '{t.name}' must be quantized per tensor")
         return t.quant.single_scale, t.quant.single_zero_point
 
+    def bias(self, n_out: int) -> np.ndarray:
+        """The int32 bias vector (input 2) of a FULLY_CONNECTED or convolution, zeros if absent."""
+        b = self.input(2)
+        if b is None:
+            return np.zeros(n_out, dtype=np.int32)
+        if not b.is_constant or b.dtype != np.int32 or b.size != n_out:
+            raise self.fail(f"bias must be a constant int32 vector of {n_out} entries (one per channel)")
+        return b.data.astype(np.int32).reshape(-1)
+
     def activation(self, out: Tensor) -> tuple[int, int]:
         scale, zp = self.scale_zp(out)
         act = self.op.fused_activation

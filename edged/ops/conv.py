@@ -41,7 +41,7 @@ class ConvParams:
 
 
 def prepare(ctx: OpContext) -> ConvParams:
-    x, w, b, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
+    x, w, y = ctx.input(0), ctx.input(1), ctx.output()
     ctx.require_int8(x, w, y)
     depthwise = ctx.op.opcode == "DEPTHWISE_CONV_2D"
     if w is None or not w.is_constant or len(w.shape) != 4:
@@ -78,12 +78,7 @@ def prepare(ctx: OpContext) -> ConvParams:
     filter_scales = np.broadcast_to(w.quant.scale.astype(np.float64), (out_c,))
     reals = float(np.float32(in_scale)) * filter_scales / float(np.float32(out_scale))
     mult, shift = quantize_multipliers(reals)
-    if b is not None:
-        if not b.is_constant or b.dtype != np.int32 or b.size != out_c:
-            raise ctx.fail("bias must be a constant int32 vector with one entry per output channel")
-        bias = b.data.astype(np.int32).reshape(-1)
-    else:
-        bias = np.zeros(out_c, dtype=np.int32)
+    bias = ctx.bias(out_c)
     act_min, act_max = ctx.activation(y)
     return ConvParams(
         depthwise=depthwise,

@@ -48,7 +48,7 @@ def effective_scales(ctx: OpContext, input_scale: float, output_scale: float) ->
 
 
 def prepare(ctx: OpContext) -> FullyConnectedParams:
-    x, w, b, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output()
+    x, w, y = ctx.input(0), ctx.input(1), ctx.output()
     ctx.require_int8(x, w, y)
     if w is None or not w.is_constant or len(w.shape) != 2:
         raise ctx.fail("weights must be a constant 2-D tensor")
@@ -61,12 +61,7 @@ def prepare(ctx: OpContext) -> FullyConnectedParams:
     out_scale, out_zp = ctx.scale_zp(y)
     if x.size % depth:
         raise ctx.fail(f"input of {x.size} elements is not a multiple of the weight depth {depth}")
-    if b is not None:
-        if not b.is_constant or b.dtype != np.int32 or b.size != n_out:
-            raise ctx.fail("bias must be a constant int32 vector with one entry per output unit")
-        bias = b.data.astype(np.int32).reshape(-1)
-    else:
-        bias = np.zeros(n_out, dtype=np.int32)
+    bias = ctx.bias(n_out)
     reals = effective_scales(ctx, in_scale, out_scale)
     if w.quant.scale.size == 1:
         m, s = quantize_multiplier(float(reals[0]))
