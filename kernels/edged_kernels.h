@@ -94,9 +94,6 @@ typedef struct edged_op {
   int32_t in_shift[8];
   int32_t multiplier;       /* single output multiplier */
   int32_t shift;
-  /* ADD broadcasting: elementwise over out_h*out_w*out_c with per-input
-   * strides on a 3-D (h, w, c) view; stride 0 broadcasts that axis. */
-  int32_t bcast_stride[2][3];
 
   /* CONCATENATION along the channel axis of a (outer, axis, inner) view:
    * input k contributes axis_size[k] slices of `inner` elements. */
@@ -117,7 +114,6 @@ typedef struct edged_op {
   /* SOFTMAX: float table of 256 entries, see softmax.c; LOGISTIC: 256-entry
    * int8 table indexed by (uint8)(x). */
   const void* table;
-  float beta_scale;         /* unused (reserved) */
 
   void* scratch;            /* per-plan scratch (CONV_2D im2col), sized by edged_scratch_size() */
 
@@ -154,7 +150,7 @@ typedef struct edged_op {
  *   out = MBQM(sum + input_offset*in_h*in_w, multiplier, shift) + output_offset,
  *   RHAZ. int8 clamp.
  * ADD  in[0], in[1], out: `count` elements per sample, same shape (no
- *   broadcast; bcast_stride is unused). left_shift (20), in_offset[0..1],
+ *   broadcast). left_shift (20), in_offset[0..1],
  *   in_multiplier[0..1], in_shift[0..1], multiplier, shift, output_offset;
  *   clamp. Body (B = 16): LiteRT's vector form; the rest: reference form.
  * SOFTMAX  in[0] rows of in_c (the last axis), `count` elements per sample;
