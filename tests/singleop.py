@@ -32,19 +32,32 @@ def fully_connected(draw):
     rng = np.random.default_rng(draw(seeds))
     depth = draw(st.integers(1, 96))
     units = draw(st.integers(1, 80))
+    # The input may carry extra axes that FULLY_CONNECTED flattens into rows.
+    rows = draw(st.sampled_from([1, 1, 2, 3]))
     per_channel = draw(st.booleans())
     in_s, in_zp = draw(scales), draw(zero_points)
     out_s, out_zp = draw(scales), draw(zero_points)
     w_scale = rng.uniform(0.001, 0.02, units) if per_channel else float(rng.uniform(0.001, 0.02))
     b = GraphBuilder()
-    x = b.input("x", np.int8, (1, depth), in_s, in_zp)
+    in_shape = (1, depth) if rows == 1 else (1, rows, depth)
+    x = b.input("x", np.int8, in_shape, in_s, in_zp)
     w = b.const("w", _weights(rng, (units, depth)), w_scale, 0)
-    bias_scale = np.float32(in_s) * np.asarray(w_scale, dtype=np.float32)
-    bias = b.const("b", rng.integers(-5000, 5000, units).astype(np.int32), bias_scale, 0)
-    y = b.tensor("y", np.int8, (1, units), out_s, out_zp)
-    b.op("FULLY_CONNECTED", [x, w, bias], [y], version=5, fused_activation_function=draw(activations))
+    bias = -1
+    if draw(st.booleans()):
+        bias_scale = np.float32(in_s) * np.asarray(w_scale, dtype=np.float32)
+        bias = b.const("b", rng.integers(-5000, 5000, units).astype(np.int32), bias_scale, 0)
+    out_shape = (1, units) if rows == 1 else (1, rows, units)
+    y = b.tensor("y", np.int8, out_shape, out_s, out_zp)
+    b.op(
+        "FULLY_CONNECTED",
+        [x, w, bias],
+        [y],
+        version=5,
+        fused_activation_function=draw(activations),
+        keep_num_dims=rows > 1,
+    )
     b.output(y)
-    return b.build(), [_int8(rng, (draw(batches), depth))]
+    return b.build(), [_int8(rng, (draw(batches), *in_shape[1:]))]
 
 
 @st.composite
@@ -78,7 +91,9 @@ def conv_2d(draw, depthwise: bool = False):
     b = GraphBuilder()
     x = b.input("x", np.int8, (1, h, w_, cin), in_s, in_zp)
     f = b.const("w", filt, w_scale, 0, axis=axis)
-    bias = b.const("b", rng.integers(-5000, 5000, cout).astype(np.int32), np.float32(in_s) * w_scale, 0)
+    bias = -1
+    if draw(st.booleans()):
+        bias = b.const("b", rng.integers(-5000, 5000, cout).astype(np.int32), np.float32(in_s) * w_scale, 0)
     y = b.tensor("y", np.int8, (1, oh, ow, cout), out_s, out_zp)
     opts = dict(
         padding=padding,
