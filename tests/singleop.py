@@ -91,9 +91,7 @@ def conv_2d(draw, depthwise: bool = False):
     b = GraphBuilder()
     x = b.input("x", np.int8, (1, h, w_, cin), in_s, in_zp)
     f = b.const("w", filt, w_scale, 0, axis=axis)
-    bias = -1
-    if draw(st.booleans()):
-        bias = b.const("b", rng.integers(-5000, 5000, cout).astype(np.int32), np.float32(in_s) * w_scale, 0)
+    bias = b.const("b", rng.integers(-5000, 5000, cout).astype(np.int32), np.float32(in_s) * w_scale, 0)
     y = b.tensor("y", np.int8, (1, oh, ow, cout), out_s, out_zp)
     opts = dict(
         padding=padding,
