@@ -39,8 +39,9 @@ def default_model() -> Path:
     try:
         from edged.data import default_model_path
     except ImportError as exc:
-        raise EdgedError("no model configured (model.path / --model) and the bundled models are not "
-                         "installed") from exc
+        raise EdgedError(
+            "no model configured (model.path / --model) and the bundled models are not installed"
+        ) from exc
     return Path(default_model_path())
 
 
@@ -70,6 +71,7 @@ class App:
         self.http = None
         self.watchdog: Watchdog | None = None
         self._wake = threading.Event()
+        self._swap_lock = threading.Lock()  # serializes reload and deploy; never taken by requests
         self._stop_requested = False
         self._reload_requested = False
 
@@ -83,8 +85,15 @@ class App:
     def _load(self, cfg: Config, content: bytes, name: str, version: str) -> ServedModel:
         s = cfg.server
         try:
-            return load_model(content, name=name, version=version, engine=cfg.model.engine,
-                              workers=s.workers + 1, max_batch=s.max_batch, warmup_runs=cfg.model.warmup_runs)
+            return load_model(
+                content,
+                name=name,
+                version=version,
+                engine=cfg.model.engine,
+                workers=s.workers + 1,
+                max_batch=s.max_batch,
+                warmup_runs=cfg.model.warmup_runs,
+            )
         except Exception as exc:
             self.metrics.load_failures.inc()
             if isinstance(exc, EdgedError | OSError | ValueError):
@@ -95,8 +104,9 @@ class App:
         """Store new source bytes as a version, load it, then make it current."""
         digest = sha256_hex(content)
         existed = store.find(name, digest) is not None
-        version = store.add(name, content, parent=store.current(name),
-                            made_by={"kind": "import", "source": str(source)})
+        version = store.add(
+            name, content, parent=store.current(name), made_by={"kind": "import", "source": str(source)}
+        )
         try:
             model = self._load(cfg, content, name, version.version)
         except EdgedError:
@@ -127,8 +137,10 @@ class App:
                 errors.append(str(exc))
                 continue
             if v != current:
-                msg = (f"CURRENT VERSION {current} OF {name} IS CORRUPT; serving last good version {v} "
-                       f"({'; '.join(errors) or 'no current pointer'})")
+                msg = (
+                    f"CURRENT VERSION {current} OF {name} IS CORRUPT; serving last good version {v} "
+                    f"({'; '.join(errors) or 'no current pointer'})"
+                )
                 log.error("%s", msg)
                 self.notifier.status(msg[:400])
             return model
@@ -138,7 +150,7 @@ class App:
     def resolve(self, cfg: Config, serving: ServedModel | None) -> ServedModel | None:
         """The model to serve under ``cfg``; None if it is the one already served."""
         source, name = self._source(cfg)
-        same = (serving is not None and serving.name == name and serving.engine_kind == cfg.model.engine)
+        same = serving is not None and serving.name == name and serving.engine_kind == cfg.model.engine
         if not cfg.store.state_dir:
             content = read_model_file(source)
             digest = sha256_hex(content)
@@ -185,12 +197,16 @@ class App:
             curve_keys = load_keypair(cfg.security.server_secret_key)
             self.auth = Authenticator(self.context, cfg.security.authorized_keys_dir)
             self.auth.start()
-        self.server = Server(model, cfg.server, self.metrics, self.feedback, context=self.context,
-                             curve_keys=curve_keys)
-        self.server.start()
+        self.server = Server(
+            model, cfg.server, self.metrics, self.feedback, context=self.context, curve_keys=curve_keys
+        )
         if cfg.metrics.listen:
-            self.http = serve_http(self.metrics, cfg.metrics.listen)
-        self.server.ready = True
+            try:
+                self.http = serve_http(self.metrics, cfg.metrics.listen)
+            except OSError as exc:
+                raise EdgedError(f"metrics.listen: cannot listen on {cfg.metrics.listen}: {exc}") from exc
+        self.server.start()
+        self.server.ready = True  # right after bind: requests that waited for the bind are served
         status = self.status_line()
         log.info("%s", status)
         self.notifier.ready(status)
@@ -203,11 +219,17 @@ class App:
         m = self.server.model
         curve = " (CURVE)" if self.cfg.security.curve else ""
         metrics = f", metrics on http://{self.cfg.metrics.listen}/metrics" if self.cfg.metrics.listen else ""
-        return (f"serving {m.name} version {m.version} ({m.engine_kind}) on {self.server.endpoint}{curve}"
-                f"{metrics}")
+        return (
+            f"serving {m.name} version {m.version} ({m.engine_kind}) on {self.server.endpoint}{curve}"
+            f"{metrics}"
+        )
 
     def reload(self) -> bool:
         """Re-read config and model; swap if the model changed. False if it failed."""
+        with self._swap_lock:
+            return self._reload()
+
+    def _reload(self) -> bool:
         assert self.server is not None
         self.notifier.reloading("reloading configuration and model")
         old = self.server.model
@@ -239,13 +261,41 @@ class App:
         self.notifier.ready(status[:400])
         return ok
 
+    def deploy(self, content: bytes, made_by: dict[str, Any]) -> ServedModel:
+        """Serve new model bytes (e.g. an adapted candidate) as the next version.
+
+        Stores them as a child of the served version, loads and warms them,
+        points ``current`` at them, then swaps. The source pointer is kept, so a
+        later reload keeps serving this version until ``model.path`` changes.
+        Raises EdgedError and keeps the old model if anything fails.
+        """
+        with self._swap_lock:
+            assert self.server is not None
+            cfg, old = self.cfg, self.server.model
+            if not cfg.store.state_dir:
+                model = self._load(cfg, content, old.name, sha256_hex(content)[:12])
+            else:
+                store = ModelStore(cfg.store.state_dir)
+                pointer = store.pointer(old.name) or {}
+                version = store.add(old.name, content, parent=old.version, made_by=made_by)
+                model = self._load(cfg, content, old.name, version.version)
+                store.set_current(old.name, version.version, source_sha256=pointer.get("source_sha256"))
+            self.server.swap(model)
+            self.metrics.swaps.inc()
+            log.info("deployed %s version %s -> %s (%s)", old.name, old.version, model.version, made_by)
+            self.notifier.status(self.status_line())
+            return model
+
     def _merge(self, new: Config) -> Config:
         """``new`` with the keys that need a restart kept at their running values."""
         sections = {}
         for f in dataclasses.fields(Config):
             old_sec, new_sec = getattr(self.cfg, f.name), getattr(new, f.name)
-            keep = {k.name: getattr(old_sec, k.name) for k in dataclasses.fields(old_sec)
-                    if f"{f.name}.{k.name}" not in RELOADABLE}
+            keep = {
+                k.name: getattr(old_sec, k.name)
+                for k in dataclasses.fields(old_sec)
+                if f"{f.name}.{k.name}" not in RELOADABLE
+            }
             sections[f.name] = dataclasses.replace(new_sec, **keep)
         return Config(**sections)
 
@@ -267,6 +317,17 @@ class App:
         self.context.term()
         log.info("stopped")
 
+    def _abort_start(self) -> None:
+        """Undo a partial start so that the process can exit with the error."""
+        if self.server is not None:
+            self.server.close(timeout_s=1)
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+        if self.auth is not None:
+            self.auth.stop()
+        self.context.destroy(linger=0)
+
     # ------------------------------------------------------------ main loop
 
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -282,7 +343,7 @@ class App:
         try:
             self.start()
         except BaseException:
-            self.context.destroy(linger=0)
+            self._abort_start()
             raise
         while not self._stop_requested:
             self._wake.wait(1.0)

@@ -102,8 +102,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from edged.app import App
 
-    overrides = {"model.path": args.model, "server.bind": args.bind, "metrics.listen": args.metrics,
-                 "store.state_dir": args.state_dir, "model.engine": args.engine}
+    overrides = {
+        "model.path": args.model,
+        "server.bind": args.bind,
+        "metrics.listen": args.metrics,
+        "store.state_dir": args.state_dir,
+        "model.engine": args.engine,
+    }
     return App(args.config, overrides).run()
 
 
@@ -115,32 +120,66 @@ def _client(args: argparse.Namespace):
         raise EdgedError("CURVE needs both --server-key and --client-key")
     server_key = load_public_key(args.server_key) if args.server_key else None
     keys = load_keypair(args.client_key) if args.client_key else None
-    return Client(args.endpoint, timeout_ms=args.timeout_ms, retries=args.retries,
-                  server_public_key=server_key, client_keys=keys)
+    return Client(
+        args.endpoint,
+        timeout_ms=args.timeout_ms,
+        retries=args.retries,
+        server_public_key=server_key,
+        client_keys=keys,
+    )
+
+
+def _digits_batch(client, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n bundled digits test images, quantized for the served model's input."""
+    from edged.data import digits_input, load_digits_test
+    from edged.serve.protocol import DATATYPES
+
+    spec = client.metadata()["inputs"][0]
+    params = spec.get("parameters", {})
+    images, labels = load_digits_test()
+    x = digits_input(
+        images[:n],
+        DATATYPES[spec["datatype"]],
+        params.get("scale"),
+        params.get("zero_point"),
+        tuple(spec["shape"][1:]),
+    )
+    return x, labels[:n]
 
 
 def cmd_client_infer(args: argparse.Namespace) -> int:
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise EdgedError(f"{args.input}: cannot read input array: {exc}") from exc
+    labels = None
+    if args.input:
+        try:
+            x = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise EdgedError(f"{args.input}: cannot read input array: {exc}") from exc
     with _client(args) as client:
+        if not args.input:
+            x, labels = _digits_batch(client, args.digits)
         t0 = time.perf_counter()
         result = client.infer(x, retry=args.retry)
         elapsed = time.perf_counter() - t0
     y = result.outputs[0]
     if args.output:
         np.save(args.output, y)
-        print(f"wrote {args.output}: {y.dtype} {list(y.shape)} from {result.model_name} "
-              f"version {result.model_version}")
+        print(
+            f"wrote {args.output}: {y.dtype} {list(y.shape)} from {result.model_name} "
+            f"version {result.model_version}"
+        )
         return 0
-    print(f"{result.model_name} version {result.model_version}: batch {x.shape[0]} in "
-          f"{elapsed * 1e3:.2f} ms round trip (server: {result.timing_us})")
+    print(
+        f"{result.model_name} version {result.model_version}: batch {x.shape[0]} in "
+        f"{elapsed * 1e3:.2f} ms round trip (server: {result.timing_us})"
+    )
     print(f"output '{result.names[0]}': {y.dtype} {list(y.shape)}")
     if y.ndim == 2:
         top = np.argmax(y, axis=1)
         shown = ", ".join(str(int(c)) for c in top[:16])
         print(f"argmax per sample: {shown}{' ...' if len(top) > 16 else ''}")
+        if labels is not None:
+            truth = ", ".join(str(int(c)) for c in labels[:16])
+            print(f"true labels:       {truth}{' ...' if len(labels) > 16 else ''}")
     return 0
 
 
@@ -194,24 +233,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config file (example: systemd/edged.toml)")
     p.add_argument("--model", help="the .tflite model to serve (default: the bundled model)")
     p.add_argument("--bind", help="ZeroMQ endpoint (default tcp://127.0.0.1:5555)")
-    p.add_argument("--metrics", help="HOST:PORT of the Prometheus endpoint, \"\" to disable "
-                   "(default 127.0.0.1:9464)")
+    p.add_argument(
+        "--metrics", help='HOST:PORT of the Prometheus endpoint, "" to disable (default 127.0.0.1:9464)'
+    )
     p.add_argument("--state-dir", help="directory of the versioned model store")
     p.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine (default native)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("client", help="talk to a running daemon")
     csub = p.add_subparsers(dest="client_command", required=True)
-    for name, helptext in (("infer", "run a batch stored in a .npy file on the daemon"),
-                           ("health", "is the daemon live and ready (exit 1 if not ready)"),
-                           ("metadata", "inputs and outputs of the served model")):
+    for name, helptext in (
+        ("infer", "run a batch (.npy file or bundled digits images) on the daemon"),
+        ("health", "is the daemon live and ready (exit 1 if not ready)"),
+        ("metadata", "inputs and outputs of the served model"),
+    ):
         c = csub.add_parser(name, help=helptext)
         c.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
         if name == "infer":
-            c.add_argument("--input", required=True, help=".npy array, batch axis first")
+            what = c.add_mutually_exclusive_group(required=True)
+            what.add_argument("--input", help=".npy array, batch axis first, in the input's dtype")
+            what.add_argument(
+                "--digits",
+                type=int,
+                metavar="N",
+                help="send the first N images of the bundled digits test split",
+            )
             c.add_argument("--output", help="write the first output to this .npy file")
-            c.add_argument("--retry", action="store_true",
-                           help="resend after a timeout even though the request may have run")
+            c.add_argument(
+                "--retry",
+                action="store_true",
+                help="resend after a timeout even though the request may have run",
+            )
         c.add_argument("--timeout-ms", type=int, default=5000)
         c.add_argument("--retries", type=int, default=2)
         c.add_argument("--server-key", help="CURVE: the server's public .key file")

@@ -99,12 +99,14 @@ _TCP = re.compile(r"^tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5}|\*)$
 def _in(lo: float, hi: float):
     def check(v: Any) -> str | None:
         return None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}, got {v}"
+
     return check
 
 
 def _one_of(choices: tuple[str, ...]):
     def check(v: str) -> str | None:
         return None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+
     return check
 
 
@@ -122,7 +124,7 @@ def _listen(v: str) -> str | None:
         return None
     m = _HOSTPORT.match(v)
     if not m or int(m.group(2)) > 65535:
-        return f"must be HOST:PORT (or \"\" to disable), got {v!r}"
+        return f'must be HOST:PORT (or "" to disable), got {v!r}'
     return None
 
 
@@ -230,12 +232,20 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 
 # Keys that take effect on reload (SIGHUP); the others need a restart.
-RELOADABLE = frozenset({
-    "model.path", "model.name", "model.engine", "model.warmup_runs",
-    "server.max_batch", "server.max_delay_us", "server.inline_max_us", "server.request_timeout_ms",
-    "log.level",
-    "security.authorized_keys_dir",
-})
+RELOADABLE = frozenset(
+    {
+        "model.path",
+        "model.name",
+        "model.engine",
+        "model.warmup_runs",
+        "server.max_batch",
+        "server.max_delay_us",
+        "server.inline_max_us",
+        "server.request_timeout_ms",
+        "log.level",
+        "security.authorized_keys_dir",
+    }
+)
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:

@@ -21,8 +21,24 @@ from prometheus_client.registry import Collector
 
 # Sub-millisecond resolution for the fast path, up to seconds for stalls.
 LATENCY_BUCKETS = (
-    25e-6, 50e-6, 100e-6, 200e-6, 400e-6, 800e-6,
-    1.6e-3, 3.2e-3, 6.4e-3, 12.8e-3, 25.6e-3, 51.2e-3, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+    25e-6,
+    50e-6,
+    100e-6,
+    200e-6,
+    400e-6,
+    800e-6,
+    1.6e-3,
+    3.2e-3,
+    6.4e-3,
+    12.8e-3,
+    25.6e-3,
+    51.2e-3,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -55,10 +71,12 @@ class StateCollector(Collector):
         s = self._snapshot()
         if s is None:
             return
+
         def gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> Metric:
             g = GaugeMetricFamily(name, doc, labels=list(labels) if labels else None)
             g.add_metric(list(labels.values()) if labels else [], value)
             return g
+
         mv = {"model": s.model_name, "version": s.model_version}
         yield gauge("edged_ready", "1 when the daemon accepts inference requests", float(s.ready))
         yield gauge("edged_queue_depth", "Requests waiting for a worker", s.queue_depth)
@@ -66,13 +84,18 @@ class StateCollector(Collector):
         yield gauge("edged_requests_in_flight", "Admitted infer requests not yet answered", s.in_flight)
         yield gauge("edged_workers", "Inference worker threads", s.workers)
         yield gauge("edged_workers_busy", "Workers executing a batch now", s.workers_busy)
-        yield gauge("edged_model_info", "The served model version (value 1)", 1,
-                    {**mv, "engine": s.engine, "sha256": s.sha256})
+        yield gauge(
+            "edged_model_info",
+            "The served model version (value 1)",
+            1,
+            {**mv, "engine": s.engine, "sha256": s.sha256},
+        )
         yield gauge("edged_model_size_bytes", "Size of the served .tflite file", s.model_bytes, mv)
         yield gauge("edged_model_weight_bytes", "Bytes of int8 weight tensors", s.weight_bytes, mv)
         yield gauge("edged_model_sparsity_ratio", "Fraction of int8 weights that are zero", s.sparsity, mv)
-        yield gauge("edged_model_loaded_timestamp_seconds", "When the served version was loaded",
-                    s.loaded_at, mv)
+        yield gauge(
+            "edged_model_loaded_timestamp_seconds", "When the served version was loaded", s.loaded_at, mv
+        )
 
 
 class ProcessCollector(Collector):
@@ -99,12 +122,16 @@ class ProcessCollector(Collector):
             yield GaugeMetricFamily("edged_process_open_fds", "Open file descriptors", value=fds)
         load = os.getloadavg()
         for minutes, value in zip((1, 5, 15), load, strict=True):
-            yield GaugeMetricFamily(f"edged_system_load{minutes}", f"System load average over {minutes} min",
-                                    value=value)
+            yield GaugeMetricFamily(
+                f"edged_system_load{minutes}", f"System load average over {minutes} min", value=value
+            )
         temps = psutil.sensors_temperatures() if hasattr(psutil, "sensors_temperatures") else {}
         if temps:  # absent, not zero, on boards without a sensor
-            t = GaugeMetricFamily("edged_cpu_temperature_celsius", "Temperature sensors read by psutil",
-                                  labels=["sensor", "label"])
+            t = GaugeMetricFamily(
+                "edged_cpu_temperature_celsius",
+                "Temperature sensors read by psutil",
+                labels=["sensor", "label"],
+            )
             for sensor, entries in sorted(temps.items()):
                 for i, e in enumerate(entries):
                     t.add_metric([sensor, e.label or str(i)], e.current)
@@ -114,34 +141,51 @@ class ProcessCollector(Collector):
 class Metrics:
     """Every metric of the daemon, registered in one explicit registry."""
 
-    def __init__(self, snapshot: Callable[[], ServerSnapshot | None] | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], ServerSnapshot | None] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         mv = ["model", "version"]
-        self.requests = Counter("edged_requests", "Requests answered, by op and reply status",
-                                ["op", "status", *mv], registry=r)
+        self.requests = Counter(
+            "edged_requests", "Requests answered, by op and reply status", ["op", "status", *mv], registry=r
+        )
         self.inferences = Counter("edged_inferences", "Infer requests executed", mv, registry=r)
         self.samples = Counter("edged_inference_samples", "Samples (batch rows) executed", mv, registry=r)
         self.executions = Counter("edged_executions", "Engine calls; one per micro-batch", mv, registry=r)
-        self.batch_requests = Histogram("edged_batch_requests", "Requests per engine call",
-                                        buckets=BATCH_BUCKETS, registry=r)
-        self.queue_seconds = Histogram("edged_queue_duration_seconds", "Admission to start of execution",
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.inference_seconds = Histogram("edged_inference_duration_seconds", "Engine time per batch",
-                                           buckets=LATENCY_BUCKETS, registry=r)
-        self.request_seconds = Histogram("edged_request_duration_seconds",
-                                         "Receipt to reply of infer requests", buckets=LATENCY_BUCKETS,
-                                         registry=r)
-        self.bad_messages = Counter("edged_bad_messages", "Malformed messages, by reason", ["reason"],
-                                    registry=r)
-        self.replies_dropped = Counter("edged_replies_dropped", "Replies that could not be delivered",
-                                       ["reason"], registry=r)
+        self.batch_requests = Histogram(
+            "edged_batch_requests", "Requests per engine call", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_seconds = Histogram(
+            "edged_queue_duration_seconds",
+            "Admission to start of execution",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "edged_inference_duration_seconds", "Engine time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.request_seconds = Histogram(
+            "edged_request_duration_seconds",
+            "Receipt to reply of infer requests",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bad_messages = Counter(
+            "edged_bad_messages", "Malformed messages, by reason", ["reason"], registry=r
+        )
+        self.replies_dropped = Counter(
+            "edged_replies_dropped", "Replies that could not be delivered", ["reason"], registry=r
+        )
         self.swaps = Counter("edged_model_swaps", "Hot swaps to a new model version", registry=r)
-        self.load_failures = Counter("edged_model_load_failures", "Model versions that failed to load",
-                                     registry=r)
+        self.load_failures = Counter(
+            "edged_model_load_failures", "Model versions that failed to load", registry=r
+        )
         self.reloads = Counter("edged_reloads", "Reloads (SIGHUP), by result", ["result"], registry=r)
-        self.feedback = Counter("edged_feedback", "Ground-truth labels received, by outcome",
-                                ["outcome", *mv], registry=r)
+        self.feedback = Counter(
+            "edged_feedback", "Ground-truth labels received, by outcome", ["outcome", *mv], registry=r
+        )
         if snapshot is not None:
             r.register(StateCollector(snapshot))
         r.register(ProcessCollector())

@@ -103,8 +103,10 @@ class ModelStore:
             raise StoreError(f"{name} version {version}: meta.json has no sha256")
         actual = sha256_hex(content)
         if actual != meta["sha256"]:
-            raise StoreError(f"{name} version {version}: model.tflite hash {actual[:12]} does not match "
-                             f"meta.json {meta['sha256'][:12]}")
+            raise StoreError(
+                f"{name} version {version}: model.tflite hash {actual[:12]} does not match "
+                f"meta.json {meta['sha256'][:12]}"
+            )
         return Version(name, version, vdir / MODEL_FILE, meta)
 
     def pointer(self, name: str) -> dict[str, Any] | None:
@@ -152,9 +154,15 @@ class ModelStore:
             while True:
                 versions = self.versions(name)
                 version = str(int(versions[-1]) + 1 if versions else 1)
-                meta = {"name": name, "version": version, "sha256": digest, "size_bytes": len(content),
-                        "parent": parent, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "made_by": made_by}
+                meta = {
+                    "name": name,
+                    "version": version,
+                    "sha256": digest,
+                    "size_bytes": len(content),
+                    "parent": parent,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "made_by": made_by,
+                }
                 _write_synced(tmp / META_FILE, json.dumps(meta, indent=1).encode())
                 _fsync_dir(tmp)
                 try:
@@ -174,8 +182,11 @@ class ModelStore:
         d = self._dir(name)
         if not (d / version).is_dir():
             raise StoreError(f"{name} has no version {version}")
-        data = {"version": version, "source_sha256": source_sha256,
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        data = {
+            "version": version,
+            "source_sha256": source_sha256,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         tmp = d / f"{_TMP_PREFIX}{POINTER_FILE}-{os.getpid()}-{time.monotonic_ns()}"
         _write_synced(tmp, json.dumps(data).encode())
         os.replace(tmp, d / POINTER_FILE)

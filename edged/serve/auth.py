@@ -21,6 +21,8 @@ from edged.errors import EdgedError
 
 log = logging.getLogger("edged.auth")
 
+ZAP_DOMAIN = "edged"  # the server socket's ZAP domain; the allowed keys are configured for it
+
 
 class KeyFileError(EdgedError):
     """A key file is missing or not a ZeroMQ certificate."""
@@ -79,7 +81,7 @@ class Authenticator:
         """Re-read the allowed keys (on SIGHUP); returns how many there are."""
         if keys_dir is not None:
             self.keys_dir = Path(keys_dir)
-        self._auth.configure_curve(domain="*", location=self.keys_dir)
+        self._auth.configure_curve(domain=ZAP_DOMAIN, location=self.keys_dir)
         count = len(list(self.keys_dir.glob("*.key")))
         log.info("CURVE: %d authorized client key(s) in %s", count, self.keys_dir)
         return count

@@ -30,6 +30,7 @@ class Job:
     arrival_ns: int
     deadline_ns: int
     samples: int = field(init=False)
+    answered: bool = field(default=False, init=False)  # set once its reply is handed on
 
     def __post_init__(self) -> None:
         self.samples = int(self.inputs[0].shape[0])
@@ -66,8 +67,13 @@ class BatchQueue:
             self._cond.notify_all()
         return left
 
-    def get_batch(self, max_samples: int, max_delay_ns: int, others_pending: Callable[[int], bool],
-                  idle_timeout: float = 0.1) -> list[Job]:
+    def get_batch(
+        self,
+        max_samples: int,
+        max_delay_ns: int,
+        others_pending: Callable[[int], bool],
+        idle_timeout: float = 0.1,
+    ) -> list[Job]:
         """Jobs to run together; [] after ``idle_timeout`` with nothing queued or once closed.
 
         ``others_pending(n)`` says whether requests beyond the n in this batch

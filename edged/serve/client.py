@@ -52,9 +52,18 @@ class InferResult:
 
 
 class Client:
-    def __init__(self, endpoint: str, *, timeout_ms: int = 5000, retries: int = 2,
-                 retry_infer: bool = False, backoff_ms: int = 20, server_public_key: bytes | None = None,
-                 client_keys: tuple[bytes, bytes] | None = None, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout_ms: int = 5000,
+        retries: int = 2,
+        retry_infer: bool = False,
+        backoff_ms: int = 20,
+        server_public_key: bytes | None = None,
+        client_keys: tuple[bytes, bytes] | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
         if (server_public_key is None) != (client_keys is None):
             raise EdgedError("CURVE needs both the server's public key and the client's key pair")
         self.endpoint = endpoint
@@ -71,8 +80,13 @@ class Client:
 
     # ------------------------------------------------------------ public API
 
-    def infer(self, inputs: np.ndarray | Sequence[np.ndarray] | Mapping[str, np.ndarray], *,
-              timeout_ms: int | None = None, retry: bool | None = None) -> InferResult:
+    def infer(
+        self,
+        inputs: np.ndarray | Sequence[np.ndarray] | Mapping[str, np.ndarray],
+        *,
+        timeout_ms: int | None = None,
+        retry: bool | None = None,
+    ) -> InferResult:
         """Run one batch; raises RemoteError, RequestTimeoutError."""
         if isinstance(inputs, np.ndarray):
             tensors = [p.Tensor(None, inputs)]
@@ -84,8 +98,14 @@ class Client:
         req = p.InferRequest(self._new_id(), tensors, timeout_ms=timeout)
         reply = self._call(req, self.retry_infer if retry is None else retry, timeout)
         assert isinstance(reply, p.InferReply)
-        return InferResult(reply.id, [t.array.copy() for t in reply.outputs], [t.name for t in reply.outputs],
-                           reply.model_name, reply.model_version, reply.timing_us)
+        return InferResult(
+            reply.id,
+            [t.array.copy() for t in reply.outputs],
+            [t.name for t in reply.outputs],
+            reply.model_name,
+            reply.model_version,
+            reply.timing_us,
+        )
 
     def health(self) -> dict[str, Any]:
         return self._info(p.HealthRequest(self._new_id()))
@@ -134,16 +154,24 @@ class Client:
         attempts = 1 + max(0, self.retries)
         for attempt in range(attempts):
             last = attempt == attempts - 1
-            self._socket().send_multipart(frames, copy=False)
+            self._socket().send_multipart(frames)
             try:
                 reply = self._wait(req.id, req.op, timeout_ms)
             except RequestTimeoutError:
                 self.close()  # a fresh socket: a late reply to this attempt cannot be mistaken later
                 if last or not idempotent:
-                    why = "" if idempotent else ("; it may have run, so it was not resent "
-                                                 "(pass retry=True if it is safe to run twice)")
-                    raise RequestTimeoutError(f"no reply from {self.endpoint} to {req.op} within "
-                                              f"{timeout_ms} ms (attempt {attempt + 1}){why}") from None
+                    why = (
+                        ""
+                        if idempotent
+                        else (
+                            "; it may have run, so it was not resent "
+                            "(pass retry=True if it is safe to run twice)"
+                        )
+                    )
+                    raise RequestTimeoutError(
+                        f"no reply from {self.endpoint} to {req.op} within "
+                        f"{timeout_ms} ms (attempt {attempt + 1}){why}"
+                    ) from None
                 continue
             if isinstance(reply, p.ErrorReply):
                 if reply.code in NOT_EXECUTED and not last:

@@ -30,17 +30,16 @@ class FeedbackEvent:
 class FeedbackLog:
     def __init__(self, capacity: int = 4096, keep_events: int = 4096) -> None:
         self.capacity = capacity
-        self._pending: OrderedDict[str, tuple[str, str, tuple[int, ...]]] = OrderedDict()
+        self._pending: OrderedDict[str, tuple[str, str, np.ndarray]] = OrderedDict()
         self.events: deque[FeedbackEvent] = deque(maxlen=keep_events)
         self._lock = threading.Lock()
 
     def record(self, request_id: str, model_name: str, model_version: str, output: np.ndarray) -> None:
-        """Remember the argmax per sample of a [batch, classes] output."""
+        """Remember a [batch, classes] output (its argmax is taken only if feedback comes)."""
         if self.capacity <= 0 or output.ndim != 2:
             return
-        predicted = tuple(int(c) for c in np.argmax(output, axis=1))
         with self._lock:
-            self._pending[request_id] = (model_name, model_version, predicted)
+            self._pending[request_id] = (model_name, model_version, output)
             self._pending.move_to_end(request_id)
             while len(self._pending) > self.capacity:
                 self._pending.popitem(last=False)
@@ -52,7 +51,8 @@ class FeedbackLog:
             entry = self._pending.get(request_id)
             if entry is None:
                 return "unmatched", None
-            name, version, predicted = entry
+            name, version, output = entry
+            predicted = tuple(int(c) for c in np.argmax(output, axis=1))
             if len(labels) != len(predicted):
                 return "mismatch", None
             del self._pending[request_id]

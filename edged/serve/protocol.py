@@ -58,8 +58,9 @@ class ErrorCode(str, Enum):  # noqa: UP042 - StrEnum needs Python 3.11
 class ProtocolError(EdgedError):
     """A message that cannot be served; becomes an error reply."""
 
-    def __init__(self, code: ErrorCode, message: str, request_id: str | None = None,
-                 reason: str = "other") -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, request_id: str | None = None, reason: str = "other"
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -198,17 +199,22 @@ def _tensor(meta: Any, frame: bytes | memoryview, where: str, rid: str | None) -
         raise _bad(f"{where}.name must be a string", rid, "field")
     datatype = meta.get("datatype")
     if datatype not in DATATYPES:
-        raise _bad(f"{where}.datatype must be one of {' '.join(DATATYPES)}, got {datatype!r}"[:300],
-                   rid, "field")
+        raise _bad(
+            f"{where}.datatype must be one of {' '.join(DATATYPES)}, got {datatype!r}"[:300], rid, "field"
+        )
     shape = meta.get("shape")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK
-            or not all(_int(d) and d >= 0 for d in shape)):
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= MAX_RANK
+        or not all(_int(d) and d >= 0 for d in shape)
+    ):
         raise _bad(f"{where}.shape must be a list of 1 to {MAX_RANK} non-negative integers", rid, "field")
     dtype = DATATYPES[datatype]
     nbytes = math.prod(shape) * dtype.itemsize  # Python ints: absurd shapes cannot overflow
     if nbytes != len(frame):
-        raise _bad(f"{where}: {datatype} {shape} is {nbytes} bytes but its frame has {len(frame)}",
-                   rid, "frame_size")
+        raise _bad(
+            f"{where}: {datatype} {shape} is {nbytes} bytes but its frame has {len(frame)}", rid, "frame_size"
+        )
     array = np.frombuffer(frame, dtype=dtype).reshape(shape)
     return Tensor(name, array)
 
@@ -218,8 +224,11 @@ def _tensors(header: dict[str, Any], key: str, frames: Sequence, rid: str | None
     if not isinstance(metas, list) or not 1 <= len(metas) <= MAX_TENSORS:
         raise _bad(f"'{key}' must be a list of 1 to {MAX_TENSORS} tensors", rid, "field")
     if len(frames) != len(metas):
-        raise _bad(f"header names {len(metas)} tensor(s) but {len(frames)} tensor frame(s) follow",
-                   rid, "frame_count")
+        raise _bad(
+            f"header names {len(metas)} tensor(s) but {len(frames)} tensor frame(s) follow",
+            rid,
+            "frame_count",
+        )
     return [_tensor(m, f, f"{key}[{i}]", rid) for i, (m, f) in enumerate(zip(metas, frames, strict=True))]
 
 
@@ -242,8 +251,9 @@ def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
     if not isinstance(op, str):
         raise _bad("'op' must be a string", rid, "field")
     if op not in OPS:
-        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {op[:64]!r}; ops: {', '.join(OPS)}",
-                            rid, "unknown_op")
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_OP, f"unknown op {op[:64]!r}; ops: {', '.join(OPS)}", rid, "unknown_op"
+        )
     if op != "infer" and rest:
         raise _bad(f"op '{op}' takes no tensor frames, got {len(rest)}", rid, "frame_count")
     if op == "metadata":
@@ -268,9 +278,14 @@ def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
 def encode_reply(reply: Reply) -> list:
     """Frames of a reply (without envelope); tensors are sent without copying."""
     if isinstance(reply, InferReply):
-        header = {"id": reply.id, "status": "ok", "model_name": reply.model_name,
-                  "model_version": reply.model_version, "outputs": [t.meta() for t in reply.outputs],
-                  "timing_us": reply.timing_us}
+        header = {
+            "id": reply.id,
+            "status": "ok",
+            "model_name": reply.model_name,
+            "model_version": reply.model_version,
+            "outputs": [t.meta() for t in reply.outputs],
+            "timing_us": reply.timing_us,
+        }
         buffers = [np.ascontiguousarray(t.array, dtype=DATATYPES[t.datatype]) for t in reply.outputs]
         return [TAG, json.dumps(header).encode(), *buffers]
     if isinstance(reply, ErrorReply):
@@ -313,8 +328,13 @@ def decode_reply(frames: Sequence[bytes | memoryview], op: str = "infer") -> Rep
     if status != "ok" or not isinstance(rid, str):
         raise _bad(f"reply status must be 'ok' or 'error', got {status!r}", rid)
     if op == "infer":
-        return InferReply(rid, str(header.get("model_name")), str(header.get("model_version")),
-                          _tensors(header, "outputs", rest, rid), dict(header.get("timing_us") or {}))
+        return InferReply(
+            rid,
+            str(header.get("model_name")),
+            str(header.get("model_version")),
+            _tensors(header, "outputs", rest, rid),
+            dict(header.get("timing_us") or {}),
+        )
     if rest:
         raise _bad(f"a {op} reply has no tensor frames, got {len(rest)}", rid)
     fields = {k: v for k, v in header.items() if k not in ("id", "status")}

@@ -7,6 +7,7 @@ keep theirs until they finish, so they complete on the version they started on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -48,20 +49,28 @@ class ServedModel:
     def engine(self, worker: int) -> Engine:
         return self.engines[worker % len(self.engines)]
 
+    @functools.cached_property
     def signature(self) -> tuple:
         """What a request must match to run on this model (per-sample dtype and shape)."""
         return tuple((s.dtype.str, s.shape) for s in self.inputs)
 
     def describe(self) -> dict[str, Any]:
         """The ``metadata`` reply fields."""
+
         def spec(s: TensorSpec) -> dict[str, Any]:
             d: dict[str, Any] = {"name": s.name, "datatype": datatype_of(s.dtype), "shape": [-1, *s.shape]}
             if s.scale is not None:
                 d["parameters"] = {"scale": s.scale, "zero_point": s.zero_point}
             return d
-        return {"model_name": self.name, "model_version": self.version, "engine": self.engine_kind,
-                "sha256": self.sha256, "inputs": [spec(s) for s in self.inputs],
-                "outputs": [spec(s) for s in self.outputs]}
+
+        return {
+            "model_name": self.name,
+            "model_version": self.version,
+            "engine": self.engine_kind,
+            "sha256": self.sha256,
+            "inputs": [spec(s) for s in self.inputs],
+            "outputs": [spec(s) for s in self.outputs],
+        }
 
 
 def _engine_from_bytes(kind: str, content: bytes, label: str) -> Engine:
@@ -101,8 +110,9 @@ def warm(model: ServedModel, max_batch: int, runs: int) -> None:
             for _ in range(runs):
                 outs = engine.infer(zeros)
                 if len(outs) != len(engine.outputs) or any(o.shape[0] != batch for o in outs):
-                    raise ModelFormatError(f"{engine.model}: warm-up at batch {batch} returned "
-                                           f"{[list(o.shape) for o in outs]}")
+                    raise ModelFormatError(
+                        f"{engine.model}: warm-up at batch {batch} returned {[list(o.shape) for o in outs]}"
+                    )
     engine = model.engines[0]
     one = [np.zeros((1, *s.shape), s.dtype) for s in engine.inputs]
     times = []
@@ -113,8 +123,17 @@ def warm(model: ServedModel, max_batch: int, runs: int) -> None:
     model.batch1_us = float(np.median(times)) / 1e3
 
 
-def load_model(content: bytes, *, name: str, version: str, engine: str, workers: int,
-               max_batch: int, warmup_runs: int, label: str | None = None) -> ServedModel:
+def load_model(
+    content: bytes,
+    *,
+    name: str,
+    version: str,
+    engine: str,
+    workers: int,
+    max_batch: int,
+    warmup_runs: int,
+    label: str | None = None,
+) -> ServedModel:
     """Build the engines for model bytes and warm them up; raises EdgedError subclasses.
 
     ``workers`` counts every thread that may run the model at once (the server
@@ -124,8 +143,16 @@ def load_model(content: bytes, *, name: str, version: str, engine: str, workers:
     count = 1 if engine in SHARED_ENGINES else workers
     engines = [_engine_from_bytes(engine, content, label) for _ in range(count)]
     weight_bytes, sparsity = weight_stats(content, label)
-    model = ServedModel(name, version, engines, engine, hashlib.sha256(content).hexdigest(),
-                        len(content), weight_bytes, sparsity)
+    model = ServedModel(
+        name,
+        version,
+        engines,
+        engine,
+        hashlib.sha256(content).hexdigest(),
+        len(content),
+        weight_bytes,
+        sparsity,
+    )
     warm(model, max_batch, max(1, warmup_runs))
     return model
 

@@ -11,6 +11,10 @@ Threads and the sockets each one owns:
   queue, reads the current model reference once, runs the batch (the C call
   releases the GIL) and pushes one reply per request, naming the version.
 
+A request that arrives alone while every worker is idle runs right on the I/O
+thread when the model is fast (``inline_max_us``): for a model that takes tens
+of microseconds, handing it to another thread would cost more than running it.
+
 A swap is one reference assignment (``server.model = new``); batches already
 running finish on the model they read. Nothing on the request path takes a lock
 that a swap or a reload holds.
@@ -21,17 +25,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import zmq
 
 from edged.config import ServerSection
-from edged.errors import InputError
+from edged.errors import EdgedError, InputError
 from edged.metrics import Metrics, ServerSnapshot
 from edged.serve import protocol as p
 from edged.serve.batching import BatchQueue, Job
+from edged.serve.execute import BatchRunner, error_frames, match_inputs
 from edged.serve.feedback import FeedbackLog
 from edged.serve.served import ServedModel
 
@@ -50,9 +53,16 @@ class _WorkerState:
 
 
 class Server:
-    def __init__(self, model: ServedModel, settings: ServerSection, metrics: Metrics,
-                 feedback: FeedbackLog | None = None, *, context: zmq.Context | None = None,
-                 curve_keys: tuple[bytes, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        settings: ServerSection,
+        metrics: Metrics,
+        feedback: FeedbackLog | None = None,
+        *,
+        context: zmq.Context | None = None,
+        curve_keys: tuple[bytes, bytes] | None = None,
+    ) -> None:
         self.model = model  # the one reference a swap replaces
         self.settings = settings  # replaced as a whole on reload
         self.metrics = metrics
@@ -74,7 +84,7 @@ class Server:
         self._forwarded = 0  # written by the I/O thread only
         self._leftover: list[Job] = []
         self._replies = _REPLIES.format(id(self))
-        self._children: dict[tuple[str, str], tuple] = {}
+        self._runner = BatchRunner(metrics, self.feedback)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -90,12 +100,14 @@ class Server:
             router.curve_server = True
             router.curve_publickey = public
             router.curve_secretkey = secret
-            router.zap_domain = b"edged"
+            from edged.serve.auth import ZAP_DOMAIN
+
+            router.zap_domain = ZAP_DOMAIN.encode()
         try:
             router.bind(self.settings.bind)
         except zmq.ZMQError as exc:
             router.close()
-            raise OSError(f"cannot bind {self.settings.bind}: {exc}") from exc
+            raise EdgedError(f"server.bind: cannot bind {self.settings.bind}: {exc}") from exc
         self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         pull = self.ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
@@ -104,8 +116,9 @@ class Server:
             t = threading.Thread(target=self._worker, args=(i,), name=f"edged-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        self._io_thread = threading.Thread(target=self._io_loop, args=(router, pull), name="edged-io",
-                                           daemon=True)
+        self._io_thread = threading.Thread(
+            target=self._io_loop, args=(router, pull), name="edged-io", daemon=True
+        )
         self._io_thread.start()
 
     def swap(self, model: ServedModel) -> ServedModel:
@@ -151,10 +164,22 @@ class Server:
 
     def snapshot(self) -> ServerSnapshot:
         m = self.model
-        return ServerSnapshot(self.ready, len(self.queue), self.queue.capacity, self.in_flight,
-                              self._inline_index, sum(w.busy_since_ns != 0 for w in self._workers),
-                              m.name, m.version, m.engine_kind, m.sha256, m.size_bytes, m.weight_bytes,
-                              m.sparsity, m.loaded_at)
+        return ServerSnapshot(
+            self.ready,
+            len(self.queue),
+            self.queue.capacity,
+            self.in_flight,
+            self._inline_index,
+            sum(w.busy_since_ns != 0 for w in self._workers),
+            m.name,
+            m.version,
+            m.engine_kind,
+            m.sha256,
+            m.size_bytes,
+            m.weight_bytes,
+            m.sparsity,
+            m.loaded_at,
+        )
 
     # ------------------------------------------------------------ I/O thread
 
@@ -171,19 +196,20 @@ class Server:
                 if router in events:
                     admitted = []
                     for _ in range(_MAX_RECV_PER_TURN):
-                        try:
-                            frames = router.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
+                        if not router.get(zmq.EVENTS) & zmq.POLLIN:
                             break
-                        job = self._handle(router, frames)
+                        job = self._handle(router, router.recv_multipart(zmq.NOBLOCK))
                         if job is not None:
                             admitted.append(job)
                     if admitted:
                         self._dispatch(router, admitted)
             self._forward(router, pull)
+            self._refuse_unread(router)
             for job in self._leftover:
-                self._reply(router, job.envelope, p.ErrorReply(job.request_id, p.ErrorCode.UNAVAILABLE.value,
-                                                               "the server shut down before running it"))
+                self._send(
+                    router,
+                    error_frames(job, p.ErrorCode.UNAVAILABLE, "the server shut down before running it"),
+                )
                 self._count("infer", p.ErrorCode.UNAVAILABLE.value, self.model)
                 self._forwarded += 1
         except Exception:
@@ -192,6 +218,18 @@ class Server:
         finally:
             router.close(linger=_CLOSE_LINGER_MS)
             pull.close(linger=0)
+
+    def _refuse_unread(self, router: zmq.Socket) -> None:
+        """At shutdown: answer what clients already sent, until they pause (at most 1 s)."""
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end and router.poll(50, zmq.POLLIN):
+            while True:
+                try:
+                    frames = router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                job = self._handle(router, frames)  # draining: infer requests are refused here
+                assert job is None
 
     def _forward(self, router: zmq.Socket, pull: zmq.Socket) -> None:
         while True:
@@ -236,9 +274,14 @@ class Server:
             return None
         if isinstance(req, p.HealthRequest):
             state = "draining" if self.draining else ("serving" if self.ready else "starting")
-            fields = {"live": True, "ready": self.ready and not self.draining, "state": state,
-                      "model_name": model.name, "model_version": model.version,
-                      "queue_depth": len(self.queue)}
+            fields = {
+                "live": True,
+                "ready": self.ready and not self.draining,
+                "state": state,
+                "model_name": model.name,
+                "model_version": model.version,
+                "queue_depth": len(self.queue),
+            }
             self._reply(router, envelope, p.InfoReply(req.id, fields))
         elif isinstance(req, p.MetadataRequest):
             fields = {**model.describe(), "max_batch": self.settings.max_batch}
@@ -247,23 +290,38 @@ class Server:
             outcome, event = self.feedback.match(req.id, req.label)
             name, version = (event.model_name, event.model_version) if event else ("", "")
             self.metrics.feedback.labels(outcome, name, version).inc()
-            self._reply(router, envelope, p.InfoReply(req.id, {"matched": event is not None,
-                                                               "outcome": outcome}))
+            self._reply(
+                router, envelope, p.InfoReply(req.id, {"matched": event is not None, "outcome": outcome})
+            )
         else:
             return self._admit(router, envelope, req, model, now)
         self._count(req.op, "ok", model)
         return None
 
-    def _refuse(self, router: zmq.Socket, envelope: list, request_id: str, model: ServedModel,
-                code: p.ErrorCode, message: str) -> None:
+    def _refuse(
+        self,
+        router: zmq.Socket,
+        envelope: list,
+        request_id: str,
+        model: ServedModel,
+        code: p.ErrorCode,
+        message: str,
+    ) -> None:
         self._count("infer", code.value, model)
         self._reply(router, envelope, p.ErrorReply(request_id, code.value, message))
 
-    def _admit(self, router: zmq.Socket, envelope: list, req: p.InferRequest, model: ServedModel,
-               now: int) -> Job | None:
+    def _admit(
+        self, router: zmq.Socket, envelope: list, req: p.InferRequest, model: ServedModel, now: int
+    ) -> Job | None:
         if self.draining or not self.ready:
-            self._refuse(router, envelope, req.id, model, p.ErrorCode.UNAVAILABLE,
-                         "the server is shutting down" if self.draining else "the server is not ready yet")
+            self._refuse(
+                router,
+                envelope,
+                req.id,
+                model,
+                p.ErrorCode.UNAVAILABLE,
+                "the server is shutting down" if self.draining else "the server is not ready yet",
+            )
             return None
         try:
             arrays = match_inputs(model, req.inputs)
@@ -271,7 +329,7 @@ class Server:
             self._refuse(router, envelope, req.id, model, p.ErrorCode.BAD_INPUT, str(exc))
             return None
         timeout_ms = req.timeout_ms or self.settings.request_timeout_ms
-        return Job(envelope, req.id, arrays, model.signature(), now, now + timeout_ms * 1_000_000)
+        return Job(envelope, req.id, arrays, model.signature, now, now + timeout_ms * 1_000_000)
 
     def _dispatch(self, router: zmq.Socket, jobs: list[Job]) -> None:
         """Queue the jobs of one I/O turn, or run a lone one right here when that is fastest.
@@ -282,8 +340,12 @@ class Server:
         inference. Under load requests go through the queue and get batched.
         """
         s, model = self.settings, self.model
-        if (len(jobs) == 1 and 0 < model.batch1_us <= s.inline_max_us and len(self.queue) == 0
-                and all(w.busy_since_ns == 0 for w in self._workers)):
+        if (
+            len(jobs) == 1
+            and 0 < model.batch1_us <= s.inline_max_us
+            and len(self.queue) == 0
+            and all(w.busy_since_ns == 0 for w in self._workers)
+        ):
             state = self._workers[self._inline_index]
             self._admitted += 1
             state.busy_since_ns = time.monotonic_ns()
@@ -293,11 +355,11 @@ class Server:
                 self._send(router, frames)
 
             try:
-                self._execute(self._inline_index, jobs, send)
+                self._runner.run(self.model, self._inline_index, jobs, send)
             except Exception:
                 log.exception("inline batch failed")
-                send([*jobs[0].envelope, *p.encode_reply(p.ErrorReply(
-                    jobs[0].request_id, p.ErrorCode.INTERNAL.value, "internal error"))])
+                if not jobs[0].answered:
+                    send(error_frames(jobs[0], p.ErrorCode.INTERNAL, "internal error"))
             finally:
                 state.finished += 1
                 state.batches += 1
@@ -307,8 +369,14 @@ class Server:
             self._admitted += 1
             if not self.queue.put_nowait(job):
                 self._admitted -= 1
-                self._refuse(router, job.envelope, job.request_id, model, p.ErrorCode.OVERLOADED,
-                             f"the request queue is full ({self.queue.capacity}); retry later")
+                self._refuse(
+                    router,
+                    job.envelope,
+                    job.request_id,
+                    model,
+                    p.ErrorCode.OVERLOADED,
+                    f"the request queue is full ({self.queue.capacity}); retry later",
+                )
 
     # ------------------------------------------------------------ workers
 
@@ -336,113 +404,16 @@ class Server:
                     continue
                 state.busy_since_ns = time.monotonic_ns()
                 try:
-                    self._execute(index, jobs, send)
+                    # self.model is read once: the whole batch runs on, and names, that version
+                    self._runner.run(self.model, index, jobs, send)
                 except Exception:  # a bug here must not kill the worker
                     log.exception("worker %d failed on a batch", index)
                     for job in jobs:
-                        push.send_multipart([*job.envelope, *p.encode_reply(p.ErrorReply(
-                            job.request_id, p.ErrorCode.INTERNAL.value, "internal error"))])
+                        if not job.answered:
+                            send(error_frames(job, p.ErrorCode.INTERNAL, "internal error"))
                 finally:
                     state.finished += len(jobs)
                     state.batches += 1
                     state.busy_since_ns = 0
         finally:
             push.close()
-
-    def _labels(self, model: ServedModel) -> tuple:
-        key = (model.name, model.version)
-        children = self._children.get(key)
-        if children is None:
-            m = self.metrics
-            children = (m.requests.labels("infer", "ok", *key), m.inferences.labels(*key),
-                        m.samples.labels(*key), m.executions.labels(*key))
-            self._children[key] = children
-        return children
-
-    def _execute(self, index: int, jobs: list[Job], send: Callable[[list], None]) -> None:
-        model = self.model  # read once: the whole batch runs on, and names, this version
-        now = time.monotonic_ns()
-        signature = model.signature()
-        live = []
-        for job in jobs:
-            if job.deadline_ns < now:
-                self._worker_error(send, job, model, p.ErrorCode.DEADLINE_EXCEEDED,
-                                   f"waited {(now - job.arrival_ns) // 1000} us in the queue, "
-                                   "past its deadline")
-            elif job.signature != signature:
-                self._worker_error(send, job, model, p.ErrorCode.BAD_INPUT,
-                                   f"the model changed to version {model.version}, whose inputs differ")
-            else:
-                live.append(job)
-        if not live:
-            return
-        inputs = [np.concatenate([j.inputs[k] for j in live]) for k in range(len(model.inputs))]
-        t0 = time.monotonic_ns()
-        try:
-            outputs = model.engine(index).infer(inputs)
-        except InputError as exc:
-            for job in live:
-                self._worker_error(send, job, model, p.ErrorCode.BAD_INPUT, str(exc))
-            return
-        t1 = time.monotonic_ns()
-        total = sum(j.samples for j in live)
-        if any(o.shape[0] != total for o in outputs):
-            raise RuntimeError(f"engine returned batch {[o.shape[0] for o in outputs]} for {total} samples")
-        ok, inferences, samples, executions = self._labels(model)
-        m = self.metrics
-        m.inference_seconds.observe((t1 - t0) / 1e9)
-        m.batch_requests.observe(len(live))
-        executions.inc()
-        inferences.inc(len(live))
-        samples.inc(total)
-        specs = model.outputs
-        start = 0
-        for job in live:
-            end = start + job.samples
-            outs = [p.Tensor(spec.name, o[start:end]) for spec, o in zip(specs, outputs, strict=True)]
-            if self.feedback.capacity:
-                self.feedback.record(job.request_id, model.name, model.version, outputs[0][start:end])
-            done = time.monotonic_ns()
-            timing = {"queue": (t0 - job.arrival_ns) // 1000, "inference": (t1 - t0) // 1000,
-                      "total": (done - job.arrival_ns) // 1000}
-            reply = p.InferReply(job.request_id, model.name, model.version, outs, timing)
-            send([*job.envelope, *p.encode_reply(reply)])
-            ok.inc()
-            m.queue_seconds.observe((t0 - job.arrival_ns) / 1e9)
-            m.request_seconds.observe((done - job.arrival_ns) / 1e9)
-            start = end
-
-    def _worker_error(self, send: Callable[[list], None], job: Job, model: ServedModel,
-                      code: p.ErrorCode, message: str) -> None:
-        self._count("infer", code.value, model)
-        send([*job.envelope, *p.encode_reply(p.ErrorReply(job.request_id, code.value, message))])
-
-
-def match_inputs(model: ServedModel, tensors: list[p.Tensor]) -> list[np.ndarray]:
-    """Request tensors in model input order, checked against the model; raises InputError."""
-    specs = model.inputs
-    if len(tensors) != len(specs):
-        raise InputError(f"the model takes {len(specs)} input(s), got {len(tensors)}")
-    names = [t.name for t in tensors]
-    if all(n is None for n in names):
-        ordered = tensors
-    else:
-        by_name = {t.name: t for t in tensors}
-        known = [s.name for s in specs]
-        for n in names:
-            if n is None:
-                raise InputError("name every input or none")
-            if n not in known:
-                raise InputError(f"unknown input {n!r}; the model's inputs are {', '.join(map(repr, known))}")
-        if len(by_name) != len(tensors):
-            raise InputError("an input is named twice")
-        ordered = [by_name[s.name] for s in specs]
-    for spec, t in zip(specs, ordered, strict=True):
-        want = p.datatype_of(spec.dtype)
-        if t.datatype != want:
-            raise InputError(f"input '{spec.name}': expected datatype {want}, got {t.datatype}")
-        shape = t.array.shape
-        if len(shape) != len(spec.shape) + 1 or tuple(shape[1:]) != spec.shape:
-            expected = ", ".join(["N", *map(str, spec.shape)])
-            raise InputError(f"input '{spec.name}': expected shape [{expected}], got {list(shape)}")
-    return model.engines[0].validate([t.array for t in ordered])
