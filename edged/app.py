@@ -26,6 +26,7 @@ import zmq
 from edged.config import RELOADABLE, Config, changed_keys, load_config
 from edged.errors import EdgedError
 from edged.metrics import Metrics, serve_http
+from edged.runtime.probe import probe_model
 from edged.serve.feedback import FeedbackLog
 from edged.serve.served import ServedModel, load_model, read_model_file
 from edged.serve.server import Server
@@ -82,9 +83,12 @@ class App:
         name = cfg.model.name or path.name.removesuffix(".tflite")
         return path, name
 
-    def _load(self, cfg: Config, content: bytes, name: str, version: str) -> ServedModel:
+    def _load(self, cfg: Config, content: bytes, name: str, version: str, probe: bool = False) -> ServedModel:
+        """Load and warm a version; ``probe`` first tries bytes from outside in a child process."""
         s = cfg.server
         try:
+            if probe:
+                probe_model(content, cfg.model.engine, f"{name} version {version}")
             return load_model(
                 content,
                 name=name,
@@ -108,7 +112,7 @@ class App:
             name, content, parent=store.current(name), made_by={"kind": "import", "source": str(source)}
         )
         try:
-            model = self._load(cfg, content, name, version.version)
+            model = self._load(cfg, content, name, version.version, probe=True)
         except EdgedError:
             if not existed and store.current(name) != version.version:
                 store.remove(name, version.version)
@@ -156,7 +160,7 @@ class App:
             digest = sha256_hex(content)
             if same and serving.sha256 == digest:
                 return None
-            return self._load(cfg, content, name, digest[:12])
+            return self._load(cfg, content, name, digest[:12], probe=True)
         store = ModelStore(cfg.store.state_dir)
         if serving is None and store.clean_temporary(name):
             log.warning("removed leftovers of an interrupted store write for %s", name)

@@ -26,6 +26,20 @@ def _spec(detail: dict) -> TensorSpec:
     )
 
 
+def _check_structure(content: bytes, model: str) -> None:
+    """Reject structurally broken files before LiteRT sees them.
+
+    LiteRT crashes on some corrupt models its verifier lets through (an empty
+    subgraph list, for one); edged's reader checks them in Python. Without the
+    schema module (tflite-runtime alone) this check is skipped.
+    """
+    try:
+        from edged.model.tflite import read_tflite
+    except BackendUnavailableError:
+        return
+    read_tflite(content, name=model)
+
+
 def interpreter_module() -> ModuleType:
     for name in _INTERPRETER_MODULES:
         try:
@@ -63,6 +77,7 @@ class LiteRTEngine(Engine):
     name = "litert"
 
     def __init__(self, content: bytes, model: str = "<model>", *, delegates: bool = False) -> None:
+        _check_structure(content, model)
         # The interpreter describes its own tensors, so this engine needs no
         # schema module: it works with tflite-runtime alone.
         self._interp = make_interpreter(content, delegates=delegates)
