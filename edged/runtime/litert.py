@@ -86,6 +86,8 @@ class LiteRTEngine(Engine):
             [_spec(d) for d in self._interp.get_output_details()],
             model,
         )
+        if not self.inputs or not self.outputs:
+            raise ModelFormatError(f"{model}: the model has no inputs or no outputs")
         self._batch: int | None = None
         # Models whose shapes pin the batch (a RESHAPE to [1, n]) run sample by sample.
         self._per_sample = False
