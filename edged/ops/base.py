@@ -73,6 +73,21 @@ class OpContext:
             raise self.fail(str(exc)) from exc
 
 
+def describe_requantization(p, d, shared: dict) -> None:
+    """The per-channel requantization fields shared by FULLY_CONNECTED and convolutions.
+
+    ``p`` has input_offset, output_offset, act_min and act_max; ``shared``
+    holds the int32 multiplier and shift arrays the descriptor points at.
+    """
+    from edged.runtime.kernels import ffi
+
+    d.out_multiplier = ffi.cast("int32_t *", shared["multiplier"].ctypes.data)
+    d.out_shift = ffi.cast("int32_t *", shared["shift"].ctypes.data)
+    d.input_offset = p.input_offset
+    d.output_offset = p.output_offset
+    d.act_min, d.act_max = p.act_min, p.act_max
+
+
 def same_padding(in_size: int, filter_size: int, stride: int, dilation: int, padding: str) -> tuple[int, int]:
     """TFLite's ComputePaddingHeightWidth for one axis: (output size, leading pad)."""
     effective = (filter_size - 1) * dilation + 1

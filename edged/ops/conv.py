@@ -12,7 +12,7 @@ from edged.model.quant import (
     quantize_multipliers,
     vector_body,
 )
-from edged.ops.base import OpContext, clamp_to, nhwc, same_padding
+from edged.ops.base import OpContext, clamp_to, describe_requantization, nhwc, same_padding
 
 OPCODES = ("CONV_2D", "DEPTHWISE_CONV_2D")
 # LiteRT's depthwise kernel requantizes channels in SIMD blocks of 8 (ties up)
@@ -170,9 +170,5 @@ def describe(p: ConvParams, d, shared: dict) -> list:
         d.bias = ffi.cast("int32_t *", shared["bias"].ctypes.data)
     else:
         d.weights = address(shared["packed"])
-    d.out_multiplier = ffi.cast("int32_t *", shared["multiplier"].ctypes.data)
-    d.out_shift = ffi.cast("int32_t *", shared["shift"].ctypes.data)
-    d.input_offset = p.input_offset
-    d.output_offset = p.output_offset
-    d.act_min, d.act_max = p.act_min, p.act_max
+    describe_requantization(p, d, shared)
     return []

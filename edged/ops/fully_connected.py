@@ -11,7 +11,7 @@ from edged.model.quant import (
     quantize_multiplier,
     quantize_multipliers,
 )
-from edged.ops.base import OpContext, clamp_to
+from edged.ops.base import OpContext, clamp_to, describe_requantization
 
 OPCODES = ("FULLY_CONNECTED",)
 
@@ -111,15 +111,11 @@ def pack(p: FullyConnectedParams, variant: int) -> dict:
 
 
 def describe(p: FullyConnectedParams, d, shared: dict) -> list:
-    from edged.runtime.kernels import address, ffi
+    from edged.runtime.kernels import address
 
     d.in_h = d.in_stride[0] // p.depth  # rows per sample
     d.in_c = p.depth
     d.out_c = p.weights.shape[0]
     d.weights = address(shared["packed"])
-    d.out_multiplier = ffi.cast("int32_t *", shared["multiplier"].ctypes.data)
-    d.out_shift = ffi.cast("int32_t *", shared["shift"].ctypes.data)
-    d.input_offset = p.input_offset
-    d.output_offset = p.output_offset
-    d.act_min, d.act_max = p.act_min, p.act_max
+    describe_requantization(p, d, shared)
     return []
