@@ -49,15 +49,14 @@ def measure(
     """Per-call latency of each engine, calls interleaved round-robin."""
     if runs < 1:
         raise ValueError("runs must be at least 1")
-    checked = {name: engine.validate(inputs) for name, engine in engines.items()}
     for _ in range(warmup):
-        for name, engine in engines.items():
-            engine._run(checked[name])
+        for engine in engines.values():
+            engine.infer(inputs)
     times: dict[str, list[int]] = {name: [] for name in engines}
     for _ in range(runs):
         for name, engine in engines.items():
             t0 = time.perf_counter_ns()
-            engine._run(checked[name])
+            engine.infer(inputs)
             times[name].append(time.perf_counter_ns() - t0)
     batch = inputs[0].shape[0]
     stats = {}
