@@ -26,46 +26,37 @@ def _assert_same(expected: np.ndarray, got: np.ndarray, what: str) -> None:
         pytest.fail(f"{what}: {int((diff > 0).sum())} of {diff.size} elements differ, max {diff.max()}")
 
 
+def _litert(graph):
+    return LiteRTEngine(write_tflite(graph)).infer
+
+
+def _reference(graph):
+    return ReferenceEngine(graph).run
+
+
+def _native(variant):
+    return lambda graph: NativeEngine(graph, variant=variant).infer
+
+
+# (name, engine under test, name, engine it must equal): each builds a runner from a graph.
+PAIRS = [("reference", _reference, "litert", _litert)]
+for _v in available_variants():
+    PAIRS.append((f"native/{VARIANT_NAMES[_v]}", _native(_v), "litert", _litert))
+    # The C path against the spec directly, independent of the LiteRT build installed.
+    PAIRS.append((f"native/{VARIANT_NAMES[_v]}", _native(_v), "reference", _reference))
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p[0]}-vs-{p[2]}")
 @pytest.mark.parametrize("op", sorted(OP_STRATEGIES))
-def test_reference_matches_litert(op):
-    @given(OP_STRATEGIES[op])
-    def check(case):
-        graph, inputs = case
-        content = write_tflite(graph)
-        expected = LiteRTEngine(content).infer(inputs)
-        got = ReferenceEngine(graph).run(inputs)
-        for e, g in zip(expected, got, strict=True):
-            _assert_same(e, g, f"{op} reference")
-
-    check()
-
-
-@pytest.mark.parametrize("variant", available_variants(), ids=lambda v: VARIANT_NAMES[v])
-@pytest.mark.parametrize("op", sorted(OP_STRATEGIES))
-def test_native_matches_litert(op, variant):
-    @given(OP_STRATEGIES[op])
-    def check(case):
-        graph, inputs = case
-        content = write_tflite(graph)
-        expected = LiteRTEngine(content).infer(inputs)
-        got = NativeEngine(graph, variant=variant).infer(inputs)
-        for e, g in zip(expected, got, strict=True):
-            _assert_same(e, g, f"{op} native/{VARIANT_NAMES[variant]}")
-
-    check()
-
-
-@pytest.mark.parametrize("variant", available_variants(), ids=lambda v: VARIANT_NAMES[v])
-@pytest.mark.parametrize("op", sorted(OP_STRATEGIES))
-def test_native_matches_numpy_reference(op, variant):
-    """The C path against the spec directly, independent of the LiteRT build installed."""
+def test_engines_agree(op, pair):
+    name, engine, expected_name, expected_engine = pair
 
     @given(OP_STRATEGIES[op])
     def check(case):
         graph, inputs = case
-        expected = ReferenceEngine(graph).run(inputs)
-        got = NativeEngine(graph, variant=variant).infer(inputs)
+        expected = expected_engine(graph)(inputs)
+        got = engine(graph)(inputs)
         for e, g in zip(expected, got, strict=True):
-            _assert_same(e, g, f"{op} native/{VARIANT_NAMES[variant]} vs reference")
+            _assert_same(e, g, f"{op} {name} vs {expected_name}")
 
     check()
