@@ -42,6 +42,12 @@ enum {
   EDGED_VARIANT_COUNT = 5
 };
 
+/* Storage of FULLY_CONNECTED / CONV_2D weights (edged_op.weight_format). */
+enum {
+  EDGED_WEIGHTS_DENSE = 0,       /* packed by edged_s8_gemm_pack() */
+  EDGED_WEIGHTS_BLOCK_SPARSE = 1 /* packed by edged_s8_spmm_pack() */
+};
+
 /* MEAN variants (edged_op.mode), after LiteRT's two int8 MEAN paths. */
 enum {
   EDGED_MEAN_REFERENCE = 0, /* reference_ops::QuantizedMeanOrSum: every case but the one below */
@@ -118,6 +124,8 @@ typedef struct edged_op {
   void* scratch;            /* per-plan scratch (CONV_2D im2col), sized by edged_scratch_size() */
 
   int32_t elem_size;        /* COPY: bytes per element (0 means 1) */
+
+  int32_t weight_format;    /* FULLY_CONNECTED / CONV_2D: EDGED_WEIGHTS_* */
 } edged_op;
 
 /* Fields each kind reads (everything else is ignored). "clamp" means the
@@ -129,11 +137,14 @@ typedef struct edged_op {
  * "body" means flat index < n - n % B for n = batch * count.
  *
  * FULLY_CONNECTED  in[0] rows of in_c int8 (in_h rows per sample), weights
- *   packed for (variant, out_c, depth = in_c), out_multiplier/out_shift[out_c],
+ *   packed for (variant, out_c, depth = in_c) when weight_format is DENSE, or
+ *   by edged_s8_spmm_pack for (out_c, depth) when BLOCK_SPARSE (any variant
+ *   runs any block-sparse buffer), out_multiplier/out_shift[out_c],
  *   output_offset; clamp. Bias and input_offset are folded in at pack time.
  *   Rounding RHU everywhere (ruy). No scratch.
- * CONV_2D  in[0] [in_h,in_w,in_c]; weights packed from the [out_c,kh,kw,in_c]
- *   filter as [out_c, depth = filter_h*filter_w*in_c]; stride_*, dilation_*,
+ * CONV_2D  in[0] [in_h,in_w,in_c]; weights packed (dense or block-sparse, as
+ *   FULLY_CONNECTED) from the [out_c,kh,kw,in_c] filter as
+ *   [out_c, depth = filter_h*filter_w*in_c]; stride_*, dilation_*,
  *   pad_top/left; out [out_h,out_w,out_c]; input_offset (im2col fills padding
  *   with -input_offset), requant as FULLY_CONNECTED. Scratch: edged_scratch_size().
  * DEPTHWISE_CONV_2D  in[0] [in_h,in_w,in_c], weights raw [kh,kw,out_c] int8,
@@ -185,6 +196,26 @@ size_t edged_s8_gemm_packed_size(int32_t variant, int32_t out_c, int32_t depth);
 int32_t edged_s8_gemm_pack(int32_t variant, const int8_t* w, const int32_t* bias,
                            int32_t input_offset, int32_t out_c, int32_t depth, void* packed);
 
+/* Block-sparse int8 GEMM family (s8_spmm_*): the same product as s8_gemm for
+ * a weight matrix stored in block-CSR form. The matrix is cut into blocks of
+ * block_rows output channels x block_cols consecutive depth steps; block row
+ * i holds the blocks row_ptr[i] .. row_ptr[i+1]-1, block k sits at depth
+ * col_idx[k] * block_cols and its values are values[k*block_rows*block_cols
+ * ...] row-major (channel, then depth). Block columns of a block row are
+ * strictly increasing; rows at or past out_c and depth at or past `depth`
+ * (the ragged edge blocks) must hold zeros. The packed buffer stores column
+ * indices as uint8 when there are at most 256 block columns, else uint16,
+ * plus the folded bias/zero-point terms, so the kernels do no zero-point work.
+ * Blocks are at most 64 x 64. The buffer is the same for every variant.
+ * pack returns 0, or: -1 bad shape or block, -2 bad row_ptr, -3 a column
+ * index out of range or not increasing, -4 a nonzero in the ragged edge. */
+size_t edged_s8_spmm_packed_size(int32_t out_c, int32_t depth, int32_t block_rows,
+                                 int32_t block_cols, int64_t nnz_blocks);
+int32_t edged_s8_spmm_pack(int32_t out_c, int32_t depth, int32_t block_rows, int32_t block_cols,
+                           const int32_t* row_ptr, const int32_t* col_idx, int64_t nnz_blocks,
+                           const int8_t* values, const int32_t* bias, int32_t input_offset,
+                           void* packed);
+
 /* SOFTMAX / LOGISTIC lookup tables exactly as LiteRT's Prepare builds them,
  * with this library's libm expf. softmax: table[255 - v] = expf(-input_scale
  * * beta * v) for v in 0..255. logistic: table[(uint8)q] for q in -128..127,
@@ -201,5 +232,9 @@ size_t edged_scratch_size(const edged_op* op, int32_t batch);
  * anything runs, so nothing is written then). Ops run in order, so an op may
  * read what an earlier one wrote. */
 int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch);
+
+/* edged_run, with the plan validated once and then executed `reps` times:
+ * for measuring a plan (the autotuner, benchmarks) without per-call overhead. */
+int32_t edged_run_repeat(const edged_op* ops, int32_t n_ops, int32_t batch, int32_t reps);
 
 #endif /* EDGED_KERNELS_H */

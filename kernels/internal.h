@@ -179,6 +179,74 @@ edged_s8_gemm_fn edged_s8_gemm_get(int32_t variant);
 int edged_s8_gemm_check(const void* packed, int32_t variant, int32_t out_c, int32_t depth);
 
 /* ------------------------------------------------------------------------ */
+/* Packed block-sparse weights (s8_spmm family).                              */
+/* ------------------------------------------------------------------------ */
+
+/* A block-sparse buffer: this header, then (each at a 64-byte multiple)
+ * row_ptr int32[n_block_rows + 1], the column indices (uint8 or uint16,
+ * index_bytes each), two int32 term arrays of n_block_rows * block_rows
+ * entries (bias + input_offset * rowsum, and the same minus 128 * rowsum for
+ * kernels that feed activations as unsigned x + 128; zero on padding rows),
+ * then the block values. The layout is the same for every variant. */
+typedef struct edged_sparse_header {
+  uint32_t magic;
+  int32_t out_c;
+  int32_t depth;
+  int32_t block_rows;
+  int32_t block_cols;
+  int32_t n_block_rows;
+  int32_t n_block_cols;
+  int32_t index_bytes;
+  int64_t nnz_blocks;
+  uint64_t row_ptr_offset;
+  uint64_t index_offset;
+  uint64_t term_offset;
+  uint64_t term_u8_offset;
+  uint64_t value_offset;
+  uint64_t total_size;
+} edged_sparse_header;
+
+#define EDGED_SPARSE_MAGIC 0x3850534Bu /* "KSP8" */
+#define EDGED_SPARSE_MAX_BLOCK 64
+
+EDGED_INLINE const int32_t* edged_sparse_row_ptr(const edged_sparse_header* h) {
+  return (const int32_t*)((const char*)h + h->row_ptr_offset);
+}
+EDGED_INLINE const void* edged_sparse_indices(const edged_sparse_header* h) {
+  return (const char*)h + h->index_offset;
+}
+EDGED_INLINE const int32_t* edged_sparse_terms(const edged_sparse_header* h) {
+  return (const int32_t*)((const char*)h + h->term_offset);
+}
+EDGED_INLINE const int32_t* edged_sparse_terms_u8(const edged_sparse_header* h) {
+  return (const int32_t*)((const char*)h + h->term_u8_offset);
+}
+EDGED_INLINE const int8_t* edged_sparse_values(const edged_sparse_header* h) {
+  return (const int8_t*)((const char*)h + h->value_offset);
+}
+/* Column index k of the buffer, whatever its width. */
+EDGED_INLINE size_t edged_sparse_col(const edged_sparse_header* h, size_t k) {
+  return h->index_bytes == 1 ? ((const uint8_t*)edged_sparse_indices(h))[k]
+                             : ((const uint16_t*)edged_sparse_indices(h))[k];
+}
+
+/* Same contract as edged_s8_gemm_fn, on a block-sparse buffer. Every variant
+ * accepts every block shape: shapes without a SIMD path run the reference. */
+typedef edged_s8_gemm_fn edged_s8_spmm_fn;
+
+void edged_s8_spmm_ref(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                       int8_t* c, size_t c_stride, const edged_requant* rq);
+
+/* The block-sparse kernel of a variant, or NULL when this build has none. */
+edged_s8_spmm_fn edged_s8_spmm_get(int32_t variant);
+
+/* Returns 0 when `packed` is a block-sparse buffer for exactly (out_c, depth). */
+int edged_s8_spmm_check(const void* packed, int32_t out_c, int32_t depth);
+
+/* The matrix kernel a FULLY_CONNECTED / CONV_2D descriptor asks for. */
+edged_s8_gemm_fn edged_matmul_get(const edged_op* op);
+
+/* ------------------------------------------------------------------------ */
 /* Operator entry points (one sample at a time unless noted); run.c has     */
 /* already validated the descriptor.                                        */
 /* ------------------------------------------------------------------------ */

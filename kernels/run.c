@@ -43,9 +43,15 @@ static int spatial_ok(const edged_op* op) {
 
 static int gemm_ok(const edged_op* op, int32_t depth) {
   if (op->variant < 0 || op->variant >= EDGED_VARIANT_COUNT) return 0;
-  if (!(edged_cpu_variants() & (1u << op->variant)) || edged_s8_gemm_get(op->variant) == NULL)
-    return 0;
-  return edged_s8_gemm_check(op->weights, op->variant, op->out_c, depth) == 0;
+  if (!(edged_cpu_variants() & (1u << op->variant)) || edged_matmul_get(op) == NULL) return 0;
+  switch (op->weight_format) {
+    case EDGED_WEIGHTS_DENSE:
+      return edged_s8_gemm_check(op->weights, op->variant, op->out_c, depth) == 0;
+    case EDGED_WEIGHTS_BLOCK_SPARSE:
+      return edged_s8_spmm_check(op->weights, op->out_c, depth) == 0;
+    default:
+      return 0;
+  }
 }
 
 /* Every pooling window must hold at least one input pixel (TFLite fails the
@@ -128,12 +134,14 @@ size_t edged_scratch_size(const edged_op* op, int32_t batch) {
   return edged_conv_2d_scratch_size(op);
 }
 
-int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch) {
-  if (n_ops <= 0) return 0;
+static int32_t validate(const edged_op* ops, int32_t n_ops, int32_t batch) {
   if (ops == NULL || batch < 1) return 1;
   for (int32_t i = 0; i < n_ops; ++i)
     if (!valid(&ops[i])) return i + 1;
+  return 0;
+}
 
+static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
   for (int32_t i = 0; i < n_ops; ++i) {
     const edged_op* op = &ops[i];
     switch (op->kind) {
@@ -155,5 +163,19 @@ int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch) {
       default: return i + 1; /* unreachable: validated above */
     }
   }
+  return 0;
+}
+
+int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch) {
+  if (n_ops <= 0) return 0;
+  const int32_t bad = validate(ops, n_ops, batch);
+  return bad != 0 ? bad : execute(ops, n_ops, batch);
+}
+
+int32_t edged_run_repeat(const edged_op* ops, int32_t n_ops, int32_t batch, int32_t reps) {
+  if (n_ops <= 0) return 0;
+  const int32_t bad = validate(ops, n_ops, batch);
+  if (bad != 0) return bad;
+  for (int32_t r = 0; r < reps; ++r) execute(ops, n_ops, batch);
   return 0;
 }

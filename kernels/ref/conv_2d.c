@@ -1,4 +1,4 @@
-/* CONV_2D as im2col + the int8 GEMM.
+/* CONV_2D as im2col + the int8 GEMM (dense or block-sparse weights).
  *
  * Output pixels are the GEMM rows and (kh, kw, in_c) the depth, matching the
  * [out_c, kh, kw, in_c] filter rows. Padding taps are filled with the input
@@ -76,7 +76,7 @@ static void im2col(const edged_op* op, const int8_t* x, size_t first, size_t cou
 }
 
 void edged_conv_2d(const edged_op* op, int32_t batch) {
-  const edged_s8_gemm_fn gemm = edged_s8_gemm_get(op->variant);
+  const edged_s8_gemm_fn gemm = edged_matmul_get(op);
   const edged_requant rq = {op->out_multiplier, op->out_shift, op->output_offset,
                             op->act_min, op->act_max, 0};
   const size_t rows = (size_t)op->out_h * (size_t)op->out_w, n = (size_t)op->out_c;

@@ -1,9 +1,9 @@
-/* FULLY_CONNECTED: one GEMM over all rows of the batch, on the packed
- * weights of the variant the planner chose. */
+/* FULLY_CONNECTED: one GEMM over all rows of the batch, on the weights the
+ * planner packed (dense for its variant, or block-sparse). */
 #include "internal.h"
 
 void edged_fully_connected(const edged_op* op, int32_t batch) {
-  const edged_s8_gemm_fn gemm = edged_s8_gemm_get(op->variant);
+  const edged_s8_gemm_fn gemm = edged_matmul_get(op);
   const edged_requant rq = {op->out_multiplier, op->out_shift, op->output_offset,
                             op->act_min, op->act_max, 0};
   const size_t rows = (size_t)op->in_h, depth = (size_t)op->in_c, n = (size_t)op->out_c;
