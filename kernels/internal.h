@@ -236,6 +236,14 @@ typedef edged_s8_gemm_fn edged_s8_spmm_fn;
 
 void edged_s8_spmm_ref(size_t m, const int8_t* a, size_t a_stride, const void* packed,
                        int8_t* c, size_t c_stride, const edged_requant* rq);
+void edged_s8_spmm_avx2(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                        int8_t* c, size_t c_stride, const edged_requant* rq);
+void edged_s8_spmm_avx512vnni(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                              int8_t* c, size_t c_stride, const edged_requant* rq);
+void edged_s8_spmm_neon(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                        int8_t* c, size_t c_stride, const edged_requant* rq);
+void edged_s8_spmm_neondot(size_t m, const int8_t* a, size_t a_stride, const void* packed,
+                           int8_t* c, size_t c_stride, const edged_requant* rq);
 
 /* The block-sparse kernel of a variant, or NULL when this build has none. */
 edged_s8_spmm_fn edged_s8_spmm_get(int32_t variant);

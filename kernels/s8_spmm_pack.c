@@ -132,6 +132,14 @@ int edged_s8_spmm_check(const void* packed, int32_t out_c, int32_t depth) {
 edged_s8_spmm_fn edged_s8_spmm_get(int32_t variant) {
   switch (variant) {
     case EDGED_VARIANT_REF: return edged_s8_spmm_ref;
+#if defined(__x86_64__)
+    case EDGED_VARIANT_AVX2: return edged_s8_spmm_avx2;
+    case EDGED_VARIANT_AVX512VNNI: return edged_s8_spmm_avx512vnni;
+#endif
+#if defined(__aarch64__)
+    case EDGED_VARIANT_NEON: return edged_s8_spmm_neon;
+    case EDGED_VARIANT_NEONDOT: return edged_s8_spmm_neondot;
+#endif
     default: return NULL;
   }
 }
