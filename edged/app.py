@@ -97,6 +97,7 @@ class App:
                 workers=s.workers + 1,
                 max_batch=s.max_batch,
                 warmup_runs=cfg.model.warmup_runs,
+                layout=cfg.model.layout,
             )
         except Exception as exc:
             self.metrics.load_failures.inc()

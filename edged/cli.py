@@ -12,6 +12,10 @@ import numpy as np
 from edged.errors import EdgedError
 
 ENGINE_CHOICES = ("native", "litert")
+LAYOUT_HELP = (
+    "native weight layout of FC/CONV layers: auto (measure dense and block-sparse, keep the fastest), "
+    "cost (cost model, no measuring), dense, or a block shape such as 16x4 (default auto)"
+)
 
 
 def _load_graph(path: str):
@@ -31,7 +35,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from edged.runtime.engine import load_engine
 
-    engine = load_engine(args.model, args.engine)
+    engine = load_engine(args.model, args.engine, args.layout)
     try:
         x = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -58,7 +62,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edged.runtime.engine import load_engine
 
     names = ENGINE_CHOICES if args.engine == "both" else (args.engine,)
-    engines = {name: load_engine(args.model, name) for name in names}
+    engines = {name: load_engine(args.model, name, args.layout) for name in names}
     inputs = sample_inputs(next(iter(engines.values())), batch=args.batch)
     stats = measure(engines, inputs, runs=args.runs)
     result: dict = {"model": str(args.model), "engines": {n: s.as_dict() for n, s in stats.items()}}
@@ -82,7 +86,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edged.runtime.engine import load_engine
 
     model = args.model or str(default_model_path())
-    engine = load_engine(model, args.engine)
+    engine = load_engine(model, args.engine, args.layout)
     images, labels = load_digits_test()
     spec = engine.inputs[0]
     x = digits_input(images, spec.dtype, spec.scale, spec.zero_point, spec.shape)
@@ -108,6 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "metrics.listen": args.metrics,
         "store.state_dir": args.state_dir,
         "model.engine": args.engine,
+        "model.layout": args.layout,
     }
     return App(args.config, overrides).run()
 
@@ -213,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help=".npy array, batch axis first, in the input's dtype")
     p.add_argument("--output", help="write the model output to this .npy file")
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="native")
+    p.add_argument("--layout", default="auto", help=LAYOUT_HELP)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="batch-1 latency and throughput, engines interleaved")
@@ -221,12 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--layout", default="auto", help=LAYOUT_HELP)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="classify the bundled digits test split: accuracy and latency")
     p.add_argument("model", nargs="?", help="default: the bundled digits MLP")
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="native")
     p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--layout", default="auto", help=LAYOUT_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="run the inference daemon (ZeroMQ, Prometheus metrics, systemd)")
@@ -238,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--state-dir", help="directory of the versioned model store")
     p.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine (default native)")
+    p.add_argument("--layout", default=None, help=LAYOUT_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("client", help="talk to a running daemon")

@@ -38,6 +38,7 @@ class ModelSection:
     path: str = ""  # "" = the bundled default model
     name: str = ""  # "" = the file name without .tflite
     engine: str = "native"
+    layout: str = "auto"  # native weight layout: auto (measured), cost, dense or a block shape like 16x4
     warmup_runs: int = 3
 
 
@@ -110,6 +111,16 @@ def _one_of(choices: tuple[str, ...]):
     return check
 
 
+def _layout_policy(v: str) -> str | None:
+    from edged.runtime.layout import parse_policy
+
+    try:
+        parse_policy(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _endpoint(v: str) -> str | None:
     m = _TCP.match(v)
     if m:
@@ -130,6 +141,7 @@ def _listen(v: str) -> str | None:
 
 _CHECKS = {
     "model.engine": _one_of(ENGINES),
+    "model.layout": _layout_policy,
     "model.warmup_runs": _in(0, 1000),
     "server.bind": _endpoint,
     "server.workers": _in(1, 64),

@@ -32,6 +32,10 @@ class UnsupportedOpError(UnsupportedModelError):
         )
 
 
+class SparseFormatError(EdgedError):
+    """A packed sparse weight matrix is inconsistent (bad indices, row pointers or sizes)."""
+
+
 class InputError(EdgedError):
     """An inference input has the wrong shape, dtype or values."""
 

@@ -142,16 +142,20 @@ def native_kind(p: ConvParams) -> int:
     return lib.EDGED_OP_DEPTHWISE_CONV_2D if p.depthwise else lib.EDGED_OP_CONV_2D
 
 
-def pack(p: ConvParams, variant: int) -> dict:
+def matmul_weights(p: ConvParams) -> np.ndarray | None:
+    """CONV_2D's filter as the [out_c, kh*kw*in_c] matrix its im2col GEMM uses; None for depthwise."""
+    return None if p.depthwise else p.weights.reshape(p.weights.shape[0], -1)
+
+
+def pack(p: ConvParams, variant: int, layout=None) -> dict:
     shared = {"multiplier": p.multiplier, "shift": p.shift}
     if p.depthwise:
         shared["weights"] = np.ascontiguousarray(p.weights)
         shared["bias"] = np.ascontiguousarray(p.bias, dtype=np.int32)
     else:
-        from edged.runtime.gemm import pack_gemm
+        from edged.runtime.gemm import pack_weights
 
-        flat = p.weights.reshape(p.weights.shape[0], -1)  # [out_c, kh*kw*in_c], im2col order
-        shared["packed"] = pack_gemm(flat, p.bias, p.input_offset, variant)
+        shared.update(pack_weights(matmul_weights(p), p.bias, p.input_offset, variant, layout))
     return shared
 
 
@@ -170,5 +174,6 @@ def describe(p: ConvParams, d, shared: dict) -> list:
         d.bias = ffi.cast("int32_t *", shared["bias"].ctypes.data)
     else:
         d.weights = address(shared["packed"])
+        d.weight_format = shared["weight_format"]
     describe_requantization(p, d, shared)
     return []

@@ -100,14 +100,17 @@ def native_kind(p: FullyConnectedParams) -> int:
     return lib.EDGED_OP_FULLY_CONNECTED
 
 
-def pack(p: FullyConnectedParams, variant: int) -> dict:
-    from edged.runtime.gemm import pack_gemm
+def matmul_weights(p: FullyConnectedParams) -> np.ndarray:
+    """The [out_c, depth] matrix the op multiplies by: what a sparse layout would store."""
+    return p.weights
 
-    return {
-        "packed": pack_gemm(p.weights, p.bias, p.input_offset, variant),
-        "multiplier": p.multiplier,
-        "shift": p.shift,
-    }
+
+def pack(p: FullyConnectedParams, variant: int, layout=None) -> dict:
+    from edged.runtime.gemm import pack_weights
+
+    shared = pack_weights(p.weights, p.bias, p.input_offset, variant, layout)
+    shared.update(multiplier=p.multiplier, shift=p.shift)
+    return shared
 
 
 def describe(p: FullyConnectedParams, d, shared: dict) -> list:
@@ -117,5 +120,6 @@ def describe(p: FullyConnectedParams, d, shared: dict) -> list:
     d.in_c = p.depth
     d.out_c = p.weights.shape[0]
     d.weights = address(shared["packed"])
+    d.weight_format = shared["weight_format"]
     describe_requantization(p, d, shared)
     return []

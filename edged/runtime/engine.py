@@ -83,13 +83,18 @@ class Engine:
         raise NotImplementedError
 
 
-def load_engine(model: str | os.PathLike, engine: str = "native") -> Engine:
-    """Open a .tflite file with the named engine."""
+def load_engine(model: str | os.PathLike, engine: str = "native", layout: str = "auto") -> Engine:
+    """Open a .tflite file with the named engine; ``layout`` is the native weight layout policy."""
     path = Path(model)
     if engine == "native":
+        from edged.runtime.layout import parse_policy
         from edged.runtime.native import NativeEngine
 
-        return NativeEngine.from_file(path)
+        try:
+            policy = parse_policy(layout)
+        except ValueError as exc:
+            raise EdgedError(str(exc)) from exc
+        return NativeEngine.from_file(path, layout=policy)
     if engine == "litert":
         from edged.runtime.litert import LiteRTEngine
 

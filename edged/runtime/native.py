@@ -11,6 +11,7 @@ from edged.errors import UnsupportedModelError
 from edged.model.ir import Graph
 from edged.model.tflite import read_tflite
 from edged.runtime.engine import Engine, TensorSpec
+from edged.runtime.layout import LayoutPolicy
 from edged.runtime.plan import Executor, Plan, build_plan
 from edged.runtime.prepared import prepare_graph
 
@@ -20,7 +21,9 @@ class NativeEngine(Engine):
 
     name = "native"
 
-    def __init__(self, graph: Graph, model: str = "<model>", variant: int | None = None) -> None:
+    def __init__(
+        self, graph: Graph, model: str = "<model>", variant: int | None = None, layout: LayoutPolicy = "auto"
+    ) -> None:
         floats = [t.name for t in graph.tensors if t.is_constant and t.dtype.kind == "f"]
         if floats:
             raise UnsupportedModelError(
@@ -33,16 +36,18 @@ class NativeEngine(Engine):
             model,
         )
         self.graph = graph
-        self.plan: Plan = build_plan(prepare_graph(graph, model), variant)
+        self.plan: Plan = build_plan(prepare_graph(graph, model), variant, layout)
         self._local = threading.local()
 
     @classmethod
-    def from_file(cls, path: Path, variant: int | None = None) -> NativeEngine:
-        return cls(read_tflite(path), str(path), variant)
+    def from_file(cls, path: Path, variant: int | None = None, layout: LayoutPolicy = "auto") -> NativeEngine:
+        return cls(read_tflite(path), str(path), variant, layout)
 
     @classmethod
-    def from_bytes(cls, content: bytes, model: str = "<model>") -> NativeEngine:
-        return cls(read_tflite(content, name=model), model)
+    def from_bytes(
+        cls, content: bytes, model: str = "<model>", layout: LayoutPolicy = "auto"
+    ) -> NativeEngine:
+        return cls(read_tflite(content, name=model), model, layout=layout)
 
     def _executor(self) -> Executor:
         ex = getattr(self._local, "executor", None)

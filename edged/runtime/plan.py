@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from edged.runtime.kernels import address, best_variant, ffi, lib
+from edged.runtime.layout import LayerLayout, TuneCache, choose_layout
 from edged.runtime.prepared import PreparedGraph, Step
+from edged.sparse.block_csr import BlockShape
 
 ALIGN = 64
 
@@ -30,6 +32,7 @@ class Plan:
     alias: dict[int, int]  # tensor -> tensor whose bytes it shares (RESHAPE)
     per_sample: bool  # the model pins batch 1: run a batch one sample at a time, as LiteRT does
     shared: dict[int, dict[str, Any]] = field(default_factory=dict)  # per step: packed weights, tables
+    layouts: dict[int, LayerLayout] = field(default_factory=dict)  # per matmul step: dense or block-sparse
 
     @property
     def steps(self) -> list[Step]:
@@ -44,11 +47,19 @@ class Plan:
         return sum(self.native) / max(len(self.native), 1)
 
 
-def build_plan(prepared: PreparedGraph, variant: int | None = None) -> Plan:
+def build_plan(
+    prepared: PreparedGraph,
+    variant: int | None = None,
+    layout: str | BlockShape = "auto",
+    cache: TuneCache | None = None,
+) -> Plan:
+    """Plan ``prepared`` for ``variant``; ``layout`` is the weight layout policy of
+    FULLY_CONNECTED / CONV_2D layers (see edged.runtime.layout.choose_layout)."""
     variant = best_variant() if variant is None else variant
     native = []
     alias = {}
     shared: dict[int, dict[str, Any]] = {}
+    layouts: dict[int, LayerLayout] = {}
     for step in prepared.steps:
         module = step.module
         if step.opcode == "RESHAPE":
@@ -57,10 +68,27 @@ def build_plan(prepared: PreparedGraph, variant: int | None = None) -> Plan:
             continue
         kind = module.native_kind(step.params) if hasattr(module, "native_kind") else None
         native.append(kind is not None)
-        if kind is not None:
+        if kind is None:
+            continue
+        choice = choose_layout(prepared.graph, step, variant, layout, cache)
+        if choice is not None:
+            layouts[step.index] = choice
+            shared[step.index] = module.pack(step.params, variant, choice.layout)
+        else:
             shared[step.index] = module.pack(step.params, variant) if hasattr(module, "pack") else {}
-            shared[step.index]["kind"] = kind
-    return Plan(prepared, variant, native, alias, batch_pinned(prepared), shared)
+        shared[step.index]["kind"] = kind
+    return Plan(prepared, variant, native, alias, batch_pinned(prepared), shared, layouts)
+
+
+def single_op_executor(graph, step: Step, variant: int, layout: BlockShape | None) -> Executor:
+    """An executor running ``step`` of ``graph`` alone, weights in ``layout``: what the autotuner times."""
+    shared = {step.index: step.module.pack(step.params, variant, layout)}
+    shared[step.index]["kind"] = step.module.native_kind(step.params)
+    plan = Plan(PreparedGraph(graph, [step]), variant, [True], {}, False, shared)
+    ex = Executor(plan)
+    rng = np.random.default_rng(0)
+    ex.arena[:] = rng.integers(0, 256, ex.arena.size, dtype=np.uint8)
+    return ex
 
 
 def batch_pinned(prepared: PreparedGraph) -> bool:
@@ -174,6 +202,12 @@ class Executor:
             self._ops[i].scratch = address(self._scratch)
 
     # -- running
+
+    def native_ops(self) -> tuple[Any, int]:
+        """(descriptor pointer, count) of a plan that runs entirely in C."""
+        if len(self._segments) != 1 or not self._segments[0].native:
+            raise ValueError("the plan is not one native segment")
+        return self._segments[0].ops, self._segments[0].count
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         batch = inputs[0].shape[0]

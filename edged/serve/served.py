@@ -73,11 +73,12 @@ class ServedModel:
         }
 
 
-def _engine_from_bytes(kind: str, content: bytes, label: str) -> Engine:
+def _engine_from_bytes(kind: str, content: bytes, label: str, layout: str = "auto") -> Engine:
     if kind == "native":
+        from edged.runtime.layout import parse_policy
         from edged.runtime.native import NativeEngine
 
-        return NativeEngine.from_bytes(content, label)
+        return NativeEngine.from_bytes(content, label, parse_policy(layout))
     if kind == "litert":
         from edged.runtime.litert import LiteRTEngine
 
@@ -133,6 +134,7 @@ def load_model(
     max_batch: int,
     warmup_runs: int,
     label: str | None = None,
+    layout: str = "auto",
 ) -> ServedModel:
     """Build the engines for model bytes and warm them up; raises EdgedError subclasses.
 
@@ -141,7 +143,7 @@ def load_model(
     """
     label = label or f"{name}@{version}"
     count = 1 if engine in SHARED_ENGINES else workers
-    engines = [_engine_from_bytes(engine, content, label) for _ in range(count)]
+    engines = [_engine_from_bytes(engine, content, label, layout) for _ in range(count)]
     weight_bytes, sparsity = weight_stats(content, label)
     model = ServedModel(
         name,
