@@ -12,6 +12,7 @@ a cost model picks, from the bytes each layout streams.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -168,7 +169,16 @@ class TuneCache:
             pass
 
 
+@functools.cache
 def cpu_fingerprint() -> str:
+    """The CPU model and the build of the kernels: timings are only valid for both."""
+    from edged import _kernels
+
+    try:
+        st = os.stat(_kernels.__file__)
+        build = f"{st.st_size}:{st.st_mtime_ns}"
+    except (OSError, TypeError):
+        build = "?"
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -178,7 +188,7 @@ def cpu_fingerprint() -> str:
                     break
     except OSError:
         pass
-    return f"{platform.machine()}|{model}"
+    return f"{platform.machine()}|{model}|{build}"
 
 
 def layer_key(step, weights: np.ndarray, variant: int) -> str:
@@ -191,37 +201,41 @@ def layer_key(step, weights: np.ndarray, variant: int) -> str:
 
 
 def time_layouts(graph, step, variant: int, layouts: list[BlockShape | None], rounds: int = 7,
-                 target_s: float = 0.01) -> dict[str, float]:
-    """Median µs per run of the one-op plan of ``step`` in each layout, measured interleaved."""
+                 target_s: float = 0.01, batch: int = 1) -> dict[str, float]:
+    """Median µs per run of the one-op plan of ``step`` in each layout, measured interleaved.
+
+    Each layout gets about ``target_s`` of running in total, in ``rounds``
+    rounds that alternate between layouts so drift in the machine's speed
+    hits them all alike."""
     from edged.runtime.plan import single_op_executor
 
-    executors = [single_op_executor(graph, step, variant, layout) for layout in layouts]
+    executors = [single_op_executor(graph, step, variant, layout, batch) for layout in layouts]
     ops = [ex.native_ops() for ex in executors]
-    reps = [_calibrate(op, target_s / rounds) for op in ops]
+    reps = [_calibrate(op, target_s / rounds, batch) for op in ops]
     samples: list[list[float]] = [[] for _ in layouts]
     for _ in range(rounds):
         for i, op in enumerate(ops):
             t0 = time.perf_counter()
-            _run(op, reps[i])
+            _run(op, reps[i], batch)
             samples[i].append((time.perf_counter() - t0) / reps[i] * 1e6)
     return {("dense" if lay is None else str(lay)): float(np.median(s))
             for lay, s in zip(layouts, samples, strict=True)}
 
 
-def _calibrate(ops: tuple[Any, int], seconds: float) -> int:
+def _calibrate(ops: tuple[Any, int], seconds: float, batch: int) -> int:
     """Repetitions of ``ops`` that take about ``seconds`` (at least 1)."""
     reps = 1
     while True:
         t0 = time.perf_counter()
-        _run(ops, reps)
+        _run(ops, reps, batch)
         elapsed = time.perf_counter() - t0
         if elapsed >= seconds / 4 or reps >= 1 << 16:
             return max(1, int(reps * seconds / max(elapsed, 1e-9)))
         reps *= 4
 
 
-def _run(ops: tuple[Any, int], reps: int) -> None:
-    status = lib.edged_run_repeat(ops[0], ops[1], 1, reps)
+def _run(ops: tuple[Any, int], reps: int, batch: int) -> None:
+    status = lib.edged_run_repeat(ops[0], ops[1], batch, reps)
     if status != 0:
         raise RuntimeError(f"native kernel rejected descriptor {status - 1} while tuning")
 

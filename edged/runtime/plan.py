@@ -80,12 +80,16 @@ def build_plan(
     return Plan(prepared, variant, native, alias, batch_pinned(prepared), shared, layouts)
 
 
-def single_op_executor(graph, step: Step, variant: int, layout: BlockShape | None) -> Executor:
-    """An executor running ``step`` of ``graph`` alone, weights in ``layout``: what the autotuner times."""
+def single_op_executor(
+    graph, step: Step, variant: int, layout: BlockShape | None, batch: int = 1
+) -> Executor:
+    """An executor running ``step`` of ``graph`` alone, weights in ``layout``: what the autotuner times.
+
+    Its arena holds ``batch`` samples of random activations."""
     shared = {step.index: step.module.pack(step.params, variant, layout)}
     shared[step.index]["kind"] = step.module.native_kind(step.params)
     plan = Plan(PreparedGraph(graph, [step]), variant, [True], {}, False, shared)
-    ex = Executor(plan)
+    ex = Executor(plan, batch)
     rng = np.random.default_rng(0)
     ex.arena[:] = rng.integers(0, 256, ex.arena.size, dtype=np.uint8)
     return ex
