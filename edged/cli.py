@@ -61,6 +61,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edged.benchmark import measure, sample_inputs
     from edged.runtime.engine import load_engine
 
+    if args.kernels:
+        from edged.kernel_bench import report
+
+        return report(quick=args.quick, json_path=args.json_out)
+    if args.model is None:
+        raise EdgedError("edged bench needs a MODEL (or --kernels for the sparse kernel benchmark)")
+
     names = ENGINE_CHOICES if args.engine == "both" else (args.engine,)
     engines = {name: load_engine(args.model, name, args.layout) for name in names}
     inputs = sample_inputs(next(iter(engines.values())), batch=args.batch)
@@ -222,7 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="batch-1 latency and throughput, engines interleaved")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?")
+    p.add_argument(
+        "--kernels", action="store_true",
+        help="instead: sparse vs dense int8 kernels vs LiteRT per layer, block shape and sparsity",
+    )
+    p.add_argument("--quick", action="store_true", help="with --kernels: fewer layers and sparsities")
+    p.add_argument("--json-out", help="with --kernels: also write the results to this JSON file")
     p.add_argument("--engine", choices=(*ENGINE_CHOICES, "both"), default="both")
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--batch", type=int, default=1)

@@ -17,13 +17,14 @@ from edged.runtime.litert import LiteRTEngine
 from edged.runtime.native import NativeEngine
 from edged.runtime.plan import build_plan
 from edged.runtime.prepared import prepare_graph
-from edged.sparse.block_csr import BlockShape, block_view
+from edged.sparse.block_csr import BlockShape
+from edged.sparse.masks import block_magnitude_mask
 
 TILE = BlockShape(16, 4)
 
 
 def pruned_mlp(block: BlockShape = TILE, sparsity: float = 0.9):
-    """The bundled MLP with ``sparsity`` of the hidden layers' blocks zeroed by L1 norm."""
+    """The bundled MLP with ``sparsity`` of the 1024x1024 layer's blocks zeroed by L1 norm."""
     graph = read_tflite(default_model_path())
     for op in graph.operators:
         if op.opcode != "FULLY_CONNECTED":
@@ -31,11 +32,7 @@ def pruned_mlp(block: BlockShape = TILE, sparsity: float = 0.9):
         w = graph.tensors[op.inputs[1]]
         if min(w.shape) < 1024:
             continue
-        blocks = block_view(w.data.astype(np.int32), block)
-        norms = np.abs(blocks).sum(axis=(1, 3))
-        keep = norms > np.quantile(norms, sparsity)
-        pruned = (blocks * keep[:, None, :, None]).reshape(blocks.shape[0] * block.rows, -1)
-        w.data = pruned[: w.shape[0], : w.shape[1]].astype(np.int8)
+        w.data = np.where(block_magnitude_mask(w.data, block, sparsity), w.data, np.int8(0))
     return graph
 
 
