@@ -1,0 +1,128 @@
+/* Requantization of int32 accumulators with AVX-512, shared by the AVX-512
+ * VNNI dense and block-sparse GEMMs. Include only inside
+ * `#if defined(__x86_64__)`. Bit-exact with edged_mbqm() (rq->rhaz) /
+ * edged_mbqm_rhu(). */
+#ifndef EDGED_AVX512_REQUANT_H
+#define EDGED_AVX512_REQUANT_H
+
+#include <immintrin.h>
+
+#include "internal.h"
+
+#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#define VNNI_INLINE static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/* Per-block requantization constants, loaded once per 16 channels.
+ *
+ * Fast path: both roundings of MultiplyByQuantizedMultiplier fold into one
+ * 64-bit shift. With p = (x << left) * m and right shift e = -shift >= 0:
+ *   SRDHM      q = floor((p + 2^30) / 2^31)
+ *   RHU        floor((q + 2^(e-1)) / 2^e) = floor((p + 2^30 + 2^(30+e)) / 2^(31+e))
+ *   RHAZ       the same minus 2^31 in the numerator when q < 0, i.e. p < -2^30
+ * (nested floor divisions by powers of two compose; the e = 0 terms vanish).
+ * The 64-bit numerator cannot overflow and vpsravq divides it exactly. The one case the identity does not
+ * cover, SRDHM's saturation at INT32_MIN * INT32_MIN, can only occur with a
+ * multiplier of INT32_MIN (never produced by TFLite); blocks that contain
+ * one take the step-by-step path instead. */
+typedef struct {
+  __m512i mult, mult_odd, left;          /* both paths */
+  __m512i add_even, add_odd, sh_even, sh_odd, adj_even, adj_odd; /* fast path */
+  __m512i right, rmask, rthresh;         /* step-by-step path */
+  __mmask16 store_mask;
+  int fast, has_left;
+} rq16;
+
+/* Constants of channels o .. o+valid-1 (valid in 1..16); lanes past `valid`
+ * get zeros and are never stored. */
+VNNI_INLINE void rq16_init(rq16* p, const edged_requant* rq, size_t o, size_t valid) {
+  const __mmask16 m = (__mmask16)((1u << valid) - 1u);
+  /* Masked loads: the multiplier arrays end at out_c, not at the padding. */
+  const __m512i shift = _mm512_maskz_loadu_epi32(m, rq->shift + o);
+  const __m512i zero = _mm512_setzero_si512();
+  p->mult = _mm512_maskz_loadu_epi32(m, rq->multiplier + o);
+  p->mult_odd = _mm512_srli_epi64(p->mult, 32);
+  p->left = _mm512_max_epi32(shift, zero);
+  p->right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
+  p->rmask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), p->right), _mm512_set1_epi32(1));
+  p->rthresh = _mm512_srli_epi32(p->rmask, 1);
+  p->store_mask = m;
+  p->has_left = _mm512_cmpgt_epi32_mask(p->left, zero) != 0;
+  p->fast = _mm512_cmpeq_epi32_mask(p->mult, _mm512_set1_epi32(INT32_MIN)) == 0;
+
+  /* Per-lane 64-bit constants for the even and odd int32 lanes. */
+  const __m512i e_even = _mm512_and_si512(p->right, _mm512_set1_epi64(0xFFFFFFFF));
+  const __m512i e_odd = _mm512_srli_epi64(p->right, 32);
+  const __m512i half = _mm512_set1_epi64(INT64_C(1) << 30);
+  const __m512i one64 = _mm512_set1_epi64(1);
+  const __m512i adj = _mm512_set1_epi64(rq->rhaz ? (INT64_C(1) << 31) : 0);
+  const __mmask8 pos_even = _mm512_cmpgt_epi64_mask(e_even, zero);
+  const __mmask8 pos_odd = _mm512_cmpgt_epi64_mask(e_odd, zero);
+  p->add_even = _mm512_mask_add_epi64(half, pos_even, half,
+                                      _mm512_sllv_epi64(one64, _mm512_add_epi64(e_even, _mm512_set1_epi64(30))));
+  p->add_odd = _mm512_mask_add_epi64(half, pos_odd, half,
+                                     _mm512_sllv_epi64(one64, _mm512_add_epi64(e_odd, _mm512_set1_epi64(30))));
+  p->sh_even = _mm512_add_epi64(e_even, _mm512_set1_epi64(31));
+  p->sh_odd = _mm512_add_epi64(e_odd, _mm512_set1_epi64(31));
+  p->adj_even = _mm512_maskz_mov_epi64(pos_even, adj);
+  p->adj_odd = _mm512_maskz_mov_epi64(pos_odd, adj);
+}
+
+/* Constants of the (up to) 16 channels from o of an out_c = n layer. */
+VNNI_INLINE void rq16_load(rq16* p, const edged_requant* rq, size_t o, size_t n) {
+  rq16_init(p, rq, o, n - o < 16 ? n - o : 16);
+}
+
+/* Step-by-step MultiplyByQuantizedMultiplier (SRDHM with saturation, then
+ * the rounding shift), for blocks the fast identity does not cover. */
+VNNI_INLINE __m512i rq16_scale_steps(const rq16* p, __m512i x, const edged_requant* rq) {
+  /* SRDHM = floor((x*m + 2^30) / 2^31): bits 31..62 of each 64-bit sum. */
+  const __m512i round = _mm512_set1_epi64(INT64_C(1) << 30);
+  __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, p->mult), round);
+  __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), p->mult_odd), round);
+  even = _mm512_srli_epi64(even, 31);
+  odd = _mm512_slli_epi64(odd, 1);
+  __m512i r = _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, odd);
+  const __m512i int_min = _mm512_set1_epi32(INT32_MIN);
+  const __mmask16 sat = _mm512_cmpeq_epi32_mask(x, int_min) & _mm512_cmpeq_epi32_mask(p->mult, int_min);
+  /* The INT32_MIN^2 lane came out as INT32_MIN; flipping all bits gives INT32_MAX. */
+  r = _mm512_mask_xor_epi32(r, sat, r, _mm512_set1_epi32(-1));
+  /* Rounding right shift: +1 where the remainder exceeds half; RHAZ also
+   * keeps an exact half of a negative value down. */
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i rem = _mm512_and_si512(r, p->rmask);
+  const __mmask16 neg = rq->rhaz ? _mm512_cmplt_epi32_mask(r, _mm512_setzero_si512()) : 0;
+  const __m512i thresh = _mm512_mask_add_epi32(p->rthresh, neg, p->rthresh, one);
+  const __m512i v = _mm512_srav_epi32(r, p->right);
+  return _mm512_mask_add_epi32(v, _mm512_cmpgt_epi32_mask(rem, thresh), v, one);
+}
+
+/* MultiplyByQuantizedMultiplier on 16 lanes, bit-exact with edged_mbqm() /
+ * edged_mbqm_rhu(), then + output offset, clamp, narrow, masked store. */
+VNNI_INLINE void rq16_store(const rq16* p, __m512i acc, const edged_requant* rq, int8_t* dst) {
+  const __m512i x = p->has_left ? _mm512_sllv_epi32(acc, p->left) : acc;
+  __m512i v;
+  if (p->fast) {
+    __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, p->mult), p->add_even);
+    __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), p->mult_odd), p->add_odd);
+    if (rq->rhaz) {
+      const __m512i lim = _mm512_set1_epi64(-(INT64_C(1) << 30));
+      even = _mm512_mask_sub_epi64(even, _mm512_cmplt_epi64_mask(even, _mm512_add_epi64(lim, p->add_even)),
+                                   even, p->adj_even);
+      odd = _mm512_mask_sub_epi64(odd, _mm512_cmplt_epi64_mask(odd, _mm512_add_epi64(lim, p->add_odd)),
+                                  odd, p->adj_odd);
+    }
+    even = _mm512_srav_epi64(even, p->sh_even);
+    odd = _mm512_srav_epi64(odd, p->sh_odd);
+    /* Low dword of each quotient, interleaved back into lane order. */
+    const __m512i idx = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+    v = _mm512_permutex2var_epi32(even, idx, odd);
+  } else {
+    v = rq16_scale_steps(p, x, rq);
+  }
+  v = _mm512_add_epi32(v, _mm512_set1_epi32(rq->output_offset));
+  v = _mm512_max_epi32(v, _mm512_set1_epi32(rq->act_min));
+  v = _mm512_min_epi32(v, _mm512_set1_epi32(rq->act_max));
+  _mm_mask_storeu_epi8(dst, p->store_mask, _mm512_cvtepi32_epi8(v));
+}
+
+#endif /* EDGED_AVX512_REQUANT_H */
