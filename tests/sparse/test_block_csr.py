@@ -93,3 +93,56 @@ def test_block_shape_parsing():
         BlockShape.parse("16by4")
     with pytest.raises(ValueError, match="outside"):
         BlockShape(65, 1)
+
+
+@st.composite
+def arbitrary_csr(draw):
+    """Block-CSR arrays that may or may not be consistent: what a corrupt file could hold."""
+    n, k = draw(st.integers(1, 40)), draw(st.integers(1, 300))
+    block = draw(blocks)
+    rows, cols = -(-n // block.rows), -(-k // block.cols)
+    nnz = draw(st.integers(0, min(rows * cols, 40)))
+    counts = draw(st.lists(st.integers(0, nnz), min_size=rows, max_size=rows))
+    row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    if draw(st.booleans()):  # usually make the row pointers consistent with nnz
+        row_ptr = np.linspace(0, nnz, rows + 1).astype(np.int32)
+    col_idx = np.array(draw(st.lists(st.integers(0, cols + 2), min_size=nnz, max_size=nnz)), dtype=np.int64)
+    if draw(st.booleans()):
+        for i in range(rows):
+            seg = slice(row_ptr[i], row_ptr[i + 1])
+            col_idx[seg] = np.sort(col_idx[seg])
+    col_idx = np.minimum(col_idx, 65535).astype(np.uint8 if cols <= 256 else np.uint16)
+    seed = draw(st.integers(0, 2**32 - 1))
+    values = np.random.default_rng(seed).integers(-128, 128, (nnz, block.rows, block.cols)).astype(np.int8)
+    return BlockCsr((n, k), block, row_ptr, col_idx, values)
+
+
+@given(arbitrary_csr())
+def test_fuzzed_arrays_are_packed_exactly_or_rejected(csr):
+    """Whatever the arrays hold, packing either raises SparseFormatError or gives a
+    matrix the kernels multiply exactly like its dense form."""
+    from edged.runtime.kernels import address, ffi, lib
+
+    bias = np.arange(csr.shape[0], dtype=np.int32)
+    try:
+        packed = pack_spmm(csr, bias, 3)
+    except SparseFormatError:
+        return
+    dense = csr.to_dense().astype(np.int64)
+    x = np.random.default_rng(0).integers(-128, 128, csr.shape[1]).astype(np.int8)
+    mult = np.full(csr.shape[0], 1 << 30, np.int32)  # times 0.5
+    shift = np.zeros(csr.shape[0], np.int32)
+    out = np.zeros(csr.shape[0], np.int8)
+    op = ffi.new("edged_op *")  # one FULLY_CONNECTED descriptor, as the planner would fill it
+    op.kind, op.variant, op.weight_format = lib.EDGED_OP_FULLY_CONNECTED, 0, lib.EDGED_WEIGHTS_BLOCK_SPARSE
+    getattr(op, "in")[0] = address(x)
+    op.in_stride[0], op.out, op.out_stride = csr.shape[1], address(out), csr.shape[0]
+    op.in_h, op.in_c, op.out_c = 1, csr.shape[1], csr.shape[0]
+    op.weights = address(packed)
+    op.out_multiplier = ffi.cast("int32_t *", mult.ctypes.data)
+    op.out_shift = ffi.cast("int32_t *", shift.ctypes.data)
+    op.input_offset, op.act_min, op.act_max = 3, -128, 127
+    assert lib.edged_run(op, 1, 1) == 0
+    acc = dense @ (x.astype(np.int64) + 3) + bias
+    expected = np.clip(np.floor((acc + 1) / 2), -128, 127)  # x * 0.5, ties up
+    assert np.array_equal(out, expected.astype(np.int8))
