@@ -12,8 +12,8 @@
  *         zmm requantization;
  *   1x16  four blocks of a row per zmm (the 64 weight bytes are contiguous),
  *         the activations assembled from four 16-byte loads;
- *   1x4   sixteen blocks per zmm, the activation quads gathered;
- *   1x1   scalar with several accumulators (see gemv_1x1).
+ *   1x4   sixteen blocks per zmm, the activation quads looked up by vpermd;
+ *   1x1   thirty-two weights per step against the row widened to int16.
  * Rows of one channel each (1xN) are reduced to a scalar at the row end and
  * requantized sixteen at a time.
  *
@@ -46,10 +46,9 @@ static inline uint32_t ld32(const void* p) {
   return v;
 }
 
-/* Four activation bytes broadcast to every lane, shifted to unsigned. */
-VNNI_INLINE __m512i bcast_x4(const int8_t* p) {
-  return _mm512_xor_si512(_mm512_set1_epi32((int)ld32(p)), _mm512_set1_epi8(-128));
-}
+/* Four bytes of an activation row already shifted to unsigned (see
+ * flip_row), broadcast to every lane. */
+VNNI_INLINE __m512i bcast_x4(const uint8_t* p) { return _mm512_set1_epi32((int)ld32(p)); }
 
 /* The geometry every kernel reads from the header. */
 typedef struct {
@@ -94,48 +93,56 @@ VNNI_INLINE __m512i load_terms(const spmm_geom* g, const int32_t* t, size_t o) {
 /* Batch 1.                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* 16x4: per block, one broadcast activation quad times 64 weight bytes. Two
- * chains (even / odd blocks) hide vpdpbusd latency on short rows. */
-VNNI_INLINE void gemv_16x4(const spmm_geom* g, const int8_t* x, int8_t* y, const edged_requant* rq,
+/* 16x4: per block, one broadcast activation quad times 64 weight bytes.
+ * Four chains (blocks k mod 4) hide vpdpbusd latency. */
+VNNI_INLINE void gemv_16x4(const spmm_geom* g, const uint8_t* x, int8_t* y, const edged_requant* rq,
                            const int ib) {
+  const int32_t* row_ptr = g->row_ptr;
+  const void* idx = g->idx;
+  const int8_t* w = g->w;
   for (size_t i = 0; i < g->nbr; ++i) {
-    size_t k = (size_t)g->row_ptr[i];
-    const size_t end = (size_t)g->row_ptr[i + 1];
+    size_t k = (size_t)row_ptr[i];
+    const size_t end = (size_t)row_ptr[i + 1];
     __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
-    for (; k + 2 <= end; k += 2) {
-      const size_t c0 = col_at(g->idx, k, ib), c1 = col_at(g->idx, k + 1, ib);
-      acc0 = _mm512_dpbusd_epi32(acc0, bcast_x4(x + 4 * c0), _mm512_loadu_si512(g->w + 64 * k));
-      acc1 = _mm512_dpbusd_epi32(acc1, bcast_x4(x + 4 * c1), _mm512_loadu_si512(g->w + 64 * k + 64));
+    __m512i acc2 = _mm512_setzero_si512(), acc3 = _mm512_setzero_si512();
+    for (; k + 4 <= end; k += 4) {
+      const size_t c0 = col_at(idx, k, ib), c1 = col_at(idx, k + 1, ib);
+      const size_t c2 = col_at(idx, k + 2, ib), c3 = col_at(idx, k + 3, ib);
+      acc0 = _mm512_dpbusd_epi32(acc0, bcast_x4(x + 4 * c0), _mm512_loadu_si512(w + 64 * k));
+      acc1 = _mm512_dpbusd_epi32(acc1, bcast_x4(x + 4 * c1), _mm512_loadu_si512(w + 64 * k + 64));
+      acc2 = _mm512_dpbusd_epi32(acc2, bcast_x4(x + 4 * c2), _mm512_loadu_si512(w + 64 * k + 128));
+      acc3 = _mm512_dpbusd_epi32(acc3, bcast_x4(x + 4 * c3), _mm512_loadu_si512(w + 64 * k + 192));
     }
-    if (k < end)
-      acc0 = _mm512_dpbusd_epi32(acc0, bcast_x4(x + 4 * col_at(g->idx, k, ib)),
-                                 _mm512_loadu_si512(g->w + 64 * k));
+    for (; k < end; ++k)
+      acc0 = _mm512_dpbusd_epi32(acc0, bcast_x4(x + 4 * col_at(idx, k, ib)),
+                                 _mm512_loadu_si512(w + 64 * k));
     const __m512i t = _mm512_loadu_si512(g->term_u8 + 16 * i);
-    store16(g, 16 * i, _mm512_add_epi32(_mm512_add_epi32(acc0, acc1), t), rq, y);
+    acc0 = _mm512_add_epi32(_mm512_add_epi32(acc0, acc1), _mm512_add_epi32(acc2, acc3));
+    store16(g, 16 * i, _mm512_add_epi32(acc0, t), rq, y);
   }
 }
 
 /* 8x4: one ymm per block row; two block rows fill one zmm for requantizing. */
-VNNI_INLINE __m256i row_8x4(const spmm_geom* g, size_t i, const int8_t* x, const int ib) {
+VNNI_INLINE __m256i row_8x4(const spmm_geom* g, size_t i, const uint8_t* x, const int ib) {
   size_t k = (size_t)g->row_ptr[i];
   const size_t end = (size_t)g->row_ptr[i + 1];
-  const __m256i flip = _mm256_set1_epi8(-128);
+  const void* idx = g->idx;
+  const int8_t* w = g->w;
   __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
   for (; k + 2 <= end; k += 2) {
-    const size_t c0 = col_at(g->idx, k, ib), c1 = col_at(g->idx, k + 1, ib);
-    const __m256i x0 = _mm256_xor_si256(_mm256_set1_epi32((int)ld32(x + 4 * c0)), flip);
-    const __m256i x1 = _mm256_xor_si256(_mm256_set1_epi32((int)ld32(x + 4 * c1)), flip);
-    acc0 = _mm256_dpbusd_epi32(acc0, x0, _mm256_loadu_si256((const __m256i*)(g->w + 32 * k)));
-    acc1 = _mm256_dpbusd_epi32(acc1, x1, _mm256_loadu_si256((const __m256i*)(g->w + 32 * k + 32)));
+    const size_t c0 = col_at(idx, k, ib), c1 = col_at(idx, k + 1, ib);
+    acc0 = _mm256_dpbusd_epi32(acc0, _mm256_set1_epi32((int)ld32(x + 4 * c0)),
+                               _mm256_loadu_si256((const __m256i*)(w + 32 * k)));
+    acc1 = _mm256_dpbusd_epi32(acc1, _mm256_set1_epi32((int)ld32(x + 4 * c1)),
+                               _mm256_loadu_si256((const __m256i*)(w + 32 * k + 32)));
   }
-  if (k < end) {
-    const __m256i x0 = _mm256_xor_si256(_mm256_set1_epi32((int)ld32(x + 4 * col_at(g->idx, k, ib))), flip);
-    acc0 = _mm256_dpbusd_epi32(acc0, x0, _mm256_loadu_si256((const __m256i*)(g->w + 32 * k)));
-  }
+  if (k < end)
+    acc0 = _mm256_dpbusd_epi32(acc0, _mm256_set1_epi32((int)ld32(x + 4 * col_at(idx, k, ib))),
+                               _mm256_loadu_si256((const __m256i*)(w + 32 * k)));
   return _mm256_add_epi32(acc0, acc1);
 }
 
-VNNI_INLINE void gemv_8x4(const spmm_geom* g, const int8_t* x, int8_t* y, const edged_requant* rq,
+VNNI_INLINE void gemv_8x4(const spmm_geom* g, const uint8_t* x, int8_t* y, const edged_requant* rq,
                           const int ib) {
   for (size_t i = 0; i < g->nbr; i += 2) {
     __m512i acc = _mm512_castsi256_si512(row_8x4(g, i, x, ib));
@@ -145,32 +152,32 @@ VNNI_INLINE void gemv_8x4(const spmm_geom* g, const int8_t* x, int8_t* y, const 
 }
 
 /* 4x4: one xmm per block row; four block rows per zmm. */
-VNNI_INLINE __m128i row_4x4(const spmm_geom* g, size_t i, const int8_t* x, const int ib) {
+VNNI_INLINE __m128i row_4x4(const spmm_geom* g, size_t i, const uint8_t* x, const int ib) {
   size_t k = (size_t)g->row_ptr[i];
   const size_t end = (size_t)g->row_ptr[i + 1];
-  const __m128i flip = _mm_set1_epi8(-128);
+  const void* idx = g->idx;
+  const int8_t* w = g->w;
   __m128i acc0 = _mm_setzero_si128(), acc1 = _mm_setzero_si128();
   for (; k + 2 <= end; k += 2) {
-    const size_t c0 = col_at(g->idx, k, ib), c1 = col_at(g->idx, k + 1, ib);
-    const __m128i x0 = _mm_xor_si128(_mm_set1_epi32((int)ld32(x + 4 * c0)), flip);
-    const __m128i x1 = _mm_xor_si128(_mm_set1_epi32((int)ld32(x + 4 * c1)), flip);
-    acc0 = _mm_dpbusd_epi32(acc0, x0, _mm_loadu_si128((const __m128i*)(g->w + 16 * k)));
-    acc1 = _mm_dpbusd_epi32(acc1, x1, _mm_loadu_si128((const __m128i*)(g->w + 16 * k + 16)));
+    const size_t c0 = col_at(idx, k, ib), c1 = col_at(idx, k + 1, ib);
+    acc0 = _mm_dpbusd_epi32(acc0, _mm_set1_epi32((int)ld32(x + 4 * c0)),
+                            _mm_loadu_si128((const __m128i*)(w + 16 * k)));
+    acc1 = _mm_dpbusd_epi32(acc1, _mm_set1_epi32((int)ld32(x + 4 * c1)),
+                            _mm_loadu_si128((const __m128i*)(w + 16 * k + 16)));
   }
-  if (k < end) {
-    const __m128i x0 = _mm_xor_si128(_mm_set1_epi32((int)ld32(x + 4 * col_at(g->idx, k, ib))), flip);
-    acc0 = _mm_dpbusd_epi32(acc0, x0, _mm_loadu_si128((const __m128i*)(g->w + 16 * k)));
-  }
+  if (k < end)
+    acc0 = _mm_dpbusd_epi32(acc0, _mm_set1_epi32((int)ld32(x + 4 * col_at(idx, k, ib))),
+                            _mm_loadu_si128((const __m128i*)(w + 16 * k)));
   return _mm_add_epi32(acc0, acc1);
 }
 
-VNNI_INLINE void gemv_4x4(const spmm_geom* g, const int8_t* x, int8_t* y, const edged_requant* rq,
+VNNI_INLINE void gemv_4x4(const spmm_geom* g, const uint8_t* x, int8_t* y, const edged_requant* rq,
                           const int ib) {
   for (size_t i = 0; i < g->nbr; i += 4) {
     __m512i acc = _mm512_castsi128_si512(row_4x4(g, i, x, ib));
-    if (i + 1 < g->nbr) acc = _mm512_inserti32x4(acc, row_4x4(g, i + 1, x, ib), 1);
-    if (i + 2 < g->nbr) acc = _mm512_inserti32x4(acc, row_4x4(g, i + 2, x, ib), 2);
-    if (i + 3 < g->nbr) acc = _mm512_inserti32x4(acc, row_4x4(g, i + 3, x, ib), 3);
+    acc = _mm512_inserti32x4(acc, i + 1 < g->nbr ? row_4x4(g, i + 1, x, ib) : _mm_setzero_si128(), 1);
+    acc = _mm512_inserti32x4(acc, i + 2 < g->nbr ? row_4x4(g, i + 2, x, ib) : _mm_setzero_si128(), 2);
+    acc = _mm512_inserti32x4(acc, i + 3 < g->nbr ? row_4x4(g, i + 3, x, ib) : _mm_setzero_si128(), 3);
     store16(g, 4 * i, _mm512_add_epi32(acc, load_terms(g, g->term_u8, 4 * i)), rq, y);
   }
 }
@@ -178,85 +185,121 @@ VNNI_INLINE void gemv_4x4(const spmm_geom* g, const int8_t* x, int8_t* y, const 
 /* 1x16: four blocks (64 contiguous weight bytes) per vpdpbusd, the four
  * activation slices inserted into the 128-bit lanes; 1-3 leftover blocks of
  * a row go through xmm. Reduced to one int32 at the row end. */
-VNNI_INLINE int32_t row_1x16(const spmm_geom* g, size_t i, const int8_t* x, const int ib) {
+VNNI_INLINE int32_t row_1x16(const spmm_geom* g, size_t i, const uint8_t* x, const int ib) {
   size_t k = (size_t)g->row_ptr[i];
   const size_t end = (size_t)g->row_ptr[i + 1];
-  const __m512i flip = _mm512_set1_epi8(-128);
+  const void* idx = g->idx;
+  const int8_t* w = g->w;
   __m512i acc = _mm512_setzero_si512();
   for (; k + 4 <= end; k += 4) {
-    const size_t c0 = col_at(g->idx, k, ib), c1 = col_at(g->idx, k + 1, ib);
-    const size_t c2 = col_at(g->idx, k + 2, ib), c3 = col_at(g->idx, k + 3, ib);
+    const size_t c0 = col_at(idx, k, ib), c1 = col_at(idx, k + 1, ib);
+    const size_t c2 = col_at(idx, k + 2, ib), c3 = col_at(idx, k + 3, ib);
     __m512i xv = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i*)(x + 16 * c0)));
     xv = _mm512_inserti32x4(xv, _mm_loadu_si128((const __m128i*)(x + 16 * c1)), 1);
     xv = _mm512_inserti32x4(xv, _mm_loadu_si128((const __m128i*)(x + 16 * c2)), 2);
     xv = _mm512_inserti32x4(xv, _mm_loadu_si128((const __m128i*)(x + 16 * c3)), 3);
-    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(xv, flip), _mm512_loadu_si512(g->w + 16 * k));
+    acc = _mm512_dpbusd_epi32(acc, xv, _mm512_loadu_si512(w + 16 * k));
   }
   __m128i acc4 = _mm_setzero_si128();
-  for (; k < end; ++k) {
-    const __m128i xv = _mm_loadu_si128((const __m128i*)(x + 16 * col_at(g->idx, k, ib)));
-    acc4 = _mm_dpbusd_epi32(acc4, _mm_xor_si128(xv, _mm512_castsi512_si128(flip)),
-                            _mm_loadu_si128((const __m128i*)(g->w + 16 * k)));
-  }
+  for (; k < end; ++k)
+    acc4 = _mm_dpbusd_epi32(acc4, _mm_loadu_si128((const __m128i*)(x + 16 * col_at(idx, k, ib))),
+                            _mm_loadu_si128((const __m128i*)(w + 16 * k)));
   return _mm512_reduce_add_epi32(_mm512_add_epi32(acc, _mm512_zextsi128_si512(acc4)));
 }
 
-/* 1x4: one block per int32 lane, sixteen blocks per vpdpbusd; their
- * activation quads (at 4 * column) are gathered. The row's last partial
- * group is masked: masked-off lanes neither load nor multiply. */
-VNNI_INLINE int32_t row_1x4(const spmm_geom* g, size_t i, const int8_t* x, const int ib) {
+/* Sixteen (1x4) or thirty-two (1x1) column indices of a row from k, widened
+ * to the lane size; lanes past the mask read nothing and hold zero. */
+VNNI_INLINE __m512i cols32(const void* idx, size_t k, __mmask16 m, const int ib) {
+  return ib == 1 ? _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, (const uint8_t*)idx + k))
+                 : _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t*)idx + k));
+}
+VNNI_INLINE __m512i cols16(const void* idx, size_t k, __mmask32 m, const int ib) {
+  return ib == 1 ? _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, (const uint8_t*)idx + k))
+                 : _mm512_maskz_loadu_epi16(m, (const uint16_t*)idx + k);
+}
+
+/* 1x4: one block per int32 lane, sixteen blocks per vpdpbusd. Their
+ * activation quads are looked up with vpermd in 64-byte slices of the row:
+ * the columns of a row increase, so the sixteen span the slices of their
+ * first to last column, and each slice overwrites the lanes whose column is
+ * at or past its start (gathers are much slower on current cores). */
+VNNI_INLINE int32_t row_1x4(const spmm_geom* g, size_t i, const uint8_t* x, const int ib) {
   size_t k = (size_t)g->row_ptr[i];
   const size_t end = (size_t)g->row_ptr[i + 1];
-  const __m512i flip = _mm512_set1_epi8(-128);
   __m512i acc = _mm512_setzero_si512();
   for (; k < end; k += 16) {
-    const __mmask16 m = end - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (end - k)) - 1u);
-    const __m512i cols = ib == 1 ? _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, (const uint8_t*)g->idx + k))
-                                 : _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t*)g->idx + k));
-    const __m512i xv = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, cols, x, 4);
-    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(xv, flip), _mm512_maskz_loadu_epi32(m, g->w + 4 * k));
+    const size_t cnt = end - k >= 16 ? 16 : end - k;
+    const __mmask16 m = (__mmask16)((1u << cnt) - 1u);
+    const __m512i cols = cols32(g->idx, k, m, ib);
+    const size_t t_end = (col_at(g->idx, k + cnt - 1, ib) >> 4) + 1;
+    size_t t = col_at(g->idx, k, ib) >> 4;
+    __m512i xv = _mm512_permutexvar_epi32(cols, _mm512_loadu_si512(x + 64 * t));
+    for (++t; t < t_end; ++t)
+      xv = _mm512_mask_permutexvar_epi32(xv, _mm512_cmpge_epu32_mask(cols, _mm512_set1_epi32((int)(16 * t))),
+                                         cols, _mm512_loadu_si512(x + 64 * t));
+    acc = _mm512_dpbusd_epi32(acc, xv, _mm512_maskz_loadu_epi32(m, g->w + 4 * k));
+  }
+  return _mm512_reduce_add_epi32(acc);
+}
+
+/* 1x1: thirty-two weights per step, sign-extended to int16 against the row
+ * as int16 (plain `term`, no unsigned shift), vpmaddwd into int32 pairs.
+ * The activations are looked up with vpermw in 64-byte (32-value) slices of
+ * the row, as row_1x4 does with quads. */
+VNNI_INLINE int32_t row_1x1(const spmm_geom* g, size_t i, const int16_t* x, const int ib) {
+  size_t k = (size_t)g->row_ptr[i];
+  const size_t end = (size_t)g->row_ptr[i + 1];
+  __m512i acc = _mm512_setzero_si512();
+  for (; k < end; k += 32) {
+    const size_t cnt = end - k >= 32 ? 32 : end - k;
+    const __mmask32 m = (__mmask32)(((uint64_t)1 << cnt) - 1u);
+    const __m512i cols = cols16(g->idx, k, m, ib);
+    const size_t t_end = (col_at(g->idx, k + cnt - 1, ib) >> 5) + 1;
+    size_t t = col_at(g->idx, k, ib) >> 5;
+    __m512i xv = _mm512_permutexvar_epi16(cols, _mm512_loadu_si512(x + 32 * t));
+    for (++t; t < t_end; ++t)
+      xv = _mm512_mask_permutexvar_epi16(xv, _mm512_cmpge_epu16_mask(cols, _mm512_set1_epi16((short)(32 * t))),
+                                         cols, _mm512_loadu_si512(x + 32 * t));
+    const __m512i wv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, g->w + k));
+    acc = _mm512_add_epi32(acc, _mm512_madd_epi16(xv, wv));
   }
   return _mm512_reduce_add_epi32(acc);
 }
 
 /* Rows of one channel each: sixteen row sums, then one requantization. */
-VNNI_INLINE void gemv_1xn(const spmm_geom* g, const int8_t* x, int8_t* y, const edged_requant* rq,
+VNNI_INLINE void gemv_1xn(const spmm_geom* g, const void* x, int8_t* y, const edged_requant* rq,
                           const int bc, const int ib) {
   int32_t sums[16];
+  const int32_t* term = bc == 1 ? g->term : g->term_u8;
   for (size_t o = 0; o < g->n; o += 16) {
     const size_t rows = g->n - o < 16 ? g->n - o : 16;
     for (size_t j = 0; j < rows; ++j)
-      sums[j] = bc == 16 ? row_1x16(g, o + j, x, ib) : row_1x4(g, o + j, x, ib);
+      sums[j] = bc == 16 ? row_1x16(g, o + j, (const uint8_t*)x, ib)
+                : bc == 4 ? row_1x4(g, o + j, (const uint8_t*)x, ib)
+                          : row_1x1(g, o + j, (const int16_t*)x, ib);
     const __mmask16 m = (__mmask16)((1u << rows) - 1u);
     const __m512i acc = _mm512_maskz_loadu_epi32(m, sums);
-    store16(g, o, _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(m, g->term_u8 + o)), rq, y);
+    store16(g, o, _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(m, term + o)), rq, y);
   }
 }
 
-/* 1x1: one scalar multiply-add per weight with the plain `term` (no
- * unsigned shift needed), four independent chains. */
-VNNI_INLINE void gemv_1x1(const spmm_geom* g, const int8_t* x, int8_t* y, const edged_requant* rq,
-                          const int ib) {
-  int32_t sums[16];
-  const int8_t* w = g->w;
-  for (size_t o = 0; o < g->n; o += 16) {
-    const size_t rows = g->n - o < 16 ? g->n - o : 16;
-    for (size_t j = 0; j < rows; ++j) {
-      size_t k = (size_t)g->row_ptr[o + j];
-      const size_t end = (size_t)g->row_ptr[o + j + 1];
-      uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-      for (; k + 4 <= end; k += 4) {
-        a0 += (uint32_t)((int32_t)x[col_at(g->idx, k, ib)] * w[k]);
-        a1 += (uint32_t)((int32_t)x[col_at(g->idx, k + 1, ib)] * w[k + 1]);
-        a2 += (uint32_t)((int32_t)x[col_at(g->idx, k + 2, ib)] * w[k + 2]);
-        a3 += (uint32_t)((int32_t)x[col_at(g->idx, k + 3, ib)] * w[k + 3]);
-      }
-      for (; k < end; ++k) a0 += (uint32_t)((int32_t)x[col_at(g->idx, k, ib)] * w[k]);
-      sums[j] = (int32_t)((a0 + a1) + (a2 + a3));
-    }
-    const __mmask16 m = (__mmask16)((1u << rows) - 1u);
-    const __m512i acc = _mm512_maskz_loadu_epi32(m, sums);
-    store16(g, o, _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(m, g->term + o)), rq, y);
+/* The activation row as the GEMV kernels read it: shifted to unsigned bytes
+ * (x ^ 0x80) for vpdpbusd, or widened to int16 for the 1x1 kernel; padded
+ * to whole 64-byte slices so the table lookups stay inside. */
+VNNI_INLINE size_t prep_bytes(size_t depth, int wide) {
+  return ((wide ? 2 * depth : depth) + 63) / 64 * 64;
+}
+
+VNNI_INLINE void prep_row(const int8_t* x, size_t depth, int wide, void* buf) {
+  const size_t len = wide ? depth : (depth + 63) / 64 * 64;
+  for (size_t d = 0; d < len; d += 32) {
+    const size_t left = depth > d ? depth - d : 0;
+    const __mmask32 m = left >= 32 ? ~(__mmask32)0 : (__mmask32)(((uint64_t)1 << left) - 1);
+    const __m256i v = _mm256_maskz_loadu_epi8(m, x + d);
+    if (wide)
+      _mm512_storeu_si512((int16_t*)buf + d, _mm512_cvtepi8_epi16(v));
+    else
+      _mm256_storeu_si256((__m256i*)((uint8_t*)buf + d), _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
   }
 }
 
@@ -370,15 +413,16 @@ static int shape_of(const edged_sparse_header* h) {
   return SHAPE_NONE;
 }
 
-VNNI_INLINE void gemv(const spmm_geom* g, int shape, const int8_t* x, int8_t* y,
+/* x: the row prepared by prep_row. */
+VNNI_INLINE void gemv(const spmm_geom* g, int shape, const void* x, int8_t* y,
                       const edged_requant* rq, const int ib) {
   switch (shape) {
-    case SHAPE_16x4: gemv_16x4(g, x, y, rq, ib); break;
-    case SHAPE_8x4: gemv_8x4(g, x, y, rq, ib); break;
-    case SHAPE_4x4: gemv_4x4(g, x, y, rq, ib); break;
+    case SHAPE_16x4: gemv_16x4(g, (const uint8_t*)x, y, rq, ib); break;
+    case SHAPE_8x4: gemv_8x4(g, (const uint8_t*)x, y, rq, ib); break;
+    case SHAPE_4x4: gemv_4x4(g, (const uint8_t*)x, y, rq, ib); break;
     case SHAPE_1x16: gemv_1xn(g, x, y, rq, 16, ib); break;
     case SHAPE_1x4: gemv_1xn(g, x, y, rq, 4, ib); break;
-    default: gemv_1x1(g, x, y, rq, ib); break;
+    default: gemv_1xn(g, x, y, rq, 1, ib); break;
   }
 }
 
@@ -400,11 +444,11 @@ VNNI_INLINE void tile(const spmm_geom* g, int shape, const uint8_t* xt, size_t r
 /* Transposed tiles up to this size live on the stack, larger ones on the heap. */
 #define XT_STACK_BYTES 16384
 
-static VNNI_TARGET void gemv_u8(const spmm_geom* g, int shape, const int8_t* x, int8_t* y,
+static VNNI_TARGET void gemv_u8(const spmm_geom* g, int shape, const void* x, int8_t* y,
                                 const edged_requant* rq) {
   gemv(g, shape, x, y, rq, 1);
 }
-static VNNI_TARGET void gemv_u16(const spmm_geom* g, int shape, const int8_t* x, int8_t* y,
+static VNNI_TARGET void gemv_u16(const spmm_geom* g, int shape, const void* x, int8_t* y,
                                  const edged_requant* rq) {
   gemv(g, shape, x, y, rq, 2);
 }
@@ -430,31 +474,43 @@ VNNI_TARGET void edged_s8_spmm_avx512vnni(size_t m, const int8_t* a, size_t a_st
   geom_init(&g, h);
   const int u8 = h->index_bytes == 1;
 
-  size_t r = 0;
+  uint8_t stack_buf[XT_STACK_BYTES] __attribute__((aligned(64)));
   if (m >= TILE_MIN_ROWS) {
     /* Depth quads, rounded up to whole 16x16 transposes. */
     const size_t nq16 = ((g.depth + 3) / 4 + 15) / 16 * 16;
     const size_t bytes = nq16 * 64;
-    uint8_t stack_buf[XT_STACK_BYTES] __attribute__((aligned(64)));
     uint8_t* xt = bytes <= XT_STACK_BYTES ? stack_buf : (uint8_t*)malloc(bytes);
-    if (xt != NULL) {
-      for (; r < m; r += 16) {
-        const size_t rows = m - r < 16 ? m - r : 16;
-        transpose_tile(a + r * a_stride, a_stride, rows, g.depth, nq16, xt);
-        if (u8)
-          tile_u8(&g, shape, xt, rows, c + r * c_stride, c_stride, rq);
-        else
-          tile_u16(&g, shape, xt, rows, c + r * c_stride, c_stride, rq);
-      }
-      if (xt != stack_buf) free(xt);
+    if (xt == NULL) {
+      edged_s8_spmm_ref(m, a, a_stride, packed, c, c_stride, rq);
+      return;
     }
+    for (size_t r = 0; r < m; r += 16) {
+      const size_t rows = m - r < 16 ? m - r : 16;
+      transpose_tile(a + r * a_stride, a_stride, rows, g.depth, nq16, xt);
+      if (u8)
+        tile_u8(&g, shape, xt, rows, c + r * c_stride, c_stride, rq);
+      else
+        tile_u16(&g, shape, xt, rows, c + r * c_stride, c_stride, rq);
+    }
+    if (xt != stack_buf) free(xt);
+    return;
   }
-  for (; r < m; ++r) {
+
+  const int wide = shape == SHAPE_1x1;
+  const size_t bytes = prep_bytes(g.depth, wide);
+  void* xp = bytes <= XT_STACK_BYTES ? (void*)stack_buf : malloc(bytes);
+  if (xp == NULL) {
+    edged_s8_spmm_ref(m, a, a_stride, packed, c, c_stride, rq);
+    return;
+  }
+  for (size_t r = 0; r < m; ++r) {
+    prep_row(a + r * a_stride, g.depth, wide, xp);
     if (u8)
-      gemv_u8(&g, shape, a + r * a_stride, c + r * c_stride, rq);
+      gemv_u8(&g, shape, xp, c + r * c_stride, rq);
     else
-      gemv_u16(&g, shape, a + r * a_stride, c + r * c_stride, rq);
+      gemv_u16(&g, shape, xp, c + r * c_stride, rq);
   }
+  if (xp != (void*)stack_buf) free(xp);
 }
 
 #else
