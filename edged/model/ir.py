@@ -8,9 +8,12 @@ it maps onto the .tflite flatbuffer schema.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edged.sparse.tflite_encoding import TfliteSparsity
 
 
 @dataclass
@@ -53,7 +56,12 @@ class Quantization:
 
 @dataclass
 class Tensor:
-    """A tensor of the graph: an activation (``data is None``) or a constant."""
+    """A tensor of the graph: an activation (``data is None``) or a constant.
+
+    ``data`` is always dense. ``sparsity`` (constants only) says that the file
+    stores the tensor in TFLite's sparse encoding: the reader keeps the
+    encoding it found there, the writer stores ``data`` in that layout again.
+    """
 
     name: str
     dtype: np.dtype
@@ -62,6 +70,7 @@ class Tensor:
     data: np.ndarray | None = None
     shape_signature: tuple[int, ...] | None = None
     is_variable: bool = False
+    sparsity: TfliteSparsity | None = None
 
     def __post_init__(self) -> None:
         self.dtype = np.dtype(self.dtype)

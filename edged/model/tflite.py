@@ -3,6 +3,11 @@
 This is the only module that knows the .tflite schema. ``read_tflite`` turns a
 file into a :class:`~edged.model.ir.Graph`; ``write_tflite`` turns a graph back
 into bytes that any LiteRT runtime loads.
+
+Constants stored in TFLite's sparse encoding are densified on reading (every
+consumer sees dense ``data``) and keep their encoding in ``Tensor.sparsity``;
+the writer re-encodes ``data`` in that layout (see
+:mod:`edged.sparse.tflite_encoding`), so edits to the data are honoured.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 from edged.errors import ModelFormatError
 from edged.model.ir import Graph, Operator, Quantization, Signature, Tensor
 from edged.model.schema import schema
+from edged.sparse.tflite_encoding import DENSE, DimMetadata, TfliteSparsity, densify, encode_like
 
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
@@ -186,14 +192,28 @@ def _tensor_from_schema(t: Any, buffers: list, data: bytes, label: str, index: i
         raise ModelFormatError(f"{label}: tensor #{index} '{name}' has unsupported type {dtype_name}")
     dtype = _TENSOR_TYPES[t.type]
     shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
-    if t.sparsity is not None:
-        raise ModelFormatError(
-            f"{label}: tensor #{index} '{name}' is stored sparse; edged reads dense tensors only"
-        )
     constant = None
+    sparsity = None
     if not 0 <= t.buffer < max(len(buffers), 1):
         raise ModelFormatError(f"{label}: tensor #{index} '{name}' refers to missing buffer {t.buffer}")
-    if t.buffer > 0:
+    if t.sparsity is not None:
+        if t.buffer == 0:
+            raise ModelFormatError(f"{label}: tensor #{index} '{name}' is stored sparse but has no buffer")
+        raw = _buffer_bytes(buffers[t.buffer], data)
+        if len(raw) % dtype.itemsize:
+            raise ModelFormatError(
+                f"{label}: tensor #{index} '{name}' has a {len(raw)}-byte sparse value buffer, "
+                f"not a whole number of {dtype} values"
+            )
+        values = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+        try:
+            sparsity = _sparsity_from_schema(t.sparsity)
+            constant = densify(values, sparsity, shape)
+        except ModelFormatError as exc:
+            raise ModelFormatError(
+                f"{label}: tensor #{index} '{name}' has a corrupt sparse encoding: {exc}"
+            ) from exc
+    elif t.buffer > 0:
         raw = _buffer_bytes(buffers[t.buffer], data)
         if raw:
             expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -217,7 +237,37 @@ def _tensor_from_schema(t: Any, buffers: list, data: bytes, label: str, index: i
         data=constant,
         shape_signature=signature,
         is_variable=bool(t.isVariable),
+        sparsity=sparsity,
     )
+
+
+def _sparsity_from_schema(sp: Any) -> TfliteSparsity:
+    levels = []
+    for level, meta in enumerate(sp.dimMetadata if sp.dimMetadata is not None else []):
+        if meta is None:
+            raise ModelFormatError(f"sparsity level {level} has no metadata")
+        levels.append(
+            DimMetadata(
+                format=_enum_name(schema.DimensionType, meta.format),
+                dense_size=meta.denseSize,
+                array_segments=_index_values(meta.arraySegments),
+                array_indices=_index_values(meta.arrayIndices),
+            )
+        )
+    return TfliteSparsity(
+        traversal_order=sp.traversalOrder if sp.traversalOrder is not None else (),
+        block_map=sp.blockMap if sp.blockMap is not None else (),
+        dim_metadata=levels,
+    )
+
+
+def _index_values(vector: Any) -> np.ndarray | None:
+    """The entries of an Int32Vector / Uint16Vector / Uint8Vector table as int64."""
+    if vector is None:
+        return None
+    if vector.values is None:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(vector.values).astype(np.int64)
 
 
 def _operator_from_schema(op: Any, code: Any, n_tensors: int, label: str, index: int) -> Operator:
@@ -280,6 +330,37 @@ class _AlignedBufferT(schema.BufferT):
         if vector is not None:
             schema.BufferAddData(builder, vector)
         return schema.BufferEnd(builder)
+
+
+class _IndexVectorT:
+    """A SparseIndexVector table (Uint8Vector, Uint16Vector or Int32Vector).
+
+    Packed by hand because the schema asks for 4-byte aligned values
+    (``force_align: 4``), which the generated object API does not honour.
+    """
+
+    # The narrowest table that holds the largest index keeps the file small.
+    KINDS = (
+        ("Uint8Vector", np.dtype("<u1")),
+        ("Uint16Vector", np.dtype("<u2")),
+        ("Int32Vector", np.dtype("<i4")),
+    )
+
+    def __init__(self, values: np.ndarray) -> None:
+        top = int(values.max()) if values.size else 0
+        self.kind, dtype = next((k, d) for k, d in self.KINDS if top <= np.iinfo(d).max)
+        self.type_code = getattr(schema.SparseIndexVector, self.kind)
+        self.values = values.astype(dtype)
+
+    def Pack(self, builder: flatbuffers.Builder) -> int:  # noqa: N802 (schema API name)
+        raw = self.values.tobytes()
+        builder.StartVector(self.values.itemsize, self.values.size, 4)
+        builder.head -= len(raw)
+        builder.Bytes[builder.head : builder.head + len(raw)] = raw
+        vector = builder.EndVector()
+        getattr(schema, self.kind + "Start")(builder)
+        getattr(schema, self.kind + "AddValues")(builder, vector)
+        return getattr(schema, self.kind + "End")(builder)
 
 
 def write_tflite(graph: Graph, path: str | os.PathLike | None = None) -> bytes:
@@ -371,7 +452,19 @@ def _tensor_to_schema(t: Tensor, add_buffer) -> Any:
     if t.shape_signature is not None:
         st.shapeSignature = list(t.shape_signature)
     st.isVariable = t.is_variable
-    st.buffer = add_buffer(t.data.astype(t.dtype.newbyteorder("<")).tobytes()) if t.is_constant else 0
+    if t.sparsity is not None:
+        if not t.is_constant:
+            raise ValueError(
+                f"tensor '{t.name}' has a sparse encoding but no data; only constants are stored sparse"
+            )
+        try:
+            values, sparsity = encode_like(t.data, t.sparsity)
+        except ValueError as exc:
+            raise ValueError(f"tensor '{t.name}' cannot be stored in its sparse layout: {exc}") from exc
+        st.buffer = add_buffer(values.astype(t.dtype.newbyteorder("<")).tobytes())
+        st.sparsity = _sparsity_to_schema(sparsity)
+    else:
+        st.buffer = add_buffer(t.data.astype(t.dtype.newbyteorder("<")).tobytes()) if t.is_constant else 0
     if t.quant is not None:
         q = schema.QuantizationParametersT()
         q.scale = [float(s) for s in t.quant.scale]
@@ -382,6 +475,26 @@ def _tensor_to_schema(t: Tensor, add_buffer) -> Any:
         q.quantizedDimension = t.quant.axis
         st.quantization = q
     return st
+
+
+def _sparsity_to_schema(sparsity: TfliteSparsity) -> Any:
+    sp = schema.SparsityParametersT()
+    sp.traversalOrder = list(sparsity.traversal_order)
+    # "If not block-sparse, this field is NULL" (schema.fbs).
+    sp.blockMap = list(sparsity.block_map) if sparsity.block_map else None
+    sp.dimMetadata = []
+    for meta in sparsity.dim_metadata:
+        dm = schema.DimensionMetadataT()
+        dm.format = getattr(schema.DimensionType, meta.format)
+        if meta.format == DENSE:
+            dm.denseSize = meta.dense_size
+        else:
+            dm.arraySegments = _IndexVectorT(meta.array_segments)
+            dm.arraySegmentsType = dm.arraySegments.type_code
+            dm.arrayIndices = _IndexVectorT(meta.array_indices)
+            dm.arrayIndicesType = dm.arrayIndices.type_code
+        sp.dimMetadata.append(dm)
+    return sp
 
 
 def _options_from_dict(options_type: str, options: dict[str, Any]) -> Any:
