@@ -33,7 +33,9 @@ static inline void edged_rq4_load(edged_rq4* p, const edged_requant* rq, size_t 
   p->mult = vld1q_s32(mult);
   p->left = vmaxq_s32(s, zero);
   p->neg_right = vminq_s32(s, zero); /* vshl by a negative count shifts right */
-  p->rmask = vsubq_s32(vshlq_s32(one, vnegq_s32(p->neg_right)), one);
+  /* In uint32: 2^31 - 1 for a shift of -31 must not be a signed overflow. */
+  const uint32x4_t one_u = vdupq_n_u32(1);
+  p->rmask = vreinterpretq_s32_u32(vsubq_u32(vshlq_u32(one_u, vnegq_s32(p->neg_right)), one_u));
   p->rthresh = vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(p->rmask), 1));
 }
 

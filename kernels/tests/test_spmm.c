@@ -158,8 +158,17 @@ static void test_spmm(void) {
     test_spmm_case(rnd_range(1, 6), rnd_range(1, 70), shape[1] * rnd_range(1, 2), shape[0], shape[1],
                    30, 1, t & 1);
   }
-  /* uint16 indices (more than 256 block columns) and the benchmark layers. */
+  /* uint16 indices (more than 256 block columns) on every shape a SIMD
+   * variant specialises, and the benchmark layers. */
   test_spmm_case(2, 40, 1100, 1, 1, 90, 0, 0);
+  test_spmm_case(5, 40, 1100, 1, 4, 80, 0, 1);
+  test_spmm_case(3, 36, 1200, 4, 4, 80, 0, 0);
+  test_spmm_case(1, 24, 1100, 8, 4, 70, 0, 0);
+  test_spmm_case(6, 24, 1100, 8, 4, 70, 0, 1);
+  test_spmm_case(1, 64, 1200, 16, 4, 80, 0, 0);
+  test_spmm_case(7, 40, 1204, 16, 4, 80, 0, 1);
+  test_spmm_case(1, 20, 4200, 1, 16, 80, 0, 0);
+  test_spmm_case(4, 20, 4208, 1, 16, 80, 0, 1);
   test_spmm_case(1, 1024, 1024, 16, 4, 90, 0, 0);
   test_spmm_case(16, 1024, 1024, 1, 1, 90, 0, 0);
   test_spmm_case(1, 256, 4096, 8, 4, 70, 0, 0);
