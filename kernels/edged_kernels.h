@@ -48,6 +48,14 @@ enum {
   EDGED_WEIGHTS_BLOCK_SPARSE = 1 /* packed by edged_s8_spmm_pack() */
 };
 
+/* FULLY_CONNECTED rounding (edged_op.mode): LiteRT's dense int8 FC (ruy)
+ * rounds ties up; its sparse int8 FC kernel (weights stored in TFLite's
+ * sparse encoding) rounds them away from zero. */
+enum {
+  EDGED_ROUND_UP = 0,
+  EDGED_ROUND_AWAY = 1
+};
+
 /* MEAN variants (edged_op.mode), after LiteRT's two int8 MEAN paths. */
 enum {
   EDGED_MEAN_REFERENCE = 0, /* reference_ops::QuantizedMeanOrSum: every case but the one below */
@@ -141,7 +149,8 @@ typedef struct edged_op {
  *   by edged_s8_spmm_pack for (out_c, depth) when BLOCK_SPARSE (any variant
  *   runs any block-sparse buffer), out_multiplier/out_shift[out_c],
  *   output_offset; clamp. Bias and input_offset are folded in at pack time.
- *   Rounding RHU everywhere (ruy). No scratch.
+ *   Rounding: mode EDGED_ROUND_UP (RHU, ruy) or EDGED_ROUND_AWAY (RHAZ,
+ *   LiteRT's sparse FC kernel). No scratch.
  * CONV_2D  in[0] [in_h,in_w,in_c]; weights packed (dense or block-sparse, as
  *   FULLY_CONNECTED) from the [out_c,kh,kw,in_c] filter as
  *   [out_c, depth = filter_h*filter_w*in_c]; stride_*, dilation_*,

@@ -66,7 +66,8 @@ static int valid(const edged_op* op) {
   switch (op->kind) {
     case EDGED_OP_FULLY_CONNECTED:
       return strides_ok(op, 1) && pos(op->in_h) && pos(op->in_c) && pos(op->out_c) &&
-             act_ok(op) && gemm_ok(op, op->in_c) && per_channel_ok(op);
+             act_ok(op) && gemm_ok(op, op->in_c) && per_channel_ok(op) &&
+             (op->mode == EDGED_ROUND_UP || op->mode == EDGED_ROUND_AWAY);
     case EDGED_OP_CONV_2D: {
       if (!strides_ok(op, 1) || !spatial_ok(op) || !pos(op->dilation_h) || !pos(op->dilation_w))
         return 0;

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edged.model.quant import (
+    multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_half_up,
     quantize_multiplier,
     quantize_multipliers,
@@ -28,6 +29,10 @@ class FullyConnectedParams:
     act_max: int
     depth: int
     out_shape: tuple[int, ...]  # per sample, batch axis excluded
+    # LiteRT runs weights stored in TFLite's sparse encoding with its sparse
+    # kernel, which rounds ties away from zero where the dense (ruy) path
+    # rounds them up; edged follows whichever path LiteRT takes for the file.
+    round_away: bool = False
 
 
 def effective_scales(ctx: OpContext, input_scale: float, output_scale: float) -> np.ndarray:
@@ -80,6 +85,7 @@ def prepare(ctx: OpContext) -> FullyConnectedParams:
         act_max=act_max,
         depth=depth,
         out_shape=y.shape[1:],
+        round_away=w.sparsity is not None,
     )
 
 
@@ -88,8 +94,9 @@ def reference(p: FullyConnectedParams, inputs: list[np.ndarray]) -> np.ndarray:
     batch = x.shape[0]
     rows = x.reshape(-1, p.depth).astype(np.int64) + p.input_offset
     acc = rows @ p.weights.astype(np.int64).T + p.bias
-    # LiteRT runs int8 FULLY_CONNECTED through ruy, which rounds ties up.
-    out = multiply_by_quantized_multiplier_half_up(acc, p.multiplier, p.shift) + p.output_offset
+    # LiteRT runs dense int8 FULLY_CONNECTED through ruy, which rounds ties up.
+    scale = multiply_by_quantized_multiplier if p.round_away else multiply_by_quantized_multiplier_half_up
+    out = scale(acc, p.multiplier, p.shift) + p.output_offset
     out = clamp_to(out, p.act_min, p.act_max)
     return out.reshape((batch, *p.out_shape))
 
@@ -114,12 +121,13 @@ def pack(p: FullyConnectedParams, variant: int, layout=None) -> dict:
 
 
 def describe(p: FullyConnectedParams, d, shared: dict) -> list:
-    from edged.runtime.kernels import address
+    from edged.runtime.kernels import address, lib
 
     d.in_h = d.in_stride[0] // p.depth  # rows per sample
     d.in_c = p.depth
     d.out_c = p.weights.shape[0]
     d.weights = address(shared["packed"])
     d.weight_format = shared["weight_format"]
+    d.mode = lib.EDGED_ROUND_AWAY if p.round_away else lib.EDGED_ROUND_UP
     describe_requantization(p, d, shared)
     return []

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from edged.errors import BackendUnavailableError, EdgedError, ModelFormatError
+from edged.errors import BackendUnavailableError, EdgedError, ModelFormatError, UnsupportedModelError
 from edged.runtime.engine import Engine, TensorSpec
+
+log = logging.getLogger(__name__)
 
 _INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
@@ -26,8 +29,8 @@ def _spec(detail: dict) -> TensorSpec:
     )
 
 
-def _check_structure(content: bytes, model: str) -> None:
-    """Reject structurally broken files before LiteRT sees them.
+def _check_structure(content: bytes, model: str, delegates: bool) -> bool:
+    """Reject files LiteRT would crash on or get wrong; return whether delegates may run.
 
     LiteRT crashes on some corrupt models its verifier lets through (an empty
     subgraph list, for one); edged's reader checks them in Python. Without the
@@ -36,8 +39,37 @@ def _check_structure(content: bytes, model: str) -> None:
     try:
         from edged.model.tflite import read_tflite
     except BackendUnavailableError:
-        return
-    read_tflite(content, name=model)
+        return delegates
+    graph = read_tflite(content, name=model)
+    return _check_sparse_weights(graph, model, delegates)
+
+
+def _check_sparse_weights(graph, model: str, delegates: bool) -> bool:
+    """Weights in TFLite's sparse encoding: only LiteRT's sparse FULLY_CONNECTED runs them right.
+
+    LiteRT checks the encoding's level formats and block size but not its
+    traversal order (a 1x16 layout traversed column-first crashes it), its
+    CONV_2D reads sparse weights as if dense, and so does the XNNPACK
+    delegate: all three give wrong results or worse, so they are refused (or
+    the delegate left out) here.
+    """
+    sparse = [i for i, t in enumerate(graph.tensors) if t.sparsity is not None]
+    for i in sparse:
+        t = graph.tensors[i]
+        users = [op for op in graph.operators if i in op.inputs]
+        ok = t.sparsity.is_fc_block_1x16 and all(
+            op.opcode == "FULLY_CONNECTED" and op.inputs.index(i) == 1 for op in users
+        )
+        if not ok:
+            raise UnsupportedModelError(
+                f"{model}: tensor #{i} '{t.name}' is stored sparse in a form LiteRT's kernels do not run "
+                "correctly (only FULLY_CONNECTED weights in 1x16 blocks, traversal order [0, 1, 2]); "
+                "run it with --engine native, which reads any sparse encoding"
+            )
+    if sparse and delegates:
+        log.warning("%s: sparse weights: running without the XNNPACK delegate, which misreads them", model)
+        return False
+    return delegates
 
 
 def interpreter_module() -> ModuleType:
@@ -77,7 +109,7 @@ class LiteRTEngine(Engine):
     name = "litert"
 
     def __init__(self, content: bytes, model: str = "<model>", *, delegates: bool = False) -> None:
-        _check_structure(content, model)
+        delegates = _check_structure(content, model, delegates)
         # The interpreter describes its own tensors, so this engine needs no
         # schema module: it works with tflite-runtime alone.
         self._interp = make_interpreter(content, delegates=delegates)

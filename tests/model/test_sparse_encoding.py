@@ -491,13 +491,59 @@ def test_litert_sparse_fc_rounds_negative_ties_away_from_zero():
     assert np.count_nonzero(diff) > diff.size // 10
 
 
-def test_native_engine_on_sparse_file_equals_litert_on_dense_file():
+@pytest.mark.parametrize("ties", [False, True])
+def test_native_engine_follows_litert_on_dense_and_sparse_files(ties):
+    """On each file the native engine takes the arithmetic LiteRT takes: ruy's for
+    dense weights, the sparse kernel's (ties away from zero) for sparse ones."""
     pytest.importorskip("ai_edge_litert")
     from edged.runtime.native import NativeEngine
+    from edged.runtime.reference import ReferenceEngine
+    from edged.sparse.block_csr import BlockShape
 
     rng = np.random.default_rng(7)
-    graph = _fc_graph(_block_sparse_matrix(rng, 64, 128, 0.9))
+    if ties:  # a real multiplier of 1/4: many accumulators scale to exact ties
+        w = np.sign(_block_sparse_matrix(rng, 32, 64, 0.5)).astype(np.int8)
+        graph = _fc_graph(w, per_channel=False, bias=False, scales=(0.5, 0.25, 0.5), zero_points=(0, 0))
+        x = rng.integers(-3, 4, (8, 64)).astype(np.int8)
+    else:
+        graph = _fc_graph(_block_sparse_matrix(rng, 64, 128, 0.9))
+        x = rng.integers(-128, 128, (8, 128)).astype(np.int8)
     dense = write_tflite(graph)
-    x = rng.integers(-128, 128, (8, 128)).astype(np.int8)
-    native = NativeEngine.from_bytes(_sparse_copy(dense)).infer([x])[0]
-    assert np.array_equal(native, _litert(dense, x))
+    sparse = _sparse_copy(dense)
+    for content in (dense, sparse):
+        expected = _litert(content, x)
+        for layout in ("dense", BlockShape(1, 16), BlockShape(16, 4)):
+            assert np.array_equal(NativeEngine.from_bytes(content, layout=layout).infer([x])[0], expected)
+        assert np.array_equal(ReferenceEngine(read_tflite(content)).run([x])[0], expected)
+    if ties:
+        assert not np.array_equal(_litert(dense, x), _litert(sparse, x))
+
+
+def test_litert_engine_refuses_sparse_layouts_it_would_crash_on_or_misread():
+    pytest.importorskip("ai_edge_litert")
+    from edged.errors import UnsupportedModelError
+    from edged.runtime.litert import LiteRTEngine
+
+    rng = np.random.default_rng(8)
+    graph = _fc_graph(_block_sparse_matrix(rng, 32, 64, 0.5))
+    w = graph.tensors[graph.operators[0].inputs[1]]
+    # The 1x16 block layout traversed column-first: valid, and LiteRT segfaults on it.
+    _, w.sparsity = encode(w.data, (1, 0, 2), (DENSE, SPARSE_CSR, DENSE), (1,), (16,))
+    content = write_tflite(graph)
+    with pytest.raises(UnsupportedModelError, match="traversal order"):
+        LiteRTEngine(content)
+    from edged.runtime.native import NativeEngine
+
+    x = rng.integers(-128, 128, (4, 64)).astype(np.int8)
+    assert NativeEngine.from_bytes(content).infer([x])[0].shape == (4, 32)
+
+
+def test_litert_engine_drops_xnnpack_for_sparse_weights():
+    pytest.importorskip("ai_edge_litert")
+    from edged.runtime.litert import LiteRTEngine
+
+    rng = np.random.default_rng(9)
+    sparse = _sparse_copy(write_tflite(_fc_graph(_block_sparse_matrix(rng, 32, 64, 0.5))))
+    x = rng.integers(-128, 128, (4, 64)).astype(np.int8)
+    with_delegate = LiteRTEngine(sparse, delegates=True).infer([x])[0]
+    assert np.array_equal(with_delegate, LiteRTEngine(sparse).infer([x])[0])
