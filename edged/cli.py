@@ -75,6 +75,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result: dict = {"model": str(args.model), "engines": {n: s.as_dict() for n, s in stats.items()}}
     if args.engine == "both":
         result["native_over_litert_p50"] = round(stats["native"].p50_us / stats["litert"].p50_us, 3)
+    native = engines.get("native")
+    if native is not None:
+        result["native_layouts"] = {str(i): c.to_json() for i, c in native.plan.layouts.items()}
     if not args.json:
         print(f"{args.model}: batch {args.batch}, {args.runs} interleaved runs per engine")
         print(f"{'engine':<8} {'p50 us':>10} {'p99 us':>10} {'per s':>10}")
@@ -82,6 +85,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"{name:<8} {s.p50_us:>10.1f} {s.p99_us:>10.1f} {s.per_s:>10.0f}")
         if "native_over_litert_p50" in result:
             print(f"native / litert p50 = {result['native_over_litert_p50']:.3f}")
+        for c in native.plan.layouts.values() if native is not None else ():
+            print(f"native op #{c.step} {c.opcode} {c.shape[0]}x{c.shape[1]}: {c.sparsity * 100:.0f}% zeros, "
+                  f"{c.name} weights ({c.how})")
     else:
         print(json.dumps(result))
     return 0

@@ -58,7 +58,7 @@ class LayerLayout:
     shape: tuple[int, int]  # (out_c, depth) of the weight matrix
     sparsity: float  # fraction of zero weights
     layout: BlockShape | None  # None: dense
-    how: str  # "dense weights", "measured", "cost model", "forced", "cached"
+    how: str  # "too few zero blocks", "measured", "cost model", "forced", "cached"
     timings_us: dict[str, float] = field(default_factory=dict)  # median per candidate, "dense" included
 
     @property
@@ -253,9 +253,9 @@ def choose_layout(graph, step, variant: int, policy: LayoutPolicy = "auto",
         return None
     shape = (int(weights.shape[0]), int(weights.shape[1]))
     sparsity = 1.0 - np.count_nonzero(weights) / weights.size
-    record = LayerLayout(step.index, step.opcode, shape, float(sparsity), None, "dense weights")
+    record = LayerLayout(step.index, step.opcode, shape, float(sparsity), None, "too few zero blocks")
     if policy == "dense" or sparsity == 0.0:
-        record.how = "forced" if policy == "dense" else "dense weights"
+        record.how = "forced" if policy == "dense" else "too few zero blocks"
         return record
     if isinstance(policy, BlockShape):
         record.layout, record.how = policy, "forced"
