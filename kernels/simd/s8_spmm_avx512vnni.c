@@ -218,28 +218,37 @@ VNNI_INLINE __m512i cols16(const void* idx, size_t k, __mmask32 m, const int ib)
                  : _mm512_maskz_loadu_epi16(m, (const uint16_t*)idx + k);
 }
 
-/* 1x4: one block per int32 lane, sixteen blocks per vpdpbusd. Their
- * activation quads are looked up with vpermd in 64-byte slices of the row:
- * the columns of a row increase, so the sixteen span the slices of their
- * first to last column, and each slice overwrites the lanes whose column is
- * at or past its start (gathers are much slower on current cores). */
+/* 1x4: one block per int32 lane, four blocks per xmm vpdpbusd (their 16
+ * weight bytes are contiguous), the four activation quads inserted. Cheaper
+ * than gathering sixteen quads (slow on Zen 4) or looking them up with
+ * vpermd (work proportional to the depth a row spans). */
 VNNI_INLINE int32_t row_1x4(const spmm_geom* g, size_t i, const uint8_t* x, const int ib) {
   size_t k = (size_t)g->row_ptr[i];
   const size_t end = (size_t)g->row_ptr[i + 1];
-  __m512i acc = _mm512_setzero_si512();
-  for (; k < end; k += 16) {
-    const size_t cnt = end - k >= 16 ? 16 : end - k;
-    const __mmask16 m = (__mmask16)((1u << cnt) - 1u);
-    const __m512i cols = cols32(g->idx, k, m, ib);
-    const size_t t_end = (col_at(g->idx, k + cnt - 1, ib) >> 4) + 1;
-    size_t t = col_at(g->idx, k, ib) >> 4;
-    __m512i xv = _mm512_permutexvar_epi32(cols, _mm512_loadu_si512(x + 64 * t));
-    for (++t; t < t_end; ++t)
-      xv = _mm512_mask_permutexvar_epi32(xv, _mm512_cmpge_epu32_mask(cols, _mm512_set1_epi32((int)(16 * t))),
-                                         cols, _mm512_loadu_si512(x + 64 * t));
-    acc = _mm512_dpbusd_epi32(acc, xv, _mm512_maskz_loadu_epi32(m, g->w + 4 * k));
+  const void* idx = g->idx;
+  const int8_t* w = g->w;
+  __m128i acc0 = _mm_setzero_si128(), acc1 = _mm_setzero_si128();
+  for (; k + 8 <= end; k += 8) {
+    const __m128i x0 = _mm_setr_epi32((int)ld32(x + 4 * col_at(idx, k, ib)), (int)ld32(x + 4 * col_at(idx, k + 1, ib)),
+                                      (int)ld32(x + 4 * col_at(idx, k + 2, ib)), (int)ld32(x + 4 * col_at(idx, k + 3, ib)));
+    const __m128i x1 = _mm_setr_epi32((int)ld32(x + 4 * col_at(idx, k + 4, ib)), (int)ld32(x + 4 * col_at(idx, k + 5, ib)),
+                                      (int)ld32(x + 4 * col_at(idx, k + 6, ib)), (int)ld32(x + 4 * col_at(idx, k + 7, ib)));
+    acc0 = _mm_dpbusd_epi32(acc0, x0, _mm_loadu_si128((const __m128i*)(w + 4 * k)));
+    acc1 = _mm_dpbusd_epi32(acc1, x1, _mm_loadu_si128((const __m128i*)(w + 4 * k + 16)));
   }
-  return _mm512_reduce_add_epi32(acc);
+  if (k + 4 <= end) {
+    const __m128i x0 = _mm_setr_epi32((int)ld32(x + 4 * col_at(idx, k, ib)), (int)ld32(x + 4 * col_at(idx, k + 1, ib)),
+                                      (int)ld32(x + 4 * col_at(idx, k + 2, ib)), (int)ld32(x + 4 * col_at(idx, k + 3, ib)));
+    acc0 = _mm_dpbusd_epi32(acc0, x0, _mm_loadu_si128((const __m128i*)(w + 4 * k)));
+    k += 4;
+  }
+  /* 1-3 leftover blocks: lane 0 only (4-byte loads: the weights may end here). */
+  for (; k < end; ++k)
+    acc1 = _mm_dpbusd_epi32(acc1, _mm_cvtsi32_si128((int)ld32(x + 4 * col_at(idx, k, ib))),
+                            _mm_cvtsi32_si128((int)ld32(w + 4 * k)));
+  acc0 = _mm_add_epi32(acc0, acc1);
+  acc0 = _mm_add_epi32(acc0, _mm_unpackhi_epi64(acc0, acc0));
+  return (int32_t)((uint32_t)_mm_cvtsi128_si32(acc0) + (uint32_t)_mm_extract_epi32(acc0, 1));
 }
 
 /* 1x1: thirty-two weights per step, sign-extended to int16 against the row
@@ -266,6 +275,82 @@ VNNI_INLINE int32_t row_1x1(const spmm_geom* g, size_t i, const int16_t* x, cons
   return _mm512_reduce_add_epi32(acc);
 }
 
+/* 1x1 where AVX512_VBMI exists (Ice Lake, Zen 4 and later): sixty-four
+ * weights per vpdpbusd, their activation bytes looked up with vpermi2b in
+ * 128-byte slices of the (unsigned-shifted) row, so a step costs one
+ * permute, compare and blend per 128 depth values the group spans instead
+ * of one per 32. */
+#define VBMI_INLINE \
+  static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
+#define VBMI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
+
+VBMI_INLINE int32_t row_1x1_vbmi(const spmm_geom* g, size_t i, const uint8_t* x, const int ib) {
+  size_t k = (size_t)g->row_ptr[i];
+  const size_t end = (size_t)g->row_ptr[i + 1];
+  __m512i acc = _mm512_setzero_si512();
+  for (; k < end; k += 64) {
+    const size_t cnt = end - k >= 64 ? 64 : end - k;
+    const __mmask64 m = cnt == 64 ? ~(__mmask64)0 : (((__mmask64)1 << cnt) - 1);
+    /* Low byte of each column (vpermi2b reads its low 7 bits) and its
+     * 128-byte slice number. */
+    __m512i lo, slice;
+    if (ib == 1) {
+      lo = _mm512_maskz_loadu_epi8(m, (const uint8_t*)g->idx + k);
+      slice = _mm512_and_si512(_mm512_srli_epi16(lo, 7), _mm512_set1_epi8(1));
+    } else {
+      const uint16_t* ip = (const uint16_t*)g->idx + k;
+      const __m512i c0 = _mm512_maskz_loadu_epi16((__mmask32)m, ip);
+      const __m512i c1 = _mm512_maskz_loadu_epi16((__mmask32)(m >> 32), ip + 32);
+      lo = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(c0)), _mm512_cvtepi16_epi8(c1), 1);
+      slice = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(_mm512_srli_epi16(c0, 7))),
+                                 _mm512_cvtepi16_epi8(_mm512_srli_epi16(c1, 7)), 1);
+    }
+    const size_t t_end = (col_at(g->idx, k + cnt - 1, ib) >> 7) + 1;
+    size_t t = col_at(g->idx, k, ib) >> 7;
+    __m512i xv = _mm512_permutex2var_epi8(_mm512_loadu_si512(x + 128 * t), lo,
+                                          _mm512_loadu_si512(x + 128 * t + 64));
+    for (++t; t < t_end; ++t) {
+      const __m512i v = _mm512_permutex2var_epi8(_mm512_loadu_si512(x + 128 * t), lo,
+                                                 _mm512_loadu_si512(x + 128 * t + 64));
+      xv = _mm512_mask_mov_epi8(xv, _mm512_cmpge_epu8_mask(slice, _mm512_set1_epi8((char)t)), v);
+    }
+    acc = _mm512_dpbusd_epi32(acc, xv, _mm512_maskz_loadu_epi8(m, g->w + k));
+  }
+  return _mm512_reduce_add_epi32(acc);
+}
+
+VBMI_INLINE void gemv_1x1_vbmi(const spmm_geom* g, const uint8_t* x, int8_t* y, const edged_requant* rq,
+                               const int ib) {
+  int32_t sums[16];
+  for (size_t o = 0; o < g->n; o += 16) {
+    const size_t rows = g->n - o < 16 ? g->n - o : 16;
+    for (size_t j = 0; j < rows; ++j) sums[j] = row_1x1_vbmi(g, o + j, x, ib);
+    const __mmask16 m = (__mmask16)((1u << rows) - 1u);
+    const __m512i acc = _mm512_maskz_loadu_epi32(m, sums);
+    store16(g, o, _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(m, g->term_u8 + o)), rq, y);
+  }
+}
+
+static VBMI_TARGET void gemv_1x1_vbmi_u8(const spmm_geom* g, const uint8_t* x, int8_t* y,
+                                         const edged_requant* rq) {
+  gemv_1x1_vbmi(g, x, y, rq, 1);
+}
+static VBMI_TARGET void gemv_1x1_vbmi_u16(const spmm_geom* g, const uint8_t* x, int8_t* y,
+                                          const edged_requant* rq) {
+  gemv_1x1_vbmi(g, x, y, rq, 2);
+}
+
+static int has_vbmi(void) {
+  static volatile int cached = -1; /* benign race: every thread computes the same */
+  int v = cached;
+  if (v < 0) {
+    __builtin_cpu_init();
+    v = __builtin_cpu_supports("avx512vbmi") ? 1 : 0;
+    cached = v;
+  }
+  return v;
+}
+
 /* Rows of one channel each: sixteen row sums, then one requantization. */
 VNNI_INLINE void gemv_1xn(const spmm_geom* g, const void* x, int8_t* y, const edged_requant* rq,
                           const int bc, const int ib) {
@@ -285,13 +370,13 @@ VNNI_INLINE void gemv_1xn(const spmm_geom* g, const void* x, int8_t* y, const ed
 
 /* The activation row as the GEMV kernels read it: shifted to unsigned bytes
  * (x ^ 0x80) for vpdpbusd, or widened to int16 for the 1x1 kernel; padded
- * to whole 64-byte slices so the table lookups stay inside. */
+ * to whole 128-byte slices so the table lookups stay inside. */
 VNNI_INLINE size_t prep_bytes(size_t depth, int wide) {
-  return ((wide ? 2 * depth : depth) + 63) / 64 * 64;
+  return ((wide ? 2 * depth : depth) + 127) / 128 * 128;
 }
 
 VNNI_INLINE void prep_row(const int8_t* x, size_t depth, int wide, void* buf) {
-  const size_t len = wide ? depth : (depth + 63) / 64 * 64;
+  const size_t len = prep_bytes(depth, wide) >> wide;
   for (size_t d = 0; d < len; d += 32) {
     const size_t left = depth > d ? depth - d : 0;
     const __mmask32 m = left >= 32 ? ~(__mmask32)0 : (__mmask32)(((uint64_t)1 << left) - 1);
@@ -496,7 +581,8 @@ VNNI_TARGET void edged_s8_spmm_avx512vnni(size_t m, const int8_t* a, size_t a_st
     return;
   }
 
-  const int wide = shape == SHAPE_1x1;
+  const int vbmi = shape == SHAPE_1x1 && has_vbmi();
+  const int wide = shape == SHAPE_1x1 && !vbmi;
   const size_t bytes = prep_bytes(g.depth, wide);
   void* xp = bytes <= XT_STACK_BYTES ? (void*)stack_buf : malloc(bytes);
   if (xp == NULL) {
@@ -505,7 +591,11 @@ VNNI_TARGET void edged_s8_spmm_avx512vnni(size_t m, const int8_t* a, size_t a_st
   }
   for (size_t r = 0; r < m; ++r) {
     prep_row(a + r * a_stride, g.depth, wide, xp);
-    if (u8)
+    if (vbmi && u8)
+      gemv_1x1_vbmi_u8(&g, (const uint8_t*)xp, c + r * c_stride, rq);
+    else if (vbmi)
+      gemv_1x1_vbmi_u16(&g, (const uint8_t*)xp, c + r * c_stride, rq);
+    else if (u8)
       gemv_u8(&g, shape, xp, c + r * c_stride, rq);
     else
       gemv_u16(&g, shape, xp, c + r * c_stride, rq);
