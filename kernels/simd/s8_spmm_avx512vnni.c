@@ -440,36 +440,56 @@ VNNI_INLINE void transpose_tile(const int8_t* a, size_t a_stride, size_t rows, s
   }
 }
 
+/* Block k of a tile: its products go to chains loc[j * Q * NB + b * Q + u]
+ * (channel j, unroll slot b, depth quad u of the block). */
+VNNI_INLINE void tile_block(const spmm_geom* g, const uint8_t* xt, size_t k, __m512i* loc, int b,
+                            const int BR, const int BC, const int NB, const int ib) {
+  const int Q = BC == 1 ? 1 : BC / 4;
+  const size_t col = col_at(g->idx, k, ib);
+  const int8_t* wb = g->w + k * (size_t)(BR * BC);
+  if (BC == 1) {
+    /* The weight byte moved to its place in the depth quad; the other three
+     * bytes multiply neighbouring activations by zero. */
+    const uint32_t wq = (uint32_t)(uint8_t)wb[0] << (8 * (col & 3));
+    loc[b] = _mm512_dpbusd_epi32(loc[b], _mm512_loadu_si512(xt + (col >> 2) * 64), _mm512_set1_epi32((int)wq));
+    return;
+  }
+  for (int u = 0; u < Q; ++u) {
+    const __m512i xv = _mm512_loadu_si512(xt + (col * (size_t)Q + (size_t)u) * 64);
+    for (int j = 0; j < BR; ++j) {
+      __m512i* a = &loc[j * Q * NB + b * Q + u];
+      *a = _mm512_dpbusd_epi32(*a, xv, _mm512_set1_epi32((int)ld32(wb + j * BC + 4 * u)));
+    }
+  }
+}
+
 /* One tile: for each group of 16 channels (16 / BR block rows), acc[j] holds
- * channel j for the 16 rows; transposed back, it is 16 output rows. */
+ * channel j for the 16 rows; transposed back, it is 16 output rows. Narrow
+ * block rows get several chains per channel (blocks unrolled NB times, and
+ * the quads of a wide block), so vpdpbusd latency does not serialise them. */
 VNNI_INLINE void tile_t(const spmm_geom* g, const uint8_t* xt, size_t rows, int8_t* c,
                         size_t c_stride, const edged_requant* rq, const int BR, const int BC,
                         const int ib) {
   const int G = 16 / BR;
-  const size_t blk = (size_t)(BR * BC);
+  const int Q = BC == 1 ? 1 : BC / 4;
+  const int NB = BR >= 8 || Q >= 4 ? 1 : (BR == 4 ? 2 : 4 / Q);
+  const int NL = BR * NB * Q; /* chains per block row: at most 16 */
   for (size_t i0 = 0; i0 < g->nbr; i0 += (size_t)G) {
     __m512i acc[16];
     for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_si512();
     for (int s = 0; s < G && i0 + (size_t)s < g->nbr; ++s) {
       const size_t i = i0 + (size_t)s;
       const size_t end = (size_t)g->row_ptr[i + 1];
-      for (size_t k = (size_t)g->row_ptr[i]; k < end; ++k) {
-        const size_t col = col_at(g->idx, k, ib);
-        const int8_t* wb = g->w + k * blk;
-        if (BC == 1) {
-          /* The weight byte moved to its place in the depth quad; the other
-           * three bytes multiply neighbouring activations by zero. */
-          const uint32_t wq = (uint32_t)(uint8_t)wb[0] << (8 * (col & 3));
-          acc[s] = _mm512_dpbusd_epi32(acc[s], _mm512_loadu_si512(xt + (col >> 2) * 64),
-                                       _mm512_set1_epi32((int)wq));
-        } else {
-          for (int u = 0; u < BC / 4; ++u) {
-            const __m512i xv = _mm512_loadu_si512(xt + (col * (size_t)(BC / 4) + (size_t)u) * 64);
-            for (int j = 0; j < BR; ++j)
-              acc[s * BR + j] = _mm512_dpbusd_epi32(acc[s * BR + j], xv,
-                                                    _mm512_set1_epi32((int)ld32(wb + j * BC + 4 * u)));
-          }
-        }
+      __m512i loc[16];
+      for (int l = 0; l < NL; ++l) loc[l] = _mm512_setzero_si512();
+      size_t k = (size_t)g->row_ptr[i];
+      for (; k + (size_t)NB <= end; k += (size_t)NB)
+        for (int b = 0; b < NB; ++b) tile_block(g, xt, k + (size_t)b, loc, b, BR, BC, NB, ib);
+      for (; k < end; ++k) tile_block(g, xt, k, loc, 0, BR, BC, NB, ib);
+      for (int j = 0; j < BR; ++j) {
+        __m512i sum = loc[j * NB * Q];
+        for (int l = 1; l < NB * Q; ++l) sum = _mm512_add_epi32(sum, loc[j * NB * Q + l]);
+        acc[s * BR + j] = sum;
       }
     }
     transpose16(acc);
