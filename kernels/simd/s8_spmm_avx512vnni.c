@@ -5,27 +5,32 @@
  * the packed `term_u8` (bias + input_offset*rowsum - 128*rowsum), so the
  * accumulators come out exactly as TFLite's.
  *
- * Batch 1 (GEMV) walks the block rows with accumulators in registers:
+ * Batch 1 (GEMV) first copies the activation row shifted to unsigned (or
+ * widened), then walks the block rows with accumulators in registers:
  *   16x4  one zmm per block row: lane j = channel j, the 4 bytes = the 4 depth
- *         steps, which is exactly a block's row-major layout;
+ *         steps, which is exactly a block's row-major layout; four chains;
  *   8x4, 4x4  the same in ymm / xmm, two or four block rows then share one
  *         zmm requantization;
  *   1x16  four blocks of a row per zmm (the 64 weight bytes are contiguous),
  *         the activations assembled from four 16-byte loads;
- *   1x4   sixteen blocks per zmm, the activation quads looked up by vpermd;
- *   1x1   thirty-two weights per step against the row widened to int16.
+ *   1x4   four blocks per xmm, their activation quads inserted (zmm gathers
+ *         are slower on Zen 4, vpermd lookups cost per depth spanned);
+ *   1x1   64 weights per vpdpbusd with the activation bytes looked up by
+ *         vpermi2b where AVX512_VBMI exists; otherwise 32 per vpmaddwd
+ *         against the row widened to int16, looked up by vpermw.
  * Rows of one channel each (1xN) are reduced to a scalar at the row end and
  * requantized sixteen at a time.
  *
- * Batch > 1 transposes a tile of 16 activation rows so that a zmm holds one
- * depth quad of all 16 rows (lane = row). Every weight is then broadcast once
- * per tile (vpdpbusd's m32bcst operand) and multiplies 16 rows at once; the
- * 16 channels x 16 rows accumulators are transposed back before
- * requantization. This covers every block width that is a multiple of 4, and
- * 1x1 by shifting the weight byte to its position inside the depth quad.
+ * Batches of 8 rows or more transpose tiles of 16 activation rows so that a
+ * zmm holds one depth quad of all 16 rows (lane = row). Every weight is then
+ * broadcast once per tile (vpdpbusd's m32bcst operand) and multiplies 16
+ * rows at once; the 16 channels x 16 rows accumulators are transposed back
+ * before requantization. This covers every block width that is a multiple
+ * of 4, and 1x1 by shifting the weight byte to its position inside the
+ * depth quad. Smaller batches run the GEMV row by row.
  *
  * Shapes without a specialisation, and depths that are not a multiple of
- * the block width on the GEMV paths, run the reference.
+ * the block width, run the reference.
  */
 #include "internal.h"
 
@@ -251,10 +256,12 @@ VNNI_INLINE int32_t row_1x4(const spmm_geom* g, size_t i, const uint8_t* x, cons
   return (int32_t)((uint32_t)_mm_cvtsi128_si32(acc0) + (uint32_t)_mm_extract_epi32(acc0, 1));
 }
 
-/* 1x1: thirty-two weights per step, sign-extended to int16 against the row
- * as int16 (plain `term`, no unsigned shift), vpmaddwd into int32 pairs.
- * The activations are looked up with vpermw in 64-byte (32-value) slices of
- * the row, as row_1x4 does with quads. */
+/* 1x1 without AVX512_VBMI: thirty-two weights per step, sign-extended to
+ * int16 against the row as int16 (plain `term`, no unsigned shift), vpmaddwd
+ * into int32 pairs. The activations are looked up with vpermw in 64-byte
+ * (32-value) slices of the row: the columns of a row increase, so the 32
+ * span the slices of their first to last column, and each slice overwrites
+ * the lanes whose column is at or past its start. */
 VNNI_INLINE int32_t row_1x1(const spmm_geom* g, size_t i, const int16_t* x, const int ib) {
   size_t k = (size_t)g->row_ptr[i];
   const size_t end = (size_t)g->row_ptr[i + 1];
