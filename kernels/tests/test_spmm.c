@@ -169,6 +169,13 @@ static void test_spmm(void) {
   test_spmm_case(7, 40, 1204, 16, 4, 80, 0, 1);
   test_spmm_case(1, 20, 4200, 1, 16, 80, 0, 0);
   test_spmm_case(4, 20, 4208, 1, 16, 80, 0, 1);
+  /* Batch tiles (8 rows and more) with uint16 indices. */
+  test_spmm_case(9, 40, 1100, 16, 4, 80, 0, 0);
+  test_spmm_case(17, 24, 1100, 8, 4, 70, 0, 1);
+  test_spmm_case(12, 36, 1200, 4, 4, 80, 0, 0);
+  test_spmm_case(16, 20, 4208, 1, 16, 80, 0, 1);
+  test_spmm_case(10, 40, 1100, 1, 1, 90, 0, 0);
+  test_spmm_case(16, 30, 1100, 1, 4, 85, 0, 1);
   test_spmm_case(1, 1024, 1024, 16, 4, 90, 0, 0);
   test_spmm_case(16, 1024, 1024, 1, 1, 90, 0, 0);
   test_spmm_case(1, 256, 4096, 8, 4, 70, 0, 0);
