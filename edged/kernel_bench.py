@@ -185,20 +185,29 @@ def litert_sparse_content(graph: Graph) -> tuple[bytes | None, str | None]:
         return None, str(exc)
 
 
-def stream_bandwidth(mib: int = 64, reps: int = 5) -> dict[str, float]:
-    """Single-thread memory bandwidth in GB/s (best of ``reps``), STREAM-style copy and add."""
-    n = mib * 1024 * 1024 // 8
-    a, b, c = np.ones(n), np.full(n, 2.0), np.zeros(n)
-    best_copy = best_add = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        np.copyto(c, a)
-        best_copy = min(best_copy, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        np.add(a, b, out=c)
-        best_add = min(best_add, time.perf_counter() - t0)
-    return {"copy_gbps": 2 * a.nbytes / best_copy / 1e9, "add_gbps": 3 * a.nbytes / best_add / 1e9,
-            "array_mib": mib}
+def stream_bandwidth(mib: float = 64, reps: int = 5) -> dict[str, float]:
+    """Single-thread bandwidth in GB/s (best of ``reps``), STREAM-style copy and add.
+
+    With the default 64 MiB arrays this is memory bandwidth; ``cache_copy_gbps``
+    repeats the copy on 256 KiB arrays, the size of the sparse layers' streams,
+    which stay in cache when a layer runs back to back."""
+    def copy_add(n: int, loops: int) -> tuple[float, float]:
+        a, b, c = np.ones(n), np.full(n, 2.0), np.zeros(n)
+        best_copy = best_add = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                np.copyto(c, a)
+            best_copy = min(best_copy, (time.perf_counter() - t0) / loops)
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                np.add(a, b, out=c)
+            best_add = min(best_add, (time.perf_counter() - t0) / loops)
+        return 2 * a.nbytes / best_copy / 1e9, 3 * a.nbytes / best_add / 1e9
+
+    copy, add = copy_add(int(mib * 1024 * 1024 // 8), 1)
+    cache_copy, _ = copy_add(256 * 1024 // 8, 200)
+    return {"copy_gbps": copy, "add_gbps": add, "array_mib": mib, "cache_copy_gbps": cache_copy}
 
 
 def bench_layer(layer: Layer, batch: int, sparsities, blocks, variant: int, target_s: float) -> list[Row]:
@@ -265,7 +274,8 @@ def format_table(result: dict) -> str:
     s = result["stream"]
     lines = [
         f"kernel variant {result['variant']}; STREAM-like single-core bandwidth: "
-        f"copy {s['copy_gbps']:.1f} GB/s, add {s['add_gbps']:.1f} GB/s ({s['array_mib']} MiB arrays)",
+        f"copy {s['copy_gbps']:.1f} GB/s, add {s['add_gbps']:.1f} GB/s ({s['array_mib']} MiB arrays); "
+        f"copy of 256 KiB (cache-resident) {s['cache_copy_gbps']:.1f} GB/s",
         f"{'layer':<22} {'batch':>5} {'sparse':>6} {'block':>5} {'native sp':>10} {'native dn':>10} "
         f"{'litert dn':>10} {'litert sp':>10} {'x dense':>8} {'x litert':>8} {'GB/s':>7} {'GOPS':>7}",
     ]
@@ -309,9 +319,10 @@ def target_summary(result: dict) -> list[str]:
     c = pick("fc 4096x1024", 1, 0.9)
     if c:
         best = min(c, key=lambda r: r.native_sparse_us)
-        stream = result["stream"]["copy_gbps"]
+        stream, cached = result["stream"]["copy_gbps"], result["stream"]["cache_copy_gbps"]
         out.append(f"4096x1024 b1 90% {best.block}: {best.gbps:.1f} GB/s effective = "
-                   f"{best.gbps / stream * 100:.0f}% of STREAM copy {stream:.1f} GB/s (target >= 50%)")
+                   f"{best.gbps / stream * 100:.0f}% of STREAM copy {stream:.1f} GB/s (target >= 50%); "
+                   f"{best.gbps / cached * 100:.0f}% of a cache-resident copy ({cached:.1f} GB/s)")
     return out
 
 
