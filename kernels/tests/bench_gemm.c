@@ -1,23 +1,7 @@
 /* GEMV/GEMM micro-benchmark per s8_gemm variant (not a test): median time
  * of many runs of an FC layer, weights already packed. */
 #define _POSIX_C_SOURCE 199309L
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include "internal.h"
-
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
-
-static int cmp_double(const void* a, const void* b) {
-  const double x = *(const double*)a, y = *(const double*)b;
-  return (x > y) - (x < y);
-}
+#include "tests/bench_util.h"
 
 static void bench(int32_t m, int32_t n, int32_t k, int reps) {
   static const char* names[] = {"ref", "avx2", "avx512vnni", "neon", "neondot"};

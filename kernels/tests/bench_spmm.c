@@ -10,23 +10,7 @@
  * 5), caches warm, as bench_gemm measures the dense kernels.
  */
 #define _POSIX_C_SOURCE 199309L
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include "internal.h"
-
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
-
-static int cmp_double(const void* a, const void* b) {
-  const double x = *(const double*)a, y = *(const double*)b;
-  return (x > y) - (x < y);
-}
+#include "tests/bench_util.h"
 
 static const char* kNames[] = {"ref", "avx2", "avx512vnni", "neon", "neondot"};
 static const int32_t kShapes[][2] = {{1, 1}, {1, 4}, {1, 16}, {4, 4}, {8, 4}, {16, 4}};
