@@ -1,0 +1,1 @@
+"""On-device adaptation: activation monitors, retraining, pruning control and validated swaps."""
