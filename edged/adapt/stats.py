@@ -52,7 +52,17 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
 
 def mean_output_kl(p_logits: np.ndarray, q_logits: np.ndarray, eps: float = 1e-12) -> float:
     """Mean over rows of KL(softmax(p) || softmax(q)): how far a candidate's outputs moved."""
-    p, q = softmax_rows(p_logits), softmax_rows(q_logits)
+    return mean_row_kl(softmax_rows(p_logits), softmax_rows(q_logits), eps)
+
+
+def as_probabilities(rows: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Rows of (dequantized, so slightly off) probabilities, made proper: >= eps, summing to 1."""
+    p = np.maximum(np.asarray(rows, dtype=np.float64), eps)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def mean_row_kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean over rows of KL(p_row || q_row) for rows of probabilities."""
     q = np.maximum(q, eps)
     per_row = np.sum(np.where(p > 0, p * (np.log(np.maximum(p, eps)) - np.log(q)), 0.0), axis=-1)
     return float(per_row.mean()) if per_row.size else 0.0

@@ -100,7 +100,7 @@ def prepare(ctx: OpContext) -> ConvParams:
     )
 
 
-def _patches(p: ConvParams, x: np.ndarray) -> np.ndarray:
+def im2col_patches(p: ConvParams, x: np.ndarray) -> np.ndarray:
     """[batch, out_h, out_w, kh, kw, in_c] windows of (x - zp), zero outside the input."""
     n = x.shape[0]
     in_h, in_w, in_c = p.in_hwc
@@ -120,7 +120,7 @@ def _patches(p: ConvParams, x: np.ndarray) -> np.ndarray:
 
 def reference(p: ConvParams, inputs: list[np.ndarray]) -> np.ndarray:
     x = inputs[0].reshape((-1, *p.in_hwc))
-    patches = _patches(p, x)
+    patches = im2col_patches(p, x)
     w = p.weights.astype(np.int64)
     if p.depthwise:
         # output channel oc = ic * depth_multiplier + m reads input channel ic.

@@ -1,0 +1,276 @@
+"""Compression of an int8 model: score weights, allocate sparsity per layer, prune, re-quantize.
+
+One path serves ``edged compress`` (offline) and the pruning controller
+(online). A strategy scores every weight of a layer (higher = more worth
+keeping); masks keep the best-scoring blocks of the chosen block shape; each
+layer's sparsity comes from its own sensitivity (the output KL when that layer
+alone is pruned), so fragile layers are pruned less. Masks are always cut from
+the dense master, never from an already pruned model, so pruned weights can
+come back when the data changes.
+
+The seed's threshold tau = argmin KL(p_before || p_after) is read as a
+constrained search: tau caps each layer's own sensitivity; the largest tau
+(the most pruning) whose joint candidate stays within the KL budget, or
+reaches the requested overall sparsity, is found by bisection, and every
+point tried is kept as the KL curve.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from edged.adapt.calibration import Calibration, LayerStats, layer_stats, prunable_ops
+from edged.adapt.requantize import requantize_layer
+from edged.adapt.stats import as_probabilities, mean_row_kl, softmax_rows
+from edged.model.ir import Graph
+from edged.sparse.block_csr import BlockShape, block_view
+
+DEFAULT_BLOCK = BlockShape(16, 4)
+SENSITIVITY_GRID = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+
+
+class Strategy(Protocol):
+    """Scores the weights of one layer: same shape as the weights, higher = keep."""
+
+    name: str
+
+    def scores(self, weights: np.ndarray, stats: LayerStats) -> np.ndarray: ...
+
+
+class MagnitudeStrategy:
+    """|w|: the classic baseline."""
+
+    name = "magnitude"
+
+    def scores(self, weights: np.ndarray, stats: LayerStats) -> np.ndarray:
+        return np.abs(weights.astype(np.float64))
+
+
+class WandaStrategy:
+    """|w_ij| * ||x_j||: a weight matters as much as the activations it multiplies (Wanda)."""
+
+    name = "wanda"
+
+    def scores(self, weights: np.ndarray, stats: LayerStats) -> np.ndarray:
+        flat = np.abs(weights.reshape(weights.shape[0], -1).astype(np.float64)) * stats.input_norm[None, :]
+        return flat.reshape(weights.shape)
+
+
+STRATEGIES: dict[str, Callable[[], Strategy]] = {"magnitude": MagnitudeStrategy, "wanda": WandaStrategy}
+
+
+def score_mask(scores: np.ndarray, block: BlockShape, sparsity: float) -> np.ndarray:
+    """Keep-mask pruning the ``sparsity`` share of ``block`` blocks with the lowest summed score."""
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be within [0, 1], got {sparsity}")
+    flat = scores.reshape(scores.shape[0], -1)
+    sums = block_view(flat, block).sum(axis=(1, 3))
+    n_pruned = round(sparsity * sums.size)
+    keep = np.ones(sums.size, dtype=bool)
+    keep[np.argsort(sums, axis=None, kind="stable")[:n_pruned]] = False
+    full = np.repeat(np.repeat(keep.reshape(sums.shape), block.rows, axis=0), block.cols, axis=1)
+    return full[: flat.shape[0], : flat.shape[1]].reshape(scores.shape)
+
+
+@dataclass
+class LayerPlan:
+    op_index: int
+    block: BlockShape
+    sparsity: float  # fraction of blocks pruned
+    sensitivity: dict[float, float] = field(default_factory=dict)  # sparsity -> output KL, this layer alone
+
+
+@dataclass
+class CurvePoint:
+    tau: float
+    sparsity: float  # of all prunable weights
+    kl: float
+
+
+@dataclass
+class CompressResult:
+    graph: Graph
+    layers: list[LayerPlan]
+    kl: float
+    sparsity: float
+    curve: list[CurvePoint]
+
+
+class Compressor:
+    """Builds pruned, re-quantized candidates of a dense int8 master on calibration data."""
+
+    def __init__(self, master: Graph, calib: Calibration, strategy: Strategy,
+                 blocks: dict[int, BlockShape] | BlockShape = DEFAULT_BLOCK,
+                 layers: list[int] | None = None, bias_correction: bool = False,
+                 progress: Callable[[str], None] | None = None) -> None:
+        from edged.runtime.reference import ReferenceEngine
+
+        self.master = master
+        self.calib = calib
+        self.strategy = strategy
+        self.layers = prunable_ops(master) if layers is None else layers
+        if not self.layers:
+            raise ValueError("the model has no prunable layers (FULLY_CONNECTED / CONV_2D with int8 weights)")
+        self.blocks = blocks if isinstance(blocks, dict) else {i: blocks for i in self.layers}
+        self.bias_correction = bias_correction
+        self.progress = progress or (lambda _msg: None)
+        self.stats = layer_stats(master, calib.x)
+        self._reference_out = self._outputs(ReferenceEngine(master))
+        self._scores = {}
+        for i in self.layers:
+            w = master.tensors[master.operators[i].inputs[1]].data
+            self._scores[i] = self.strategy.scores(self._float_weights(i), self.stats[i])
+            assert self._scores[i].shape == w.shape
+
+    def _float_weights(self, i: int) -> np.ndarray:
+        w = self.master.tensors[self.master.operators[i].inputs[1]]
+        scale = np.asarray(w.quant.scale, dtype=np.float64)
+        shape = (-1,) + (1,) * (w.data.ndim - 1)
+        return w.data.astype(np.float64) * (scale.reshape(shape) if scale.size > 1 else scale[0])
+
+    def _outputs(self, engine) -> np.ndarray:
+        """Output class probabilities on the calibration inputs: the model's own if it ends in
+        SOFTMAX, else the softmax of its (dequantized) logits."""
+        out = engine.run([self.calib.x])[0] if hasattr(engine, "run") else engine.infer([self.calib.x])[0]
+        t = self.master.output_tensors[0]
+        values = out.astype(np.float64)
+        if out.dtype.kind in "iu" and t.quant is not None:
+            values = (values - float(t.quant.zero_point[0])) * float(t.quant.scale[0])
+        values = values.reshape(values.shape[0], -1)
+        if self.master.operators[-1].opcode == "SOFTMAX":
+            return as_probabilities(values)
+        return softmax_rows(values)
+
+    def candidate(self, sparsities: dict[int, float]) -> Graph:
+        """The master with each layer pruned to its sparsity (in its block shape) and re-quantized."""
+        g = copy.deepcopy(self.master)
+        for i, s in sparsities.items():
+            if s <= 0:
+                continue
+            keep = score_mask(self._scores[i], self.blocks[i], s)
+            mean = self.stats[i].mean_input if self.bias_correction else None
+            requantize_layer(g, i, keep, mean)
+        return g
+
+    def kl(self, graph: Graph) -> float:
+        """Mean KL between the master's and ``graph``'s output distributions on the calibration data."""
+        from edged.runtime.native import NativeEngine
+
+        return mean_row_kl(self._reference_out, self._outputs(NativeEngine(graph, layout="dense")))
+
+    def accuracy(self, graph: Graph) -> float | None:
+        from edged.runtime.native import NativeEngine
+
+        if self.calib.y is None:
+            return None
+        out = NativeEngine(graph, layout="dense").infer([self.calib.x])[0]
+        return float(np.mean(np.argmax(out, axis=1) == self.calib.y))
+
+    def sensitivity(self) -> dict[int, dict[float, float]]:
+        """Output KL with each layer alone pruned at each grid sparsity."""
+        curves = {}
+        for i in self.layers:
+            curves[i] = {}
+            for s in SENSITIVITY_GRID:
+                curves[i][s] = 0.0 if s == 0 else self.kl(self.candidate({i: s}))
+            points = ", ".join(f"{s:g}:{k:.4f}" for s, k in curves[i].items())
+            self.progress(f"sensitivity of op #{i}: {points}")
+        return curves
+
+    def allocate(self, curves: dict[int, dict[float, float]], tau: float) -> dict[int, float]:
+        """Per layer, the largest grid sparsity whose own KL stays <= tau."""
+        out = {}
+        for i, curve in curves.items():
+            ok = [s for s, k in curve.items() if k <= tau]
+            out[i] = max(ok) if ok else 0.0
+        return out
+
+    def overall_sparsity(self, sparsities: dict[int, float]) -> float:
+        sizes = {i: self.master.tensors[self.master.operators[i].inputs[1]].size for i in self.layers}
+        return sum(sizes[i] * sparsities.get(i, 0.0) for i in self.layers) / sum(sizes.values())
+
+    def search(self, kl_budget: float | None = None, sparsity: float | None = None,
+               steps: int = 14) -> CompressResult:
+        """Bisection over tau: the most pruning within ``kl_budget``, or the least reaching ``sparsity``."""
+        if (kl_budget is None) == (sparsity is None):
+            raise ValueError("give exactly one of a KL budget or a target sparsity")
+        if kl_budget is not None and kl_budget <= 0:
+            raise ValueError(f"the KL budget must be positive, got {kl_budget}")
+        if sparsity is not None and not 0 < sparsity < 1:
+            raise ValueError(f"the target sparsity must be in (0, 1), got {sparsity}")
+        curves = self.sensitivity()
+        top = max(k for c in curves.values() for k in c.values()) + 1e-12
+        if sparsity is not None:
+            best_possible = self.overall_sparsity(self.allocate(curves, top))
+            if best_possible + 1e-9 < sparsity:
+                raise ValueError(
+                    f"no allocation reaches {sparsity:.0%} sparsity: at most {best_possible:.1%} with the "
+                    f"largest grid sparsity {max(SENSITIVITY_GRID):.0%} in every layer"
+                )
+        lo, hi = 0.0, top
+        curve: list[CurvePoint] = []
+        best: tuple[dict[int, float], float] | None = None
+        for _ in range(steps):
+            tau = 0.5 * (lo + hi)
+            alloc = self.allocate(curves, tau)
+            s = self.overall_sparsity(alloc)
+            kl = self.kl(self.candidate(alloc))
+            curve.append(CurvePoint(tau, s, kl))
+            self.progress(f"tau {tau:.5f}: sparsity {s:.1%}, KL {kl:.5f}")
+            if kl_budget is not None:
+                if kl <= kl_budget:
+                    lo = tau
+                    if best is None or s > self.overall_sparsity(best[0]):
+                        best = (alloc, kl)
+                else:
+                    hi = tau
+            else:
+                if s >= sparsity - 1e-9:
+                    hi = tau
+                    if best is None or kl < best[1]:
+                        best = (alloc, kl)
+                else:
+                    lo = tau
+        if best is None:
+            if kl_budget is not None:
+                raise ValueError(f"no pruning meets the KL budget {kl_budget:g}: the gentlest point tried "
+                                 f"had KL {min(p.kl for p in curve):.5f}")
+            alloc = self.allocate(curves, top)
+            best = (alloc, self.kl(self.candidate(alloc)))
+        alloc, kl = best
+        layers = [LayerPlan(i, self.blocks[i], alloc[i], curves[i]) for i in self.layers]
+        return CompressResult(self.candidate(alloc), layers, kl, self.overall_sparsity(alloc), curve)
+
+
+def served_bytes(graph: Graph) -> int:
+    """Bytes of weights as served: dense int8, or block-CSR (values + indices + row pointers) where
+    that is smaller, plus the quantization parameters (one float scale per channel)."""
+    from edged.sparse.block_csr import BLOCK_SHAPES, pack_block_csr
+
+    total = 0
+    for i in prunable_ops(graph):
+        w = graph.tensors[graph.operators[i].inputs[1]]
+        flat = w.data.reshape(w.shape[0], -1)
+        best = flat.nbytes
+        if np.count_nonzero(flat) < flat.size:
+            best = min([best] + [pack_block_csr(flat, b).nbytes for b in BLOCK_SHAPES])
+        total += best + 4 * w.quant.scale.size
+        if len(graph.operators[i].inputs) > 2 and graph.operators[i].inputs[2] >= 0:
+            total += graph.tensors[graph.operators[i].inputs[2]].nbytes
+    return total
+
+
+def float_bytes(graph: Graph) -> int:
+    """Bytes of the same weights (and biases) in float32: the denominator of the compression ratio."""
+    total = 0
+    for i in prunable_ops(graph):
+        op = graph.operators[i]
+        total += 4 * graph.tensors[op.inputs[1]].size
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            total += 4 * graph.tensors[op.inputs[2]].size
+    return total
