@@ -130,6 +130,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return App(args.config, overrides).run()
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from edged.adapt.calibration import load_calibration, prunable_ops
+    from edged.adapt.compress import STRATEGIES, Compressor, float_bytes, served_bytes
+    from edged.model.tflite import write_tflite
+    from edged.sparse.block_csr import BlockShape
+
+    graph = _load_graph(args.model)
+    calib = load_calibration(args.calib, graph)
+    if args.strategy not in STRATEGIES:
+        raise EdgedError(f"unknown strategy {args.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    layers = prunable_ops(graph)
+    if not layers:
+        raise EdgedError(f"{args.model}: no prunable layers (FULLY_CONNECTED / CONV_2D with int8 weights)")
+    if args.block == "auto":
+        blocks = _auto_blocks(graph, layers, args.sparsity or 0.9)
+    else:
+        try:
+            blocks = {i: BlockShape.parse(args.block) for i in layers}
+        except ValueError as exc:
+            raise EdgedError(str(exc)) from exc
+    t0 = time.perf_counter()
+    comp = Compressor(graph, calib, STRATEGIES[args.strategy](), blocks,
+                      progress=lambda m: print(f"  [{time.perf_counter() - t0:6.1f} s] {m}", file=sys.stderr))
+    try:
+        result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
+    except ValueError as exc:
+        raise EdgedError(str(exc)) from exc
+    content = write_tflite(result.graph)
+    with open(args.output, "wb") as f:
+        f.write(content)
+    print(f"wrote {args.output}: {len(content)} bytes ({args.strategy}, {time.perf_counter() - t0:.1f} s)")
+    for p in result.layers:
+        op = graph.operators[p.op_index]
+        shape = "x".join(str(d) for d in graph.tensors[op.inputs[1]].shape)
+        print(f"  op #{p.op_index} {op.opcode:<16} {shape:>12}  {p.block} blocks  {p.sparsity:6.1%} pruned")
+    ratio_before = float_bytes(graph) / served_bytes(graph)
+    ratio_after = float_bytes(graph) / served_bytes(result.graph)
+    print(f"sparsity {result.sparsity:.1%} of prunable weights; output KL {result.kl:.5f} vs the input model")
+    print(f"compression vs float32 weights: {ratio_before:.2f}x dense int8 -> {ratio_after:.2f}x")
+    if calib.y is not None:
+        before, after = comp.accuracy(graph), comp.accuracy(result.graph)
+        print(f"accuracy on the calibration labels: {before:.2%} -> {after:.2%}")
+    return 0
+
+
+def _auto_blocks(graph, layers, sparsity: float):
+    """Per layer, the fastest block shape on this machine at ``sparsity``, else unstructured."""
+    from edged.runtime.advice import plan_advice
+    from edged.runtime.native import NativeEngine
+    from edged.sparse.block_csr import UNSTRUCTURED
+
+    advice = plan_advice(NativeEngine(graph, layout="dense").plan)
+    blocks = {}
+    for i in layers:
+        fast = advice[i].fast_blocks(sparsity) if i in advice else []
+        blocks[i] = fast[0] if fast else UNSTRUCTURED
+    return blocks
+
+
 def _client(args: argparse.Namespace):
     from edged.serve.auth import load_keypair, load_public_key
     from edged.serve.client import Client
@@ -255,6 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--layout", default="auto", help=LAYOUT_HELP)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compress", help="prune and re-quantize a model on calibration data")
+    p.add_argument("model")
+    p.add_argument("--strategy", default="magnitude", help="magnitude or wanda (default magnitude)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--sparsity", type=float, help="fraction of prunable weights to remove, in (0, 1)")
+    target.add_argument("--kl-budget", type=float, help="largest mean output KL allowed vs the input model")
+    p.add_argument("--block", default="auto",
+                   help="block shape of the masks: auto (fastest here at that sparsity), 1x1, 16x4, ...")
+    p.add_argument("--calib", required=True, help=".npz with x (inputs, model dtype) and optional y (labels)")
+    p.add_argument("-o", "--output", required=True, help="the compressed .tflite to write")
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("serve", help="run the inference daemon (ZeroMQ, Prometheus metrics, systemd)")
     p.add_argument("--config", help="TOML config file (example: systemd/edged.toml)")

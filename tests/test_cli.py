@@ -84,3 +84,24 @@ def test_eval_as_a_process():
     )
     assert done.returncode == 0, done.stderr
     assert "accuracy  98.06%" in done.stdout
+
+
+def test_compress_writes_a_pruned_model_and_reports_it(tmp_path, capsys):
+    from edged.data import digits_input, load_digits_test
+    from edged.model.tflite import read_tflite
+
+    model = default_model_path("digits_mlp")
+    t = read_tflite(model).input_tensors[0]
+    images, labels = load_digits_test()
+    x = digits_input(images[:100], t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+    np.savez(tmp_path / "calib.npz", x=x, y=labels[:100])
+    out = tmp_path / "small.tflite"
+    assert main(["compress", str(model), "--sparsity", "0.5", "--block", "1x1",
+                 "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "50.0% pruned" in text and "output KL" in text and "accuracy on the calibration labels" in text
+    w = read_tflite(out).tensors[read_tflite(out).operators[1].inputs[1]].data
+    assert 1 - np.count_nonzero(w) / w.size >= 0.49
+    assert main(["compress", str(model), "--sparsity", "2", "--block", "1x1",
+                 "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) != 0
+    assert "sparsity must be in (0, 1)" in capsys.readouterr().err
