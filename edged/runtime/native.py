@@ -38,6 +38,7 @@ class NativeEngine(Engine):
         self.graph = graph
         self.plan: Plan = build_plan(prepare_graph(graph, model), variant, layout)
         self._local = threading.local()
+        self.taps = None  # edged.adapt.taps.Taps: copies of intermediates for a sample of runs
 
     @classmethod
     def from_file(cls, path: Path, variant: int | None = None, layout: LayoutPolicy = "auto") -> NativeEngine:
@@ -56,7 +57,21 @@ class NativeEngine(Engine):
         return ex
 
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return self._executor().run(inputs)
+        ex = self._executor()
+        taps = self.taps
+        if taps is None or not taps.decide():
+            return ex.run(inputs)
+        batch = inputs[0].shape[0]
+        if self.plan.per_sample and batch > 1:
+            # The arena holds one sample at a time: tap each as it is computed.
+            results = []
+            for b in range(batch):
+                results.append(ex.run([x[b : b + 1] for x in inputs]))
+                taps.record(lambda t: ex.view(t, 1))
+            return [np.concatenate(outs) for outs in zip(*results, strict=True)]
+        outputs = ex.run(inputs)
+        taps.record(lambda t: ex.view(t, batch))
+        return outputs
 
 
 __all__ = ["NativeEngine"]
