@@ -25,6 +25,7 @@ from edged.sparse.block_csr import BlockShape
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 BLOCKS = (BlockShape(1, 1), BlockShape(16, 4))
+STRATEGY_NAMES = ("magnitude", "wanda", "qsa")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                 "accuracy": judge.accuracy(graph), "ratio": float_bytes(graph) / served_bytes(graph)}
         rows.append(base)
         _print(base)
-        for strategy in ("magnitude", "wanda"):
+        for strategy in STRATEGY_NAMES:
             for block in BLOCKS:
                 comp = Compressor(graph, calib, STRATEGIES[strategy](), block)
                 for target in SPARSITIES:

@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="prune and re-quantize a model on calibration data")
     p.add_argument("model")
-    p.add_argument("--strategy", default="magnitude", help="magnitude or wanda (default magnitude)")
+    p.add_argument("--strategy", default="magnitude", help="magnitude, wanda or qsa (default magnitude)")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--sparsity", type=float, help="fraction of prunable weights to remove, in (0, 1)")
     target.add_argument("--kl-budget", type=float, help="largest mean output KL allowed vs the input model")

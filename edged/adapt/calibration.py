@@ -18,6 +18,7 @@ from edged.model.ir import Graph
 from edged.runtime.prepared import prepare_graph
 
 PRUNABLE = ("FULLY_CONNECTED", "CONV_2D")
+MAX_SAMPLES = 2048  # rows of input features kept per layer (a seeded subsample beyond that)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class LayerStats:
     weight_shape: tuple[int, ...]
     mean_input: np.ndarray  # [depth]: mean dequantized input feature (im2col patch for CONV_2D)
     input_norm: np.ndarray  # [depth]: L2 norm of each input feature over the window (Wanda's ||X_j||)
+    samples: np.ndarray  # [<= MAX_SAMPLES, depth]: dequantized input rows, for the retrainer
 
 
 def load_calibration(path: str | Path, graph: Graph) -> Calibration:
@@ -100,6 +102,9 @@ def layer_stats(graph: Graph, x: np.ndarray) -> dict[int, LayerStats]:
             feats = patches.reshape(-1, int(np.prod(w.shape[1:])))
         else:
             feats = ((a.astype(np.float64) - zp) * scale).reshape(-1, w.shape[1])
+        rows = feats
+        if len(rows) > MAX_SAMPLES:
+            rows = rows[np.random.default_rng(0).choice(len(rows), MAX_SAMPLES, replace=False)]
         stats[i] = LayerStats(i, op.opcode, tuple(w.shape), feats.mean(axis=0),
-                              np.sqrt((feats**2).sum(axis=0)))
+                              np.sqrt((feats**2).sum(axis=0)), rows)
     return stats

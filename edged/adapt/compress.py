@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from edged.adapt.calibration import Calibration, LayerStats, layer_stats, prunable_ops
+from edged.adapt.qsa import QsaConfig, QsaResult, train_qsa
 from edged.adapt.requantize import requantize_layer
 from edged.adapt.stats import as_probabilities, mean_row_kl, softmax_rows
 from edged.model.ir import Graph
@@ -61,7 +62,30 @@ class WandaStrategy:
         return flat.reshape(weights.shape)
 
 
-STRATEGIES: dict[str, Callable[[], Strategy]] = {"magnitude": MagnitudeStrategy, "wanda": WandaStrategy}
+class QsaStrategy:
+    """|w_ij| * ||x_j|| * (floor + importance_j): Wanda's score weighted by how much the layer's
+    quantized sparse autoencoder needed input feature j (edged.adapt.qsa)."""
+
+    name = "qsa"
+    floor = 0.1  # features the autoencoder dropped are demoted, not condemned
+
+    def __init__(self, config: QsaConfig | None = None) -> None:
+        self.config = config or QsaConfig(time_budget_s=3.0)
+        self.results: dict[int, QsaResult] = {}
+
+    def scores(self, weights: np.ndarray, stats: LayerStats) -> np.ndarray:
+        result = train_qsa(stats.samples, self.config)
+        self.results[stats.op_index] = result
+        weight = stats.input_norm * (self.floor + result.importance)
+        flat = np.abs(weights.reshape(weights.shape[0], -1).astype(np.float64)) * weight[None, :]
+        return flat.reshape(weights.shape)
+
+
+STRATEGIES: dict[str, Callable[[], Strategy]] = {
+    "magnitude": MagnitudeStrategy,
+    "wanda": WandaStrategy,
+    "qsa": QsaStrategy,
+}
 
 
 def score_mask(scores: np.ndarray, block: BlockShape, sparsity: float) -> np.ndarray:

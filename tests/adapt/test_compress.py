@@ -100,3 +100,17 @@ def test_bad_requests_are_refused(mlp, tmp_path):
     np.savez(path, y=np.zeros(2))
     with pytest.raises(EdgedError, match="no 'x'"):
         load_calibration(path, graph)
+
+
+def test_qsa_strategy_scores_with_the_trained_importance(mlp):
+    from edged.adapt.compress import QsaStrategy
+    from edged.adapt.qsa import QsaConfig
+
+    graph, calib = mlp
+    strategy = QsaStrategy(QsaConfig(epochs=5, time_budget_s=1.0))
+    comp = Compressor(graph, calib, strategy, UNSTRUCTURED, layers=[1])
+    result = strategy.results[1]
+    assert result.importance.shape == (1024,) and result.epochs >= 1
+    candidate = comp.candidate({1: 0.5})
+    expected = LiteRTEngine(write_tflite(candidate)).infer([calib.x])[0]
+    assert np.array_equal(NativeEngine(candidate).infer([calib.x])[0], expected)
