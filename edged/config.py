@@ -74,6 +74,29 @@ class SecuritySection:
 
 
 @dataclass(frozen=True)
+class AdaptSection:
+    enabled: bool = False
+    strategy: str = "qsa"  # weight scores: magnitude, wanda or qsa
+    kl_budget: float = 0.05  # largest mean output KL of a candidate vs the dense master
+    max_kl_budget: float = 0.5  # resource pressure raises the budget up to this
+    block: str = "auto"  # mask block shape: auto (fastest here) or RxC
+    sample_rate: float = 0.25  # fraction of requests whose activations are tapped
+    tap_memory_bytes: int = 8 << 20
+    window: int = 256  # samples per drift window
+    calib_samples: int = 512  # fresh samples an adaptation collects (a quarter held back for validation)
+    collect_timeout_s: float = 60.0
+    min_interval_s: float = 30.0  # at most one adaptation per interval
+    period_s: float = 0.0  # adapt at least this often; 0 = only on triggers
+    fidelity_floor: float = 0.9  # Wilson lower bound of top-1 agreement with the master
+    accuracy_floor: float = 0.0  # Wilson lower bound of feedback accuracy; 0 = off
+    probation_s: float = 10.0  # after a swap, fidelity below the floor rolls back
+    latency_slo_us: float = 0.0  # batch-1 time above this pushes toward sparsity; 0 = off
+    load_per_cpu: float = 0.0  # 1-min load per CPU above this pushes toward sparsity; 0 = off
+    cpu_temp_c: float = 0.0  # hottest sensor above this pushes toward sparsity; 0 = off
+    nice: int = 10  # the adaptation thread's niceness (Linux, per thread)
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "info"
 
@@ -85,6 +108,7 @@ class Config:
     metrics: MetricsSection = MetricsSection()
     store: StoreSection = StoreSection()
     security: SecuritySection = SecuritySection()
+    adapt: AdaptSection = AdaptSection()
     log: LogSection = LogSection()
 
     def get(self, key: str) -> Any:
@@ -121,6 +145,18 @@ def _layout_policy(v: str) -> str | None:
     return None
 
 
+def _block_shape(v: str) -> str | None:
+    if v == "auto":
+        return None
+    from edged.sparse.block_csr import BlockShape
+
+    try:
+        BlockShape.parse(v)
+    except ValueError as exc:
+        return f"must be auto or a block shape like 16x4 ({exc})"
+    return None
+
+
 def _endpoint(v: str) -> str | None:
     m = _TCP.match(v)
     if m:
@@ -142,6 +178,24 @@ def _listen(v: str) -> str | None:
 _CHECKS = {
     "model.engine": _one_of(ENGINES),
     "model.layout": _layout_policy,
+    "adapt.strategy": _one_of(("magnitude", "wanda", "qsa")),
+    "adapt.kl_budget": _in(1e-6, 10.0),
+    "adapt.max_kl_budget": _in(1e-6, 10.0),
+    "adapt.block": _block_shape,
+    "adapt.sample_rate": _in(0.0, 1.0),
+    "adapt.tap_memory_bytes": _in(4096, 1 << 34),
+    "adapt.window": _in(8, 1_000_000),
+    "adapt.calib_samples": _in(16, 1_000_000),
+    "adapt.collect_timeout_s": _in(0.1, 86400),
+    "adapt.min_interval_s": _in(0.0, 86400),
+    "adapt.period_s": _in(0.0, 86400 * 7),
+    "adapt.fidelity_floor": _in(0.0, 1.0),
+    "adapt.accuracy_floor": _in(0.0, 1.0),
+    "adapt.probation_s": _in(0.0, 86400),
+    "adapt.latency_slo_us": _in(0.0, 1e9),
+    "adapt.load_per_cpu": _in(0.0, 1000.0),
+    "adapt.cpu_temp_c": _in(0.0, 200.0),
+    "adapt.nice": _in(0, 19),
     "model.warmup_runs": _in(0, 1000),
     "server.bind": _endpoint,
     "server.workers": _in(1, 64),

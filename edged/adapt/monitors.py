@@ -50,16 +50,27 @@ class KlDriftMonitor:
     windows above the threshold and back after ``patience`` windows below
     ``hysteresis`` times it; after a trip, ``cooldown`` windows pass before
     the next trip is reported.
+
+    With ``value_bins`` set, the histogram is joint over (feature, value
+    bucket): each feature gets ``value_bins`` buckets of its int8 range. That
+    sees shifts that move values between features without changing their
+    pooled distribution (a translated image); the pooled 256-bin histogram
+    (``value_bins=None``) is cheaper and fits wide tensors.
     """
 
     def __init__(self, window: int = 256, reference_windows: int = 8, z: float = 4.0,
-                 hysteresis: float = 0.7, patience: int = 2, cooldown: int = 8, alpha: float = 0.5) -> None:
+                 hysteresis: float = 0.7, patience: int = 2, cooldown: int = 8, alpha: float = 0.5,
+                 value_bins: int | None = None) -> None:
         if window < 1 or reference_windows < 3:
             raise ValueError("drift monitor needs window >= 1 and at least 3 reference windows")
         if not 0 < hysteresis <= 1:
             raise ValueError(f"hysteresis must be in (0, 1], got {hysteresis}")
         self.window, self.reference_windows, self.z = window, reference_windows, z
         self.hysteresis, self.patience, self.cooldown, self.alpha = hysteresis, patience, cooldown, alpha
+        if value_bins is not None and not 2 <= value_bins <= 256:
+            raise ValueError(f"value_bins must be within [2, 256], got {value_bins}")
+        self.value_bins = value_bins
+        self._bins: int | None = None
         self.rebase()
 
     def rebase(self) -> None:
@@ -67,7 +78,7 @@ class KlDriftMonitor:
         self._reference: list[np.ndarray] = []
         self._pool: np.ndarray | None = None
         self.threshold: float | None = None
-        self._current = np.zeros(256, dtype=np.int64)
+        self._current: np.ndarray | None = None
         self._filled = 0
         self._windows = 0
         self._above = self._below = 0
@@ -88,7 +99,8 @@ class KlDriftMonitor:
         start = 0
         while start < rows.shape[0]:
             take = min(self.window - self._filled, rows.shape[0] - start)
-            self._current += int8_histogram(rows[start : start + take])
+            hist = self._histogram(rows[start : start + take])
+            self._current = hist if self._current is None else self._current + hist
             self._filled += take
             start += take
             if self._filled == self.window:
@@ -97,8 +109,20 @@ class KlDriftMonitor:
                     readings.append(reading)
         return readings
 
+    def _histogram(self, rows: np.ndarray) -> np.ndarray:
+        if self.value_bins is None:
+            return int8_histogram(rows)
+        features = rows.shape[1]
+        if self._bins is None:
+            self._bins = features * self.value_bins
+        elif self._bins != features * self.value_bins:
+            raise ValueError(f"drift monitor saw {self._bins // self.value_bins} features, now {features}")
+        bucket = (rows.astype(np.int64) + 128) * self.value_bins // 256
+        flat = np.arange(features)[None, :] * self.value_bins + bucket
+        return np.bincount(flat.reshape(-1), minlength=self._bins).astype(np.int64)
+
     def _close_window(self) -> DriftReading | None:
-        counts, self._current, self._filled = self._current, np.zeros(256, dtype=np.int64), 0
+        counts, self._filled, self._current = self._current, 0, None
         if not self.calibrated:
             self._reference.append(counts)
             if len(self._reference) == self.reference_windows:

@@ -117,3 +117,11 @@ class Taps:
         """A copy of the newest ``n`` samples of ``tensor`` [n, features]."""
         with self._lock:
             return self.rings[tensor].latest(n)
+
+    def since(self, seen: int, tensors: list[int]) -> tuple[int, list[np.ndarray]]:
+        """Rows recorded after the first ``seen`` ever (at most what the rings hold), for each of
+        ``tensors``, read together so the rows line up; returns the new total and the rows."""
+        with self._lock:
+            total = self.rings[tensors[0]].total
+            n = min(total - seen, self.rings[tensors[0]].count)
+            return total, [self.rings[t].latest(n) for t in tensors]

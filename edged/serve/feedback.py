@@ -32,6 +32,7 @@ class FeedbackLog:
         self.capacity = capacity
         self._pending: OrderedDict[str, tuple[str, str, np.ndarray]] = OrderedDict()
         self.events: deque[FeedbackEvent] = deque(maxlen=keep_events)
+        self.total = 0  # events ever matched
         self._lock = threading.Lock()
 
     def record(self, request_id: str, model_name: str, model_version: str, output: np.ndarray) -> None:
@@ -58,4 +59,11 @@ class FeedbackLog:
             del self._pending[request_id]
             event = FeedbackEvent(request_id, name, version, predicted, labels)
             self.events.append(event)
+            self.total += 1
         return ("correct" if event.correct == len(labels) else "incorrect"), event
+
+    def since(self, seen: int) -> tuple[int, list[FeedbackEvent]]:
+        """Events matched after the first ``seen`` (those still kept) and the new total."""
+        with self._lock:
+            new = min(self.total - seen, len(self.events))
+            return self.total, list(self.events)[len(self.events) - new :] if new > 0 else []

@@ -107,3 +107,16 @@ def test_accuracy_from_feedback():
     assert reading.samples == 4 and reading.accuracy == 1.0  # the window slid past the miss
     with pytest.raises(ValueError, match="outside"):
         mon.record(1, 10)
+
+
+def test_joint_histogram_sees_a_translation_the_pooled_one_misses():
+    rng = np.random.default_rng(5)
+    base = gaussian_int8(rng, 4096, features=16, std=30.0)
+    base[:, :8] = np.abs(base[:, :8])  # left half bright, right half dark: position matters
+    base[:, 8:] = -np.abs(base[:, 8:])
+    moved = np.roll(base, 8, axis=1)  # same values, other features
+    for bins, should_trip in ((None, False), (16, True)):
+        mon = KlDriftMonitor(window=256, reference_windows=8, patience=1, value_bins=bins)
+        mon.observe(base[: 256 * 8])
+        readings = mon.observe(moved[: 256 * 4])
+        assert any(r.tripped for r in readings) == should_trip

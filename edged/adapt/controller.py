@@ -1,0 +1,454 @@
+"""The pruning controller: watch the served data, re-derive a sparse model from the dense master
+when it pays, prove it, swap it in, and take it back if it degrades.
+
+States: serving -> collecting -> training -> pruning -> validating -> swapping
+-> probation -> serving, with rollback from probation. One adaptation at a
+time, at most one per ``min_interval_s``; every decision is an ``Event`` with
+its reason and numbers, counted in metrics and, for swaps, written to the
+model store's lineage. The controller never raises into the daemon: a crash
+inside an adaptation is logged with its trace, counted, and backed off, and
+the served model stays.
+
+It reads the serving path only through activation taps (a sampled copy of
+the model input, output and the inputs of every prunable layer), and acts
+only through ``deploy``, the daemon's validated hot swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from edged.adapt.calibration import Calibration, prunable_ops
+from edged.adapt.compress import STRATEGIES, Compressor
+from edged.adapt.monitors import AccuracyMonitor, FidelityMonitor, KlDriftMonitor
+from edged.adapt.stats import mean_row_kl, wilson_lower_bound
+from edged.adapt.taps import Taps, TapSpec, default_taps
+from edged.config import AdaptSection
+from edged.errors import EdgedError
+from edged.model.ir import Graph
+from edged.model.tflite import read_tflite, write_tflite
+from edged.sparse.block_csr import BlockShape
+
+log = logging.getLogger("edged.adapt")
+
+
+class State(StrEnum):
+    SERVING = "serving"
+    COLLECTING = "collecting"
+    TRAINING = "training"
+    PRUNING = "pruning"
+    VALIDATING = "validating"
+    SWAPPING = "swapping"
+    PROBATION = "probation"
+
+
+@dataclass
+class Event:
+    at: float  # time.time()
+    kind: str  # trigger, collected, trained, pruned, validated, rejected, swapped, rolled_back, error, ...
+    state: str
+    reason: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        nums = ", ".join(f"{k}={_fmt(v)}" for k, v in self.numbers.items())
+        return f"{self.kind:<11} [{self.state}] {self.reason}" + (f" ({nums})" if nums else "")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+class AdaptationAbortedError(Exception):
+    """An adaptation stopped for a reason that is not a bug (no data, rejected candidate)."""
+
+
+class Controller:
+    """Runs adaptations for one served model family; see the module docstring."""
+
+    def __init__(
+        self, master: bytes, cfg: AdaptSection, *, current: Callable[[], Any],
+        deploy: Callable[[bytes, dict], Any], feedback=None, metrics=None,
+        on_event: Callable[[Event], None] | None = None, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.master_bytes = master
+        self.master: Graph = read_tflite(master, name="master")
+        if self.master.input_tensors[0].dtype != np.int8 or self.master.output_tensors[0].dtype != np.int8:
+            raise EdgedError("adaptation needs a model with int8 input and output tensors")
+        if not prunable_ops(self.master):
+            raise EdgedError("adaptation needs a model with FULLY_CONNECTED or CONV_2D layers to prune")
+        from edged.runtime.native import NativeEngine
+
+        self.master_engine = NativeEngine(self.master, "master", layout="dense")
+        self.current, self.deploy_fn, self.feedback, self.metrics = current, deploy, feedback, metrics
+        self.on_event = on_event
+        self.clock = clock
+        g = self.master
+        self.input_tensor, self.output_tensor = g.inputs[0], g.outputs[0]
+        specs = [TapSpec(t, g.tensors[t].name, int(np.prod(g.tensors[t].shape[1:])))
+                 for t in (self.input_tensor, self.output_tensor)]
+        specs += [s for s in default_taps(g) if s.tensor not in (self.input_tensor, self.output_tensor)]
+        self.taps = Taps(specs, cfg.sample_rate, cfg.tap_memory_bytes)
+        features = int(np.prod(g.input_tensors[0].shape[1:]))
+        # Joint (pixel, value) histograms see shifts that only move values around (translation)
+        # while the pooled histogram would not; wide inputs use the pooled one.
+        self.drift = KlDriftMonitor(window=cfg.window, value_bins=16 if features * 16 <= 1 << 16 else None)
+        self.fidelity = FidelityMonitor(window=max(64, cfg.window))
+        classes = int(np.prod(g.output_tensors[0].shape[1:]))
+        self.accuracy = AccuracyMonitor(max(classes, 2), window=max(64, cfg.window))
+        self.kl_budget = cfg.kl_budget
+        self.state = State.SERVING
+        self.events: deque[Event] = deque(maxlen=2000)
+        self._seen = 0
+        self._feedback_seen = 0
+        self._last_adaptation = -float("inf")
+        self._backoff = 0.0
+        self._probation_until = 0.0
+        self._serving_content = master  # bytes of the served version
+        self._previous: bytes | None = None  # what probation rolls back to
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_drift = None
+
+    # ------------------------------------------------------------ wiring
+
+    def attach(self, model: Any) -> None:
+        """Tap every native engine of a served model (the master's tensors: same graph layout)."""
+        for engine in getattr(model, "engines", []):
+            if hasattr(engine, "taps"):
+                engine.taps = self.taps
+
+    def start(self) -> None:
+        self.attach(self.current())
+        self._thread = threading.Thread(target=self._loop, name="edged-adapt", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        try:  # lower this thread's priority only (Linux: a thread id is a process id to setpriority)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.cfg.nice)
+        except (OSError, AttributeError) as exc:
+            log.info("adaptation thread keeps the daemon's priority: %s", exc)
+        while not self._stop.wait(0.1):
+            try:
+                self.step()
+            except Exception:
+                self._error("monitoring", traceback.format_exc())
+
+    # ------------------------------------------------------------ events
+
+    def _emit(self, kind: str, reason: str, **numbers: Any) -> Event:
+        event = Event(time.time(), kind, self.state.value, reason, numbers)
+        self.events.append(event)
+        log.info("adapt %s", event.line())
+        if self.metrics is not None:
+            self.metrics.adaptation_event(event)
+        if self.on_event is not None:
+            self.on_event(event)
+        return event
+
+    def _set_state(self, state: State) -> None:
+        self.state = state
+        if self.metrics is not None:
+            self.metrics.adaptation_state(state.value)
+
+    def _error(self, where: str, trace: str) -> None:
+        self._backoff = min(max(2 * self._backoff, self.cfg.min_interval_s, 1.0), 3600.0)
+        self._last_adaptation = self.clock()
+        log.error("adaptation failed while %s; backing off %.0f s\n%s", where, self._backoff, trace)
+        self._set_state(State.SERVING)
+        self._emit("error", f"crash while {where}; still serving the current model",
+                   backoff_s=self._backoff, error=trace.strip().splitlines()[-1])
+        if self.metrics is not None:
+            self.metrics.adaptations.labels("error").inc()
+
+    # ------------------------------------------------------------ serving: monitors and triggers
+
+    def step(self) -> None:
+        """One look at what was served since the last step; may run a whole adaptation."""
+        fresh = self._fresh_rows()
+        trigger = None
+        if fresh is not None:
+            x, y = fresh
+            for reading in self.drift.observe(x):
+                self.last_drift = reading
+                if self.metrics is not None:
+                    self.metrics.drift(reading.kl, reading.js)
+                if reading.tripped:
+                    why = f"input KL {reading.kl:.4f} > threshold {reading.threshold:.4f}"
+                    trigger = trigger or ("drift", why)
+            if not self._served_is_master:
+                # log-probabilities: the monitor's softmax gives the probabilities back
+                served = np.log(_probs(self._dequantize(y)))
+                reading = self.fidelity.observe(served, np.log(_probs(self._master_outputs(x))))
+                if self.metrics is not None:
+                    self.metrics.fidelity(reading.agreement, reading.output_kl)
+                if reading.breached(self.cfg.fidelity_floor, 4 * self.kl_budget):
+                    if self.state == State.PROBATION:
+                        self._rollback(reading)
+                        return
+                    trigger = ("fidelity", f"agreement lower bound {reading.agreement_lower:.3f} < "
+                               f"{self.cfg.fidelity_floor}")
+                    self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
+        if self.state == State.PROBATION and self.clock() >= self._probation_until:
+            self._set_state(State.SERVING)
+            self._emit("kept", "probation passed", agreement=self.fidelity.reading().agreement)
+        trigger = trigger or self._feedback_trigger() or self._pressure_trigger() or self._timer_trigger()
+        if trigger and self.state == State.SERVING and self._may_adapt():
+            self.adapt(*trigger)
+
+    def _fresh_rows(self) -> tuple[np.ndarray, np.ndarray] | None:
+        total, (x, y) = self.taps.since(self._seen, [self.input_tensor, self.output_tensor])
+        self._seen = total
+        if len(x) == 0:
+            return None
+        shape = self.master.input_tensors[0].shape[1:]
+        return x.reshape((-1, *shape)), y
+
+    def _master_outputs(self, x: np.ndarray) -> np.ndarray:
+        return self._dequantize(self.master_engine.infer([x])[0].reshape(len(x), -1))
+
+    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+        q = self.master.output_tensors[0].quant
+        return (y.astype(np.float64) - float(q.zero_point[0])) * float(q.scale[0])
+
+    def _feedback_trigger(self) -> tuple[str, str] | None:
+        if self.feedback is None:
+            return None
+        self._feedback_seen, new = self.feedback.since(self._feedback_seen)
+        reading = None
+        for e in new:
+            for p, t in zip(e.predicted, e.label, strict=True):
+                try:
+                    reading = self.accuracy.record(p, t)
+                except ValueError:
+                    if self.metrics is not None:
+                        self.metrics.bad_labels.inc()
+        if reading is not None and self.metrics is not None:
+            self.metrics.accuracy(reading.accuracy)
+        floor = self.cfg.accuracy_floor
+        if reading is not None and floor > 0 and reading.samples >= 50 and reading.accuracy_lower < floor:
+            self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
+            return "accuracy", f"feedback accuracy lower bound {reading.accuracy_lower:.3f} < {floor}"
+        return None
+
+    def _pressure_trigger(self) -> tuple[str, str] | None:
+        cfg, why = self.cfg, None
+        model = self.current()
+        if cfg.latency_slo_us > 0 and getattr(model, "batch1_us", 0) > cfg.latency_slo_us:
+            why = f"batch-1 time {model.batch1_us:.0f} us > SLO {cfg.latency_slo_us:.0f} us"
+        if why is None and cfg.load_per_cpu > 0:
+            load = os.getloadavg()[0] / (os.cpu_count() or 1)
+            if load > cfg.load_per_cpu:
+                why = f"load {load:.2f} per CPU > {cfg.load_per_cpu}"
+        if why is None and cfg.cpu_temp_c > 0:
+            temp = _hottest_sensor()
+            if temp is not None and temp > cfg.cpu_temp_c:
+                why = f"CPU at {temp:.0f} C > {cfg.cpu_temp_c:.0f} C"
+        if why is None:
+            return None
+        self.kl_budget = min(self.kl_budget * 1.5, cfg.max_kl_budget)
+        return "pressure", why
+
+    def _timer_trigger(self) -> tuple[str, str] | None:
+        period = self.cfg.period_s
+        if period > 0 and self.clock() - self._last_adaptation >= period:
+            return "timer", f"no adaptation for {period:.0f} s"
+        return None
+
+    def _may_adapt(self) -> bool:
+        wait = max(self.cfg.min_interval_s, self._backoff)
+        return self.clock() - self._last_adaptation >= wait
+
+    # ------------------------------------------------------------ one adaptation
+
+    def adapt(self, kind: str, reason: str) -> str:
+        """Run one adaptation now; returns its outcome (swapped, rejected, aborted, error)."""
+        self._last_adaptation = self.clock()
+        self._emit("trigger", reason, trigger=kind, kl_budget=self.kl_budget)
+        t0 = time.perf_counter()
+        try:
+            outcome = self._adapt(kind, t0)
+        except AdaptationAbortedError as exc:
+            outcome = "aborted"
+            self._emit("aborted", str(exc))
+        except Exception:
+            self._error(self.state.value, traceback.format_exc())
+            return "error"
+        if self.state != State.PROBATION:
+            self._set_state(State.SERVING)
+        if outcome != "swapped":
+            self._backoff = 0.0
+        if self.metrics is not None:
+            self.metrics.adaptations.labels(outcome).inc()
+            self.metrics.adaptation_seconds.observe(time.perf_counter() - t0)
+        return outcome
+
+    def _adapt(self, kind: str, t0: float) -> str:
+        cfg = self.cfg
+        self._set_state(State.COLLECTING)
+        x = self._collect(cfg.calib_samples)
+        held = max(8, len(x) // 4)
+        calib, check = x[:-held], x[-held:]
+        self._emit("collected", "fresh window", samples=len(x), seconds=time.perf_counter() - t0)
+
+        self._set_state(State.TRAINING)
+        t1 = time.perf_counter()
+        strategy = STRATEGIES[cfg.strategy]()
+        comp = Compressor(self.master, Calibration(calib), strategy, self._blocks())
+        train_s = time.perf_counter() - t1
+        if self.metrics is not None:
+            self.metrics.training_seconds.observe(train_s)
+        self._emit("trained", f"{cfg.strategy} scores on {len(calib)} samples", seconds=train_s)
+
+        self._set_state(State.PRUNING)
+        t2 = time.perf_counter()
+        try:
+            result = comp.search(kl_budget=self.kl_budget, steps=8)
+        except ValueError as exc:
+            raise AdaptationAbortedError(f"no candidate: {exc}") from exc
+        self._emit("pruned", "KL-budget search", sparsity=result.sparsity, kl=result.kl,
+                   kl_budget=self.kl_budget, seconds=time.perf_counter() - t2,
+                   layers={p.op_index: round(p.sparsity, 3) for p in result.layers})
+
+        self._set_state(State.VALIDATING)
+        verdict = self._validate(result.graph, check)
+        numbers = {k: v for k, v in verdict.items() if k not in ("ok", "why")}
+        if not verdict["ok"]:
+            self._emit("rejected", verdict["why"], **numbers)
+            return "rejected"
+        self._emit("validated", "held-back window", **numbers)
+
+        self._set_state(State.SWAPPING)
+        content = write_tflite(result.graph)
+        previous = self._serving_content
+        made_by = {
+            "strategy": cfg.strategy, "trigger": kind, "kl_budget": self.kl_budget, "kl": result.kl,
+            "sparsity": result.sparsity, "layers": {str(p.op_index): [str(p.block), p.sparsity]
+                                                    for p in result.layers},
+            "kl_curve": [[p.tau, p.sparsity, p.kl] for p in result.curve],
+            "validation": numbers,
+            "parent_sha256": _sha(previous),
+        }
+        model = self.deploy_fn(content, made_by)
+        self.attach(model)
+        self._previous, self._serving_content = previous, content
+        self.fidelity.reset()
+        self.drift.rebase()
+        self._set_state(State.PROBATION)
+        self._probation_until = self.clock() + cfg.probation_s
+        self._emit("swapped", f"serving version {getattr(model, 'version', '?')}", sparsity=result.sparsity,
+                   kl=result.kl, cycle_s=time.perf_counter() - t0)
+        return "swapped"
+
+    def _collect(self, n: int) -> np.ndarray:
+        """The next ``n`` tapped model inputs (rows arriving after this call)."""
+        deadline = self.clock() + self.cfg.collect_timeout_s
+        start, _ = self.taps.since(0, [self.input_tensor])
+        start_total = start
+        while True:
+            total = self.taps.rings[self.input_tensor].total
+            if total - start_total >= n:
+                break
+            if self.clock() > deadline or self._stop.is_set():
+                raise AdaptationAbortedError(f"only {total - start_total} of {n} samples arrived in "
+                            f"{self.cfg.collect_timeout_s:.0f} s")
+            time.sleep(0.02)
+        _, (x,) = self.taps.since(total - n, [self.input_tensor])
+        self._seen = max(self._seen, total)
+        return x.reshape((-1, *self.master.input_tensors[0].shape[1:]))
+
+    def _blocks(self) -> dict[int, BlockShape] | BlockShape:
+        if self.cfg.block != "auto":
+            return BlockShape.parse(self.cfg.block)
+        from edged.runtime.advice import plan_advice
+
+        advice = plan_advice(self.master_engine.plan)
+        out = {}
+        for i in prunable_ops(self.master):
+            fast = advice[i].fast_blocks(0.8) if i in advice else []
+            out[i] = fast[0] if fast else BlockShape(1, 1)
+        return out
+
+    def _validate(self, candidate: Graph, x: np.ndarray) -> dict[str, Any]:
+        """Held-back fidelity and KL against the master, and latency against the served model."""
+        from edged.benchmark import measure
+        from edged.runtime.native import NativeEngine
+
+        engine = NativeEngine(candidate, "candidate")
+        cand = self._dequantize(engine.infer([x])[0].reshape(len(x), -1))
+        master = self._master_outputs(x)
+        agree = int(np.sum(np.argmax(cand, 1) == np.argmax(master, 1)))
+        lower = wilson_lower_bound(agree, len(x))
+        kl = mean_row_kl(_probs(master), _probs(cand))
+        served = self.current().engines[0]
+        stats = measure({"candidate": engine, "served": served}, [x[:1]], runs=200)
+        ratio = stats["candidate"].p50_us / stats["served"].p50_us
+        verdict = {"ok": True, "why": "", "agreement": agree / len(x), "agreement_lower": lower, "kl": kl,
+                   "latency_ratio": ratio, "samples": len(x)}
+        if lower < self.cfg.fidelity_floor:
+            verdict.update(ok=False, why=f"agreement lower bound {lower:.3f} < {self.cfg.fidelity_floor}")
+        elif kl > 2 * self.kl_budget:
+            verdict.update(ok=False, why=f"held-back KL {kl:.4f} > 2 x budget {self.kl_budget:.4f}")
+        elif ratio > 1.1:
+            verdict.update(ok=False, why=f"candidate p50 {ratio:.2f}x the served model's")
+        return verdict
+
+    @property
+    def _served_is_master(self) -> bool:
+        return self._serving_content == self.master_bytes
+
+    def _rollback(self, reading) -> None:
+        previous = self._previous or self.master_bytes
+        self._set_state(State.SWAPPING)
+        model = self.deploy_fn(previous, {"rollback": True, "agreement_lower": reading.agreement_lower,
+                                          "output_kl": reading.output_kl})
+        self.attach(model)
+        self._serving_content, self._previous = previous, None
+        self.fidelity.reset()
+        self.drift.rebase()
+        self._set_state(State.SERVING)
+        self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
+        version = getattr(model, "version", "?")
+        self._emit("rolled_back", f"fidelity fell in probation; serving version {version}",
+                   agreement_lower=reading.agreement_lower, kl_budget=self.kl_budget)
+        if self.metrics is not None:
+            self.metrics.adaptations.labels("rolled_back").inc()
+
+
+def _probs(values: np.ndarray) -> np.ndarray:
+    p = np.maximum(values, 1e-6)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _sha(content: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(content).hexdigest()
+
+
+def _hottest_sensor() -> float | None:
+    try:
+        import psutil
+
+        temps = psutil.sensors_temperatures()
+    except (AttributeError, OSError):
+        return None
+    values = [t.current for entries in temps.values() for t in entries if t.current]
+    return max(values) if values else None
