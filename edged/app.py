@@ -75,6 +75,8 @@ class App:
         self._swap_lock = threading.Lock()  # serializes reload and deploy; never taken by requests
         self._stop_requested = False
         self._reload_requested = False
+        self.controller = None  # edged.adapt.controller.Controller when adapt.enabled
+        self.on_adapt_event = None  # callback for adaptation events (the demo prints them)
 
     # ------------------------------------------------------------ model resolution
 
@@ -215,10 +217,44 @@ class App:
         status = self.status_line()
         log.info("%s", status)
         self.notifier.ready(status)
+        self._start_adaptation(model)
         timeout = watchdog_interval()
         if timeout is not None:
             self.watchdog = Watchdog(self.notifier, timeout, lambda: self.server.healthy(timeout / 2))
             self.watchdog.start()
+
+    def _start_adaptation(self, served: ServedModel) -> None:
+        """When adapt.enabled, adapt from the dense master: the configured model file, not
+        whatever adapted version the store serves. Never fatal: adaptation just stays off."""
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+        if not self.cfg.adapt.enabled:
+            return
+        if served.engine_kind != "native":
+            log.warning("adaptation needs the native engine; it stays off with %s", served.engine_kind)
+            return
+        try:
+            master = read_model_file(self._source(self.cfg)[0])
+        except (EdgedError, OSError) as exc:
+            log.warning("adaptation stays off: cannot read the master model: %s", exc)
+            return
+        from edged.adapt.controller import Controller
+        from edged.adapt.metrics import AdaptMetrics
+
+        if getattr(self, "_adapt_metrics", None) is None:
+            self._adapt_metrics = AdaptMetrics(self.metrics.registry)
+        try:
+            self.controller = Controller(
+                master, self.cfg.adapt, current=lambda: self.server.model, deploy=self.deploy,
+                feedback=self.feedback, metrics=self._adapt_metrics, on_event=self.on_adapt_event,
+            )
+        except EdgedError as exc:
+            log.warning("adaptation stays off: %s", exc)
+            return
+        self.controller.start()
+        a = self.cfg.adapt
+        log.info("adaptation on: %s strategy, KL budget %g", a.strategy, a.kl_budget)
 
     def status_line(self) -> str:
         m = self.server.model
@@ -255,6 +291,7 @@ class App:
                 self.server.swap(model)
                 self.metrics.swaps.inc()
                 log.info("swapped %s version %s -> %s", model.name, old.version, model.version)
+                self._start_adaptation(model)  # a new master from the config
             self.metrics.reloads.labels("swapped" if model else "unchanged").inc()
             ok = True
             status = self.status_line()
@@ -305,6 +342,8 @@ class App:
         return Config(**sections)
 
     def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
         in_flight = self.server.in_flight if self.server else 0
         self.notifier.stopping(f"draining {in_flight} request(s)")
         if self.server is not None:
@@ -324,6 +363,8 @@ class App:
 
     def _abort_start(self) -> None:
         """Undo a partial start so that the process can exit with the error."""
+        if self.controller is not None:
+            self.controller.stop()
         if self.server is not None:
             self.server.close(timeout_s=1)
         if self.http is not None:
