@@ -189,6 +189,13 @@ def _auto_blocks(graph, layers, sparsity: float):
     return blocks
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edged.demo import run_demo
+
+    run_demo(clean_s=args.clean_s, shifted_s=args.shifted_s, plot=args.plot or None, strategy=args.strategy)
+    return 0
+
+
 def _client(args: argparse.Namespace):
     from edged.serve.auth import load_keypair, load_public_key
     from edged.serve.client import Client
@@ -326,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", required=True, help=".npz with x (inputs, model dtype) and optional y (labels)")
     p.add_argument("-o", "--output", required=True, help="the compressed .tflite to write")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("demo", help="the adaptation loop live: daemon, clean then drifted traffic, swaps")
+    p.add_argument("--clean-s", type=float, default=12.0, help="seconds of clean traffic (default 12)")
+    p.add_argument("--shifted-s", type=float, default=25.0, help="seconds of drifted traffic (default 25)")
+    p.add_argument("--strategy", default="qsa", help="adaptation strategy: magnitude, wanda or qsa")
+    p.add_argument("--plot", default="edged-demo.png", help='PNG to write ("" for none)')
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="run the inference daemon (ZeroMQ, Prometheus metrics, systemd)")
     p.add_argument("--config", help="TOML config file (example: systemd/edged.toml)")

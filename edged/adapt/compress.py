@@ -167,7 +167,8 @@ class Compressor:
             values = (values - float(t.quant.zero_point[0])) * float(t.quant.scale[0])
         values = values.reshape(values.shape[0], -1)
         if self.master.operators[-1].opcode == "SOFTMAX":
-            return as_probabilities(values)
+            step = float(t.quant.scale[0]) if out.dtype.kind in "iu" and t.quant is not None else 0.0
+            return as_probabilities(values, max(1e-6, step / 2))
         return softmax_rows(values)
 
     def candidate(self, sparsities: dict[int, float]) -> Graph:

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from edged.adapt.calibration import Calibration, prunable_ops
-from edged.adapt.compress import STRATEGIES, Compressor
+from edged.adapt.compress import STRATEGIES, Compressor, QsaStrategy
 from edged.adapt.monitors import AccuracyMonitor, FidelityMonitor, KlDriftMonitor
-from edged.adapt.stats import mean_row_kl, wilson_lower_bound
+from edged.adapt.qsa import QsaConfig
+from edged.adapt.stats import as_probabilities, mean_row_kl, softmax_rows, wilson_lower_bound
 from edged.adapt.taps import Taps, TapSpec, default_taps
 from edged.config import AdaptSection
 from edged.errors import EdgedError
@@ -121,6 +122,7 @@ class Controller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_drift = None
+        self._block_choice: dict[int, BlockShape] | None = None
 
     # ------------------------------------------------------------ wiring
 
@@ -145,6 +147,10 @@ class Controller:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.cfg.nice)
         except (OSError, AttributeError) as exc:
             log.info("adaptation thread keeps the daemon's priority: %s", exc)
+        try:  # measure the block-shape advice now, not inside the first adaptation's time
+            self._blocks()
+        except Exception:
+            self._error("measuring block shapes", traceback.format_exc())
         while not self._stop.wait(0.1):
             try:
                 self.step()
@@ -195,15 +201,15 @@ class Controller:
                     trigger = trigger or ("drift", why)
             if not self._served_is_master:
                 # log-probabilities: the monitor's softmax gives the probabilities back
-                served = np.log(_probs(self._dequantize(y)))
-                reading = self.fidelity.observe(served, np.log(_probs(self._master_outputs(x))))
+                served = np.log(self._probs(self._dequantize(y)))
+                reading = self.fidelity.observe(served, np.log(self._probs(self._master_outputs(x))))
                 if self.metrics is not None:
                     self.metrics.fidelity(reading.agreement, reading.output_kl)
                 if reading.breached(self.cfg.fidelity_floor, 4 * self.kl_budget):
                     if self.state == State.PROBATION:
                         self._rollback(reading)
                         return
-                    trigger = ("fidelity", f"agreement lower bound {reading.agreement_lower:.3f} < "
+                    trigger = ("fidelity", f"agreement upper bound {reading.agreement_upper:.3f} < "
                                f"{self.cfg.fidelity_floor}")
                     self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
         if self.state == State.PROBATION and self.clock() >= self._probation_until:
@@ -223,6 +229,14 @@ class Controller:
 
     def _master_outputs(self, x: np.ndarray) -> np.ndarray:
         return self._dequantize(self.master_engine.infer([x])[0].reshape(len(x), -1))
+
+    def _probs(self, values: np.ndarray) -> np.ndarray:
+        """Output rows as probabilities: the model's own softmax (int8 zeros floored at half a
+        step), else the softmax of its logits."""
+        if self.master.operators[-1].opcode == "SOFTMAX":
+            step = float(self.master.output_tensors[0].quant.scale[0])
+            return as_probabilities(values, max(1e-6, step / 2))
+        return softmax_rows(values)
 
     def _dequantize(self, y: np.ndarray) -> np.ndarray:
         q = self.master.output_tensors[0].quant
@@ -310,7 +324,9 @@ class Controller:
 
         self._set_state(State.TRAINING)
         t1 = time.perf_counter()
-        strategy = STRATEGIES[cfg.strategy]()
+        # The retrainer gets a bounded share of the cycle: 0.4 s per layer at most.
+        strategy = QsaStrategy(QsaConfig(epochs=12, time_budget_s=0.4)) if cfg.strategy == "qsa" \
+            else STRATEGIES[cfg.strategy]()
         comp = Compressor(self.master, Calibration(calib), strategy, self._blocks())
         train_s = time.perf_counter() - t1
         if self.metrics is not None:
@@ -377,6 +393,8 @@ class Controller:
     def _blocks(self) -> dict[int, BlockShape] | BlockShape:
         if self.cfg.block != "auto":
             return BlockShape.parse(self.cfg.block)
+        if self._block_choice is not None:
+            return self._block_choice
         from edged.runtime.advice import plan_advice
 
         advice = plan_advice(self.master_engine.plan)
@@ -384,6 +402,7 @@ class Controller:
         for i in prunable_ops(self.master):
             fast = advice[i].fast_blocks(0.8) if i in advice else []
             out[i] = fast[0] if fast else BlockShape(1, 1)
+        self._block_choice = out
         return out
 
     def _validate(self, candidate: Graph, x: np.ndarray) -> dict[str, Any]:
@@ -396,7 +415,7 @@ class Controller:
         master = self._master_outputs(x)
         agree = int(np.sum(np.argmax(cand, 1) == np.argmax(master, 1)))
         lower = wilson_lower_bound(agree, len(x))
-        kl = mean_row_kl(_probs(master), _probs(cand))
+        kl = mean_row_kl(self._probs(master), self._probs(cand))
         served = self.current().engines[0]
         stats = measure({"candidate": engine, "served": served}, [x[:1]], runs=200)
         ratio = stats["candidate"].p50_us / stats["served"].p50_us
@@ -417,24 +436,22 @@ class Controller:
     def _rollback(self, reading) -> None:
         previous = self._previous or self.master_bytes
         self._set_state(State.SWAPPING)
-        model = self.deploy_fn(previous, {"rollback": True, "agreement_lower": reading.agreement_lower,
+        model = self.deploy_fn(previous, {"rollback": True, "agreement_upper": reading.agreement_upper,
                                           "output_kl": reading.output_kl})
         self.attach(model)
         self._serving_content, self._previous = previous, None
         self.fidelity.reset()
+        if self.metrics is not None and self._served_is_master:
+            self.metrics.fidelity(1.0, 0.0)
         self.drift.rebase()
         self._set_state(State.SERVING)
         self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
         version = getattr(model, "version", "?")
         self._emit("rolled_back", f"fidelity fell in probation; serving version {version}",
-                   agreement_lower=reading.agreement_lower, kl_budget=self.kl_budget)
+                   agreement=reading.agreement, agreement_upper=reading.agreement_upper,
+                   kl_budget=self.kl_budget)
         if self.metrics is not None:
             self.metrics.adaptations.labels("rolled_back").inc()
-
-
-def _probs(values: np.ndarray) -> np.ndarray:
-    p = np.maximum(values, 1e-6)
-    return p / p.sum(axis=1, keepdims=True)
 
 
 def _sha(content: bytes) -> str:

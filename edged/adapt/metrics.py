@@ -42,6 +42,7 @@ class AdaptMetrics:
             "edged_feedback_bad_labels", "Feedback labels outside the model's classes", registry=r
         )
         self.adaptation_state("serving")
+        self.fidelity(1.0, 0.0)  # the master serves at start: it agrees with itself
 
     def adaptation_event(self, event) -> None:
         self.events.labels(event.kind).inc()

@@ -166,10 +166,13 @@ class FidelityReading:
     agreement: float  # top-1 agreement of the served model with the dense master
     agreement_lower: float  # its Wilson lower bound (95 %)
     output_kl: float  # mean KL(master || served) of the softmax outputs
+    agreement_upper: float = 1.0  # its Wilson upper bound (95 %)
 
     def breached(self, floor: float, kl_budget: float, min_samples: int = 50) -> bool:
-        """Enough evidence that the served model fell below the floor or above the budget."""
-        return self.samples >= min_samples and (self.agreement_lower < floor or self.output_kl > kl_budget)
+        """Evidence that the served model is below the agreement floor (even its upper bound is)
+        or above the KL budget. A validation gate asks the opposite question (is the lower bound
+        above the floor?); asking it here would roll back good models on sampling noise."""
+        return self.samples >= min_samples and (self.agreement_upper < floor or self.output_kl > kl_budget)
 
 
 class FidelityMonitor:
@@ -200,7 +203,8 @@ class FidelityMonitor:
         n = len(self._agree)
         k = sum(self._agree)
         return FidelityReading(n, k / n if n else 1.0, wilson_lower_bound(k, n) if n else 0.0,
-                               float(np.mean(self._kl)) if n else 0.0)
+                               float(np.mean(self._kl)) if n else 0.0,
+                               1.0 - wilson_lower_bound(n - k, n) if n else 1.0)
 
 
 @dataclass

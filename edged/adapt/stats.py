@@ -56,7 +56,11 @@ def mean_output_kl(p_logits: np.ndarray, q_logits: np.ndarray, eps: float = 1e-1
 
 
 def as_probabilities(rows: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Rows of (dequantized, so slightly off) probabilities, made proper: >= eps, summing to 1."""
+    """Rows of (dequantized, so slightly off) probabilities, made proper: >= eps, summing to 1.
+
+    For int8 probabilities pass half a quantization step as ``eps``: a 0 there
+    means "below one step", and flooring it far lower would make KL between two
+    int8 models mostly a measure of which tiny classes rounded to zero."""
     p = np.maximum(np.asarray(rows, dtype=np.float64), eps)
     return p / p.sum(axis=-1, keepdims=True)
 
