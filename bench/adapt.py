@@ -1,6 +1,6 @@
 """Accuracy vs compression of the bundled models under edged's compressor, in one run.
 
-    python bench/adapt.py [--json OUT.json]
+    python bench/adapt.py [--json OUT.json] [--only compression|drift|cycle]
 
 The bundled digits test split (360 images) is cut in two: the first half is
 the calibration data the compressor sees, the second half is held out and
@@ -8,6 +8,12 @@ gives the accuracy. For each model, strategy, block shape and target
 sparsity: held-out accuracy, output KL on the calibration half, and the
 compression ratio (bytes of weights + indices + quantization parameters as
 served, over the float32 weight bytes).
+
+Then, under drift (noise, contrast, translation, blur): a static mask cut
+on clean calibration data against dynamic re-pruning cut on the drifted
+window, at equal sparsity, both scored on held-out drifted images. Last, one
+full adaptation cycle of the wide MLP inside the daemon under load: its
+duration, and the serving p99 during it against the steady p99.
 """
 
 from __future__ import annotations
@@ -25,13 +31,33 @@ from edged.sparse.block_csr import BlockShape
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 BLOCKS = (BlockShape(1, 1), BlockShape(16, 4))
-STRATEGY_NAMES = ("magnitude", "wanda", "qsa")
+STRATEGY_NAMES = ("magnitude", "wanda", "qsa", "qsa+bc")  # +bc: with bias correction
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--only", choices=("compression", "drift", "cycle"))
     args = ap.parse_args(argv)
+    results = {}
+    if args.only in (None, "compression"):
+        results["compression"] = compression()
+    if args.only in (None, "drift"):
+        results["drift"] = drift()
+    if args.only in (None, "cycle"):
+        results["cycle"] = cycle()
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+def _inputs(graph, images):
+    t = graph.input_tensors[0]
+    return digits_input(images, t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+
+
+def compression() -> list[dict]:
     images, labels = load_digits_test()
     rows = []
     print(f"{'model':<11} {'strategy':<10} {'block':>5} {'target':>6} {'sparsity':>8} {'KL':>8} "
@@ -49,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         _print(base)
         for strategy in STRATEGY_NAMES:
             for block in BLOCKS:
-                comp = Compressor(graph, calib, STRATEGIES[strategy](), block)
+                correct = strategy.endswith("+bc")
+                comp = Compressor(graph, calib, STRATEGIES[strategy.removesuffix("+bc")](), block,
+                                  bias_correction=correct)
                 for target in SPARSITIES:
                     t0 = time.perf_counter()
                     try:
@@ -65,10 +93,128 @@ def main(argv: list[str] | None = None) -> int:
                            "layers": {str(p.op_index): p.sparsity for p in result.layers}}
                     rows.append(row)
                     _print(row)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=1)
-    return 0
+    return rows
+
+
+UNSTRUCTURED = BlockShape(1, 1)
+
+
+def drift(sparsity: float = 0.7, block: BlockShape = UNSTRUCTURED) -> list[dict]:
+    """Static mask (clean calibration) vs dynamic re-pruning (drifted window) at equal sparsity."""
+    from edged.corruptions import KINDS, corrupt
+
+    images, labels = load_digits_test()
+    half = len(images) // 2
+    rows = []
+    print(f"\n{'model':<11} {'corruption':<10} {'master':>7} {'static':>7} {'dynamic':>8} {'gain':>6} "
+          f"{'sparsity s/d':>13}   (held-out accuracy, {block} masks, target {sparsity:.0%})")
+    for name in ("digits_mlp", "digits_cnn"):
+        graph = read_tflite(default_model_path(name))
+        clean = _inputs(graph, images)
+        static = Compressor(graph, Calibration(clean[:half], labels[:half]), STRATEGIES["qsa"](), block)
+        static_result = static.search(sparsity=sparsity, steps=10)
+        for kind in KINDS:
+            shifted = _inputs(graph, corrupt(images, kind, 1.0, seed=3))
+            held = Compressor(graph, Calibration(shifted[half:], labels[half:]), STRATEGIES["magnitude"]())
+            window = Calibration(shifted[:half], labels[:half])
+            dynamic = Compressor(graph, window, STRATEGIES["qsa"](), block)
+            dyn_result = dynamic.search(sparsity=sparsity, steps=10)
+            row = {"model": name, "corruption": kind, "master": held.accuracy(graph),
+                   "static": held.accuracy(static_result.graph), "dynamic": held.accuracy(dyn_result.graph),
+                   "static_sparsity": static_result.sparsity, "dynamic_sparsity": dyn_result.sparsity}
+            rows.append(row)
+            print(f"{name:<11} {kind:<10} {row['master']:>7.1%} {row['static']:>7.1%} {row['dynamic']:>8.1%} "
+                  f"{(row['dynamic'] - row['static']) * 100:>+6.1f} "
+                  f"{row['static_sparsity']:>6.1%}/{row['dynamic_sparsity']:.1%}")
+    return rows
+
+
+def cycle(clients: int = 2, steady_s: float = 8.0, timeout_s: float = 60.0) -> dict:
+    """One adaptation of the wide MLP inside `edged serve` under load: duration and p99."""
+    import subprocess
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    import numpy as np
+
+    from edged.corruptions import corrupt
+    from edged.demo import _free_port, _wait_ready
+    from edged.serve.client import Client
+
+    images, _ = load_digits_test()
+    graph = read_tflite(default_model_path("digits_mlp"))
+    clean, shifted = _inputs(graph, images), _inputs(graph, corrupt(images, "noise", 1.0, seed=4))
+    work = Path(tempfile.mkdtemp(prefix="edged-cycle-"))
+    port = _free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    (work / "c.toml").write_text(
+        f'[model]\npath = "{default_model_path("digits_mlp")}"\n[server]\nbind = "{endpoint}"\n'
+        f'[metrics]\nlisten = ""\n[store]\nstate_dir = "{work / "state"}"\n'
+        '[adapt]\nenabled = true\nstrategy = "qsa"\nblock = "1x1"\nsample_rate = 0.5\nwindow = 128\n'
+        'calib_samples = 384\nmin_interval_s = 0\nprobation_s = 5\nkl_budget = 0.1\nfidelity_floor = 0.8\n'
+    )
+    log_path = work / "daemon.log"
+    with open(log_path, "wb") as log_file:
+        cmd = [sys.executable, "-m", "edged.cli", "serve", "--config", str(work / "c.toml")]
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+    lat: list[tuple[float, float]] = []
+    errors: list[str] = []
+    data = {"x": clean}
+    stop = threading.Event()
+
+    def load(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with Client(endpoint, timeout_ms=5000) as c:
+            while not stop.is_set():
+                x = data["x"][rng.integers(0, len(images), 1)]
+                t = time.perf_counter()
+                try:
+                    c.infer(x)
+                except Exception as exc:
+                    errors.append(repr(exc))
+                lat.append((time.monotonic(), (time.perf_counter() - t) * 1e6))
+
+    try:
+        _wait_ready(endpoint, proc, log_path)
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        time.sleep(steady_s)
+        switch = time.monotonic()
+        data["x"] = shifted
+        deadline = switch + timeout_s
+        while time.monotonic() < deadline and "adapt swapped" not in log_path.read_text(errors="replace") \
+                and "adapt rejected" not in log_path.read_text(errors="replace"):
+            time.sleep(0.2)
+        done = time.monotonic()
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    text = log_path.read_text(errors="replace")
+    events = [line.split("adapt ", 1)[1] for line in text.splitlines()
+              if "edged.adapt" in line and "adapt " in line]
+    cycle_s = next((float(e.split("cycle_s=")[1].rstrip(")")) for e in events if e.startswith("swapped")),
+                   None)
+    steady = [v for t, v in lat if t < switch]
+    during = [v for t, v in lat if switch <= t <= done]
+    result = {"events": events, "cycle_s": cycle_s, "requests": len(lat), "errors": len(errors),
+              "steady_p50_us": float(np.percentile(steady, 50)),
+              "steady_p99_us": float(np.percentile(steady, 99)),
+              "during_p50_us": float(np.percentile(during, 50)) if during else None,
+              "during_p99_us": float(np.percentile(during, 99)) if during else None}
+    print("\nadaptation cycle inside the daemon (digits_mlp, qsa, 2 clients at batch 1):")
+    for e in events:
+        print(f"  {e[:150]}")
+    if during:
+        print(f"cycle {cycle_s} s; {len(lat)} requests, {len(errors)} failed; p99 steady "
+              f"{result['steady_p99_us']:.0f} us, during adaptation {result['during_p99_us']:.0f} us "
+              f"({result['during_p99_us'] / result['steady_p99_us']:.2f}x)")
+    return result
 
 
 def _print(r: dict) -> None:

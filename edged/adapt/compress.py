@@ -32,7 +32,7 @@ from edged.model.ir import Graph
 from edged.sparse.block_csr import BlockShape, block_view
 
 DEFAULT_BLOCK = BlockShape(16, 4)
-SENSITIVITY_GRID = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+SENSITIVITY_GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)
 
 
 class Strategy(Protocol):
@@ -88,17 +88,36 @@ STRATEGIES: dict[str, Callable[[], Strategy]] = {
 }
 
 
+@dataclass
+class BlockRanking:
+    """Blocks of a score matrix from least to most worth keeping: sorted once, cut at any sparsity."""
+
+    order: np.ndarray  # flat block indices, ascending summed score (stable)
+    grid: tuple[int, int]
+    block: BlockShape
+    shape: tuple[int, ...]  # of the scores (the weight tensor)
+
+    @classmethod
+    def of(cls, scores: np.ndarray, block: BlockShape) -> BlockRanking:
+        flat = scores.reshape(scores.shape[0], -1)
+        sums = block_view(flat, block).sum(axis=(1, 3))
+        return cls(np.argsort(sums, axis=None, kind="stable"), sums.shape, block, scores.shape)
+
+    def mask(self, sparsity: float) -> np.ndarray:
+        """Keep-mask pruning the ``sparsity`` share of blocks with the lowest summed score."""
+        if not 0.0 <= sparsity <= 1.0:
+            raise ValueError(f"sparsity must be within [0, 1], got {sparsity}")
+        keep = np.ones(self.order.size, dtype=bool)
+        keep[self.order[: round(sparsity * self.order.size)]] = False
+        full = np.repeat(np.repeat(keep.reshape(self.grid), self.block.rows, axis=0), self.block.cols, axis=1)
+        n = self.shape[0]
+        k = int(np.prod(self.shape[1:]))
+        return full[:n, :k].reshape(self.shape)
+
+
 def score_mask(scores: np.ndarray, block: BlockShape, sparsity: float) -> np.ndarray:
     """Keep-mask pruning the ``sparsity`` share of ``block`` blocks with the lowest summed score."""
-    if not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"sparsity must be within [0, 1], got {sparsity}")
-    flat = scores.reshape(scores.shape[0], -1)
-    sums = block_view(flat, block).sum(axis=(1, 3))
-    n_pruned = round(sparsity * sums.size)
-    keep = np.ones(sums.size, dtype=bool)
-    keep[np.argsort(sums, axis=None, kind="stable")[:n_pruned]] = False
-    full = np.repeat(np.repeat(keep.reshape(sums.shape), block.rows, axis=0), block.cols, axis=1)
-    return full[: flat.shape[0], : flat.shape[1]].reshape(scores.shape)
+    return BlockRanking.of(scores, block).mask(sparsity)
 
 
 @dataclass
@@ -145,11 +164,15 @@ class Compressor:
         self.progress = progress or (lambda _msg: None)
         self.stats = layer_stats(master, calib.x)
         self._reference_out = self._outputs(ReferenceEngine(master))
-        self._scores = {}
+        self._ranking: dict[int, BlockRanking] = {}
         for i in self.layers:
             w = master.tensors[master.operators[i].inputs[1]].data
-            self._scores[i] = self.strategy.scores(self._float_weights(i), self.stats[i])
-            assert self._scores[i].shape == w.shape
+            scores = self.strategy.scores(self._float_weights(i), self.stats[i])
+            if scores.shape != w.shape:
+                raise ValueError(
+                    f"{self.strategy.name} scored op #{i} with shape {scores.shape}, not {w.shape}"
+                )
+            self._ranking[i] = BlockRanking.of(scores, self.blocks[i])
 
     def _float_weights(self, i: int) -> np.ndarray:
         w = self.master.tensors[self.master.operators[i].inputs[1]]
@@ -177,7 +200,7 @@ class Compressor:
         for i, s in sparsities.items():
             if s <= 0:
                 continue
-            keep = score_mask(self._scores[i], self.blocks[i], s)
+            keep = self._ranking[i].mask(s)
             mean = self.stats[i].mean_input if self.bias_correction else None
             requantize_layer(g, i, keep, mean)
         return g
@@ -221,7 +244,9 @@ class Compressor:
 
     def search(self, kl_budget: float | None = None, sparsity: float | None = None,
                steps: int = 14) -> CompressResult:
-        """Bisection over tau: the most pruning within ``kl_budget``, or the least reaching ``sparsity``."""
+        """Binary search over tau: the most pruning within ``kl_budget``, or the least KL reaching
+        ``sparsity``. The allocation only changes where tau crosses a measured sensitivity, so tau
+        runs over those values, at most ``steps`` joint candidates."""
         if (kl_budget is None) == (sparsity is None):
             raise ValueError("give exactly one of a KL budget or a target sparsity")
         if kl_budget is not None and kl_budget <= 0:
@@ -229,19 +254,22 @@ class Compressor:
         if sparsity is not None and not 0 < sparsity < 1:
             raise ValueError(f"the target sparsity must be in (0, 1), got {sparsity}")
         curves = self.sensitivity()
-        top = max(k for c in curves.values() for k in c.values()) + 1e-12
+        taus = sorted({k for c in curves.values() for k in c.values()})
         if sparsity is not None:
-            best_possible = self.overall_sparsity(self.allocate(curves, top))
+            best_possible = self.overall_sparsity(self.allocate(curves, taus[-1]))
             if best_possible + 1e-9 < sparsity:
                 raise ValueError(
                     f"no allocation reaches {sparsity:.0%} sparsity: at most {best_possible:.1%} with the "
                     f"largest grid sparsity {max(SENSITIVITY_GRID):.0%} in every layer"
                 )
-        lo, hi = 0.0, top
+        lo, hi = 0, len(taus) - 1  # indices into taus
         curve: list[CurvePoint] = []
         best: tuple[dict[int, float], float] | None = None
         for _ in range(steps):
-            tau = 0.5 * (lo + hi)
+            if lo > hi:
+                break
+            mid = (lo + hi) // 2
+            tau = taus[mid]
             alloc = self.allocate(curves, tau)
             s = self.overall_sparsity(alloc)
             kl = self.kl(self.candidate(alloc))
@@ -249,23 +277,23 @@ class Compressor:
             self.progress(f"tau {tau:.5f}: sparsity {s:.1%}, KL {kl:.5f}")
             if kl_budget is not None:
                 if kl <= kl_budget:
-                    lo = tau
+                    lo = mid + 1
                     if best is None or s > self.overall_sparsity(best[0]):
                         best = (alloc, kl)
                 else:
-                    hi = tau
+                    hi = mid - 1
             else:
                 if s >= sparsity - 1e-9:
-                    hi = tau
+                    hi = mid - 1
                     if best is None or kl < best[1]:
                         best = (alloc, kl)
                 else:
-                    lo = tau
+                    lo = mid + 1
         if best is None:
             if kl_budget is not None:
                 raise ValueError(f"no pruning meets the KL budget {kl_budget:g}: the gentlest point tried "
                                  f"had KL {min(p.kl for p in curve):.5f}")
-            alloc = self.allocate(curves, top)
+            alloc = self.allocate(curves, taus[-1])
             best = (alloc, self.kl(self.candidate(alloc)))
         alloc, kl = best
         layers = [LayerPlan(i, self.blocks[i], alloc[i], curves[i]) for i in self.layers]

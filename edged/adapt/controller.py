@@ -16,13 +16,16 @@ only through ``deploy``, the daemon's validated hot swap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -123,6 +126,7 @@ class Controller:
         self._thread: threading.Thread | None = None
         self.last_drift = None
         self._block_choice: dict[int, BlockShape] | None = None
+        self._workers: ProcessPoolExecutor | None = None
 
     # ------------------------------------------------------------ wiring
 
@@ -141,14 +145,25 @@ class Controller:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            self._workers = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        """One worker process, started once (spawn: no forked copy of the serving threads)."""
+        if self._workers is None:
+            self._workers = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_lower_priority, initargs=(self.cfg.nice,))
+        return self._workers
 
     def _loop(self) -> None:
         try:  # lower this thread's priority only (Linux: a thread id is a process id to setpriority)
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.cfg.nice)
         except (OSError, AttributeError) as exc:
             log.info("adaptation thread keeps the daemon's priority: %s", exc)
-        try:  # measure the block-shape advice now, not inside the first adaptation's time
+        try:  # measure the block-shape advice and start the worker now, not inside an adaptation
             self._blocks()
+            self._pool().submit(int).result()
         except Exception:
             self._error("measuring block shapes", traceback.format_exc())
         while not self._stop.wait(0.1):
@@ -322,29 +337,25 @@ class Controller:
         calib, check = x[:-held], x[-held:]
         self._emit("collected", "fresh window", samples=len(x), seconds=time.perf_counter() - t0)
 
+        # Training and pruning run in a worker process: they are numpy- and Python-heavy, and in
+        # this process they would hold the GIL against the serving threads.
         self._set_state(State.TRAINING)
-        t1 = time.perf_counter()
-        # The retrainer gets a bounded share of the cycle: 0.4 s per layer at most.
-        strategy = QsaStrategy(QsaConfig(epochs=12, time_budget_s=0.4)) if cfg.strategy == "qsa" \
-            else STRATEGIES[cfg.strategy]()
-        comp = Compressor(self.master, Calibration(calib), strategy, self._blocks())
-        train_s = time.perf_counter() - t1
-        if self.metrics is not None:
-            self.metrics.training_seconds.observe(train_s)
-        self._emit("trained", f"{cfg.strategy} scores on {len(calib)} samples", seconds=train_s)
-
-        self._set_state(State.PRUNING)
-        t2 = time.perf_counter()
+        job = self._pool().submit(compress_job, self.master_bytes, calib, cfg.strategy, self._blocks(),
+                                  self.kl_budget)
         try:
-            result = comp.search(kl_budget=self.kl_budget, steps=8)
+            done = job.result(timeout=max(60.0, 10 * cfg.collect_timeout_s))
         except ValueError as exc:
             raise AdaptationAbortedError(f"no candidate: {exc}") from exc
-        self._emit("pruned", "KL-budget search", sparsity=result.sparsity, kl=result.kl,
-                   kl_budget=self.kl_budget, seconds=time.perf_counter() - t2,
-                   layers={p.op_index: round(p.sparsity, 3) for p in result.layers})
+        if self.metrics is not None:
+            self.metrics.training_seconds.observe(done["train_s"])
+        self._emit("trained", f"{cfg.strategy} scores on {len(calib)} samples", seconds=done["train_s"])
+        self._set_state(State.PRUNING)
+        self._emit("pruned", "KL-budget search", sparsity=done["sparsity"], kl=done["kl"],
+                   kl_budget=self.kl_budget, seconds=done["prune_s"], layers=done["layer_sparsity"])
+        candidate = read_tflite(done["content"], name="candidate")
 
         self._set_state(State.VALIDATING)
-        verdict = self._validate(result.graph, check)
+        verdict = self._validate(candidate, check)
         numbers = {k: v for k, v in verdict.items() if k not in ("ok", "why")}
         if not verdict["ok"]:
             self._emit("rejected", verdict["why"], **numbers)
@@ -352,15 +363,12 @@ class Controller:
         self._emit("validated", "held-back window", **numbers)
 
         self._set_state(State.SWAPPING)
-        content = write_tflite(result.graph)
+        content = done["content"]
         previous = self._serving_content
         made_by = {
-            "strategy": cfg.strategy, "trigger": kind, "kl_budget": self.kl_budget, "kl": result.kl,
-            "sparsity": result.sparsity, "layers": {str(p.op_index): [str(p.block), p.sparsity]
-                                                    for p in result.layers},
-            "kl_curve": [[p.tau, p.sparsity, p.kl] for p in result.curve],
-            "validation": numbers,
-            "parent_sha256": _sha(previous),
+            "strategy": cfg.strategy, "trigger": kind, "kl_budget": self.kl_budget, "kl": done["kl"],
+            "sparsity": done["sparsity"], "layers": done["layers"], "kl_curve": done["curve"],
+            "validation": numbers, "parent_sha256": _sha(previous),
         }
         model = self.deploy_fn(content, made_by)
         self.attach(model)
@@ -369,8 +377,8 @@ class Controller:
         self.drift.rebase()
         self._set_state(State.PROBATION)
         self._probation_until = self.clock() + cfg.probation_s
-        self._emit("swapped", f"serving version {getattr(model, 'version', '?')}", sparsity=result.sparsity,
-                   kl=result.kl, cycle_s=time.perf_counter() - t0)
+        self._emit("swapped", f"serving version {getattr(model, 'version', '?')}", sparsity=done["sparsity"],
+                   kl=done["kl"], cycle_s=time.perf_counter() - t0)
         return "swapped"
 
     def _collect(self, n: int) -> np.ndarray:
@@ -469,3 +477,30 @@ def _hottest_sensor() -> float | None:
         return None
     values = [t.current for entries in temps.values() for t in entries if t.current]
     return max(values) if values else None
+
+
+def _lower_priority(nice: int) -> None:
+    with contextlib.suppress(OSError):  # a worker at the daemon's priority still works
+        os.nice(nice)
+
+
+def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_budget: float) -> dict:
+    """Score, allocate and prune in the worker process; returns the candidate's bytes and record.
+
+    The retrainer gets a bounded share of the cycle: 0.4 s per layer at most."""
+    t0 = time.perf_counter()
+    graph = read_tflite(master, name="master")
+    if strategy == "qsa":
+        scorer = QsaStrategy(QsaConfig(epochs=12, time_budget_s=0.4))
+    else:
+        scorer = STRATEGIES[strategy]()
+    comp = Compressor(graph, Calibration(calib), scorer, blocks)
+    t1 = time.perf_counter()
+    result = comp.search(kl_budget=kl_budget, steps=6)
+    return {
+        "content": write_tflite(result.graph), "sparsity": result.sparsity, "kl": result.kl,
+        "layers": {str(p.op_index): [str(p.block), p.sparsity] for p in result.layers},
+        "layer_sparsity": {p.op_index: round(p.sparsity, 3) for p in result.layers},
+        "curve": [[p.tau, p.sparsity, p.kl] for p in result.curve],
+        "train_s": t1 - t0, "prune_s": time.perf_counter() - t1,
+    }

@@ -156,7 +156,7 @@ def test_crash_inside_an_adaptation_keeps_serving_and_backs_off(monkeypatch):
     def boom(*_a, **_k):
         raise RuntimeError("retrainer exploded")
 
-    monkeypatch.setattr("edged.adapt.controller.Compressor", boom)
+    monkeypatch.setattr("edged.adapt.controller.Controller._pool", boom)
     with Traffic(daemon):
         assert ctrl.adapt("timer", "test") == "error"
     error = [e for e in ctrl.events if e.kind == "error"][-1]
