@@ -106,26 +106,30 @@ def drift(sparsity: float = 0.7, block: BlockShape = UNSTRUCTURED) -> list[dict]
     images, labels = load_digits_test()
     half = len(images) // 2
     rows = []
-    print(f"\n{'model':<11} {'corruption':<10} {'master':>7} {'static':>7} {'dynamic':>8} {'gain':>6} "
-          f"{'sparsity s/d':>13}   (held-out accuracy, {block} masks, target {sparsity:.0%})")
+    print(f"\n{'model':<11} {'strategy':<10} {'corruption':<10} {'master':>7} {'static':>7} {'dynamic':>8} "
+          f"{'gain':>6} {'sparsity s/d':>13}   (held-out accuracy, {block} masks, target {sparsity:.0%})")
     for name in ("digits_mlp", "digits_cnn"):
         graph = read_tflite(default_model_path(name))
         clean = _inputs(graph, images)
-        static = Compressor(graph, Calibration(clean[:half], labels[:half]), STRATEGIES["qsa"](), block)
-        static_result = static.search(sparsity=sparsity, steps=10)
-        for kind in KINDS:
-            shifted = _inputs(graph, corrupt(images, kind, 1.0, seed=3))
-            held = Compressor(graph, Calibration(shifted[half:], labels[half:]), STRATEGIES["magnitude"]())
-            window = Calibration(shifted[:half], labels[:half])
-            dynamic = Compressor(graph, window, STRATEGIES["qsa"](), block)
-            dyn_result = dynamic.search(sparsity=sparsity, steps=10)
-            row = {"model": name, "corruption": kind, "master": held.accuracy(graph),
-                   "static": held.accuracy(static_result.graph), "dynamic": held.accuracy(dyn_result.graph),
-                   "static_sparsity": static_result.sparsity, "dynamic_sparsity": dyn_result.sparsity}
-            rows.append(row)
-            print(f"{name:<11} {kind:<10} {row['master']:>7.1%} {row['static']:>7.1%} {row['dynamic']:>8.1%} "
-                  f"{(row['dynamic'] - row['static']) * 100:>+6.1f} "
-                  f"{row['static_sparsity']:>6.1%}/{row['dynamic_sparsity']:.1%}")
+        for strategy in ("magnitude", "wanda", "qsa"):
+            calib = Calibration(clean[:half], labels[:half])
+            static_result = Compressor(graph, calib, STRATEGIES[strategy](), block).search(
+                sparsity=sparsity, steps=10)
+            for kind in KINDS:
+                shifted = _inputs(graph, corrupt(images, kind, 1.0, seed=3))
+                judge = Calibration(shifted[half:], labels[half:])
+                held = Compressor(graph, judge, STRATEGIES["magnitude"]())
+                window = Calibration(shifted[:half], labels[:half])
+                dyn_result = Compressor(graph, window, STRATEGIES[strategy](), block).search(
+                    sparsity=sparsity, steps=10)
+                row = {"model": name, "strategy": strategy, "corruption": kind,
+                       "master": held.accuracy(graph), "static": held.accuracy(static_result.graph),
+                       "dynamic": held.accuracy(dyn_result.graph),
+                       "static_sparsity": static_result.sparsity, "dynamic_sparsity": dyn_result.sparsity}
+                rows.append(row)
+                print(f"{name:<11} {strategy:<10} {kind:<10} {row['master']:>7.1%} {row['static']:>7.1%} "
+                      f"{row['dynamic']:>8.1%} {(row['dynamic'] - row['static']) * 100:>+6.1f} "
+                      f"{row['static_sparsity']:>6.1%}/{row['dynamic_sparsity']:.1%}")
     return rows
 
 
