@@ -157,10 +157,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
         result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
     except ValueError as exc:
         raise EdgedError(str(exc)) from exc
+    encoded = []
+    if args.sparse_encoding:
+        from edged.sparse.tflite_encoding import sparsify_fc_weights
+
+        encoded = sparsify_fc_weights(result.graph)
     content = write_tflite(result.graph)
     with open(args.output, "wb") as f:
         f.write(content)
     print(f"wrote {args.output}: {len(content)} bytes ({args.strategy}, {time.perf_counter() - t0:.1f} s)")
+    if encoded:
+        print(f"  stored sparse (TFLite 1x16 encoding; LiteRT runs its sparse kernel): {', '.join(encoded)}")
     for p in result.layers:
         op = graph.operators[p.op_index]
         shape = "x".join(str(d) for d in graph.tensors[op.inputs[1]].shape)
@@ -332,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block shape of the masks: auto (fastest here at that sparsity), 1x1, 16x4, ...")
     p.add_argument("--calib", required=True, help=".npz with x (inputs, model dtype) and optional y (labels)")
     p.add_argument("-o", "--output", required=True, help="the compressed .tflite to write")
+    p.add_argument("--sparse-encoding", action="store_true",
+                   help="store eligible FULLY_CONNECTED weights in TFLite's sparse encoding (smaller file; "
+                        "LiteRT then rounds ties like its sparse kernel, and edged follows it)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("demo", help="the adaptation loop live: daemon, clean then drifted traffic, swaps")

@@ -102,6 +102,15 @@ def test_compress_writes_a_pruned_model_and_reports_it(tmp_path, capsys):
     assert "50.0% pruned" in text and "output KL" in text and "accuracy on the calibration labels" in text
     w = read_tflite(out).tensors[read_tflite(out).operators[1].inputs[1]].data
     assert 1 - np.count_nonzero(w) / w.size >= 0.49
+    small = tmp_path / "smaller.tflite"
+    assert main(["compress", str(model), "--sparsity", "0.5", "--block", "1x16", "--sparse-encoding",
+                 "--calib", str(tmp_path / "calib.npz"), "-o", str(small)]) == 0
+    assert "stored sparse" in capsys.readouterr().out and small.stat().st_size < out.stat().st_size
+    from edged.runtime.litert import LiteRTEngine
+    from edged.runtime.native import NativeEngine
+
+    native = NativeEngine.from_file(small).infer([x])[0]
+    assert np.array_equal(native, LiteRTEngine.from_file(small).infer([x])[0])
     assert main(["compress", str(model), "--sparsity", "2", "--block", "1x1",
                  "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) != 0
     assert "sparsity must be in (0, 1)" in capsys.readouterr().err
