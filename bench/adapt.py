@@ -161,7 +161,7 @@ def cycle(clients: int = 2, steady_s: float = 8.0, timeout_s: float = 60.0) -> d
     log_path = work / "daemon.log"
     with open(log_path, "wb") as log_file:
         cmd = [sys.executable, "-m", "edged.cli", "serve", "--config", str(work / "c.toml")]
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=work)
     lat: list[tuple[float, float]] = []
     errors: list[str] = []
     data = {"x": clean}

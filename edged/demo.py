@@ -104,8 +104,9 @@ def run_demo(clean_s: float = 12.0, shifted_s: float = 25.0, feedback_fraction: 
     env = {**os.environ, "EDGED_CACHE_DIR": os.environ.get("EDGED_CACHE_DIR", str(work / "cache"))}
     say(f"edged demo: starting the daemon on {model.name} with adaptation on ({strategy}); files in {work}")
     with open(log_path, "wb") as log_file:
+        # cwd: a source checkout's edged/ (without the built kernels) must not shadow the install
         proc = subprocess.Popen([sys.executable, "-m", "edged.cli", "serve", "--config", str(config)],
-                                stdout=log_file, stderr=subprocess.STDOUT, env=env)
+                                stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=work)
     timeline = Timeline()
     try:
         _wait_ready(endpoint, proc, log_path)
