@@ -132,17 +132,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from edged.adapt.calibration import load_calibration, prunable_ops
-    from edged.adapt.compress import STRATEGIES, Compressor, float_bytes, served_bytes
-    from edged.model.tflite import write_tflite
+    from edged.adapt.compress import (
+        STRATEGIES,
+        Compressor,
+        CompressResult,
+        HMatrixCompressor,
+        LayerPlan,
+        SvdCompressor,
+    )
     from edged.sparse.block_csr import BlockShape
 
     graph = _load_graph(args.model)
     calib = load_calibration(args.calib, graph)
-    if args.strategy not in STRATEGIES:
-        raise EdgedError(f"unknown strategy {args.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    factorized = {"hmatrix": HMatrixCompressor, "svd": SvdCompressor}
+    if args.strategy not in STRATEGIES and args.strategy not in factorized:
+        names = ", ".join([*STRATEGIES, *factorized])
+        raise EdgedError(f"unknown strategy {args.strategy!r}; choose one of {names}")
+    if args.tolerance is not None and args.strategy not in factorized:
+        raise EdgedError("--tolerance applies to the hmatrix and svd strategies")
+    if args.tolerance is not None and not 0 < args.tolerance < 1:
+        raise EdgedError(f"--tolerance must be in (0, 1), got {args.tolerance}")
+    if args.strategy in factorized and (args.tolerance is None) == (args.sparsity is None and
+                                                                   args.kl_budget is None):
+        raise EdgedError("give one of --tolerance, --kl-budget or --sparsity")
     layers = prunable_ops(graph)
     if not layers:
         raise EdgedError(f"{args.model}: no prunable layers (FULLY_CONNECTED / CONV_2D with int8 weights)")
+    t0 = time.perf_counter()
+
+    def progress(m: str) -> None:
+        print(f"  [{time.perf_counter() - t0:6.1f} s] {m}", file=sys.stderr)
+
+    if args.strategy in factorized:
+        try:
+            comp = factorized[args.strategy](graph, calib, progress=progress)
+            if args.tolerance is not None:
+                levels = {i: args.tolerance for i in comp.layers}
+                candidate = comp.candidate(levels)
+                result = CompressResult(candidate, [LayerPlan(i, BlockShape(1, 1), args.tolerance)
+                                                    for i in comp.layers],
+                                        comp.kl(candidate), comp.overall_sparsity(levels), [])
+            else:
+                result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
+        except ValueError as exc:
+            raise EdgedError(str(exc)) from exc
+        return _write_compressed(args, graph, comp, result, t0, factor_forms=True)
+    if args.sparsity is None and args.kl_budget is None:
+        raise EdgedError("give --sparsity or --kl-budget")
     if args.block == "auto":
         blocks = _auto_blocks(graph, layers, args.sparsity or 0.9)
     else:
@@ -150,13 +186,18 @@ def cmd_compress(args: argparse.Namespace) -> int:
             blocks = {i: BlockShape.parse(args.block) for i in layers}
         except ValueError as exc:
             raise EdgedError(str(exc)) from exc
-    t0 = time.perf_counter()
-    comp = Compressor(graph, calib, STRATEGIES[args.strategy](), blocks,
-                      progress=lambda m: print(f"  [{time.perf_counter() - t0:6.1f} s] {m}", file=sys.stderr))
+    comp = Compressor(graph, calib, STRATEGIES[args.strategy](), blocks, progress=progress)
     try:
         result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
     except ValueError as exc:
         raise EdgedError(str(exc)) from exc
+    return _write_compressed(args, graph, comp, result, t0)
+
+
+def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool = False) -> int:
+    from edged.adapt.compress import float_bytes, served_bytes
+    from edged.model.tflite import write_tflite
+
     encoded = []
     if args.sparse_encoding:
         from edged.sparse.tflite_encoding import sparsify_fc_weights
@@ -171,12 +212,23 @@ def cmd_compress(args: argparse.Namespace) -> int:
     for p in result.layers:
         op = graph.operators[p.op_index]
         shape = "x".join(str(d) for d in graph.tensors[op.inputs[1]].shape)
+        if factor_forms:
+            form = comp.form(p.op_index, p.sparsity) if p.sparsity > 0 else None
+            what = (f"tolerance {p.sparsity:g}: {form.counts()} leaves, {form.nbytes} bytes as int8 factors"
+                    if form else "kept as is")
+            print(f"  op #{p.op_index} {op.opcode:<16} {shape:>12}  {what}")
+            continue
         print(f"  op #{p.op_index} {op.opcode:<16} {shape:>12}  {p.block} blocks  {p.sparsity:6.1%} pruned")
     ratio_before = float_bytes(graph) / served_bytes(graph)
     ratio_after = float_bytes(graph) / served_bytes(result.graph)
-    print(f"sparsity {result.sparsity:.1%} of prunable weights; output KL {result.kl:.5f} vs the input model")
+    if factor_forms:
+        print(f"factors save {result.sparsity:.1%} of the weight bytes (the .tflite holds the re-densified "
+              f"int8 matrices); output KL {result.kl:.5f} vs the input model")
+    else:
+        print(f"sparsity {result.sparsity:.1%} of prunable weights; "
+              f"output KL {result.kl:.5f} vs the input model")
     print(f"compression vs float32 weights: {ratio_before:.2f}x dense int8 -> {ratio_after:.2f}x")
-    if calib.y is not None:
+    if comp.calib.y is not None:
         before, after = comp.accuracy(graph), comp.accuracy(result.graph)
         print(f"accuracy on the calibration labels: {before:.2%} -> {after:.2%}")
     return 0
@@ -331,8 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="prune and re-quantize a model on calibration data")
     p.add_argument("model")
-    p.add_argument("--strategy", default="magnitude", help="magnitude, wanda or qsa (default magnitude)")
-    target = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--strategy", default="magnitude",
+                   help="magnitude, wanda, qsa (pruning), hmatrix or svd (low-rank; default magnitude)")
+    p.add_argument("--tolerance", type=float,
+                   help="hmatrix / svd: one relative Frobenius error for every layer, in (0, 1)")
+    target = p.add_mutually_exclusive_group()
     target.add_argument("--sparsity", type=float, help="fraction of prunable weights to remove, in (0, 1)")
     target.add_argument("--kl-budget", type=float, help="largest mean output KL allowed vs the input model")
     p.add_argument("--block", default="auto",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -145,7 +145,15 @@ class CompressResult:
 
 
 class Compressor:
-    """Builds pruned, re-quantized candidates of a dense int8 master on calibration data."""
+    """Builds pruned, re-quantized candidates of a dense int8 master on calibration data.
+
+    A candidate is described by one level per layer (here: the fraction of
+    blocks pruned); subclasses with another transform (``HMatrixCompressor``,
+    ``SvdCompressor``) redefine the grid of levels, ``candidate`` and
+    ``overall_sparsity``, and share the sensitivity allocation and search.
+    """
+
+    grid: tuple[float, ...] = SENSITIVITY_GRID
 
     def __init__(self, master: Graph, calib: Calibration, strategy: Strategy,
                  blocks: dict[int, BlockShape] | BlockShape = DEFAULT_BLOCK,
@@ -164,6 +172,11 @@ class Compressor:
         self.progress = progress or (lambda _msg: None)
         self.stats = layer_stats(master, calib.x)
         self._reference_out = self._outputs(ReferenceEngine(master))
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Score every layer once (a mask at any sparsity is then a cut of the ranking)."""
+        master = self.master
         self._ranking: dict[int, BlockRanking] = {}
         for i in self.layers:
             w = master.tensors[master.operators[i].inputs[1]].data
@@ -224,7 +237,7 @@ class Compressor:
         curves = {}
         for i in self.layers:
             curves[i] = {}
-            for s in SENSITIVITY_GRID:
+            for s in self.grid:
                 curves[i][s] = 0.0 if s == 0 else self.kl(self.candidate({i: s}))
             points = ", ".join(f"{s:g}:{k:.4f}" for s, k in curves[i].items())
             self.progress(f"sensitivity of op #{i}: {points}")
@@ -239,6 +252,7 @@ class Compressor:
         return out
 
     def overall_sparsity(self, sparsities: dict[int, float]) -> float:
+        """Fraction of prunable weights removed (for other transforms: of weight bytes saved)."""
         sizes = {i: self.master.tensors[self.master.operators[i].inputs[1]].size for i in self.layers}
         return sum(sizes[i] * sparsities.get(i, 0.0) for i in self.layers) / sum(sizes.values())
 
@@ -260,7 +274,7 @@ class Compressor:
             if best_possible + 1e-9 < sparsity:
                 raise ValueError(
                     f"no allocation reaches {sparsity:.0%} sparsity: at most {best_possible:.1%} with the "
-                    f"largest grid sparsity {max(SENSITIVITY_GRID):.0%} in every layer"
+                    f"largest grid level {max(self.grid):g} in every layer"
                 )
         lo, hi = 0, len(taus) - 1  # indices into taus
         curve: list[CurvePoint] = []
@@ -327,3 +341,64 @@ def float_bytes(graph: Graph) -> int:
         if len(op.inputs) > 2 and op.inputs[2] >= 0:
             total += 4 * graph.tensors[op.inputs[2]].size
     return total
+
+
+class HMatrixCompressor(Compressor):
+    """DE-HM: each FULLY_CONNECTED weight matrix replaced by its error-bounded H-matrix
+    (edged.adapt.hmatrix) with tolerance eps, re-densified to int8 so every runtime runs it
+    bit-exactly. Levels are tolerances; "sparsity" is the fraction of weight bytes the factors
+    save against dense int8."""
+
+    grid = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+    def __init__(self, master: Graph, calib: Calibration, layers: list[int] | None = None,
+                 min_block: int = 32, progress: Callable[[str], None] | None = None) -> None:
+        self.min_block = min_block
+        fcs = [i for i in prunable_ops(master) if master.operators[i].opcode == "FULLY_CONNECTED"]
+        super().__init__(master, calib, MagnitudeStrategy(), layers=layers or fcs, progress=progress)
+
+    def _prepare(self) -> None:
+        from edged.adapt.requantize import float_weights
+
+        for i in self.layers:
+            if self.master.operators[i].opcode != "FULLY_CONNECTED":
+                raise ValueError(f"op #{i} is {self.master.operators[i].opcode}; DE-HM takes FULLY_CONNECTED")
+        self._float = {i: float_weights(self.master, i) for i in self.layers}
+        self._forms: dict[tuple[int, float], Any] = {}
+
+    def form(self, i: int, eps: float):
+        from edged.adapt.hmatrix import build_hmatrix
+
+        key = (i, eps)
+        if key not in self._forms:
+            self._forms[key] = build_hmatrix(self._float[i], eps, self.min_block)
+        return self._forms[key]
+
+    def candidate(self, levels: dict[int, float]) -> Graph:
+        from edged.adapt.requantize import set_float_weights
+
+        g = copy.deepcopy(self.master)
+        for i, eps in levels.items():
+            if eps > 0:
+                set_float_weights(g, i, self.form(i, eps).to_float())
+        return g
+
+    def overall_sparsity(self, levels: dict[int, float]) -> float:
+        dense = {i: self._float[i].size for i in self.layers}  # int8 bytes
+        saved = sum(dense[i] - min(dense[i], self.form(i, levels[i]).nbytes)
+                    for i in self.layers if levels.get(i, 0) > 0)
+        return saved / sum(dense.values())
+
+
+class SvdCompressor(HMatrixCompressor):
+    """The baseline: each layer's whole matrix at one truncated-SVD rank. Levels are the relative
+    Frobenius error allowed, as for DE-HM, so the two compare at equal tolerance or equal bytes."""
+
+    def form(self, i: int, eps: float):
+        from edged.adapt.hmatrix import truncated_svd, truncation_rank
+
+        key = (i, eps)
+        if key not in self._forms:
+            s = np.linalg.svd(self._float[i], compute_uv=False)
+            self._forms[key] = truncated_svd(self._float[i], truncation_rank(s, eps))
+        return self._forms[key]

@@ -48,25 +48,48 @@ def requantize_layer(graph: Graph, op_index: int, keep: np.ndarray,
     FULLY_CONNECTED, [kh*kw*in_c] im2col patch mean for CONV_2D); without it
     the bias is left as it is. Weights always become per-channel.
     """
+    w = float_weights(graph, op_index)
+    keep = np.asarray(keep, dtype=bool)
+    if keep.shape != w.shape:
+        raise ValueError(f"mask shape {list(keep.shape)} differs from the weights' {list(w.shape)}")
+    return set_float_weights(graph, op_index, np.where(keep, w, 0.0), mean_input)
+
+
+def _layer(graph: Graph, op_index: int):
     op = graph.operators[op_index]
     if op.opcode not in PRUNABLE:
         raise ValueError(f"operator #{op_index} is {op.opcode}; only {', '.join(PRUNABLE)} can be pruned")
     w_t = graph.tensors[op.inputs[1]]
-    x_t = graph.tensors[op.inputs[0]]
     if w_t.data is None or w_t.dtype != np.int8 or w_t.quant is None:
         raise ValueError(f"operator #{op_index}: weights must be constant int8 with quantization")
-    keep = np.asarray(keep, dtype=bool)
-    if keep.shape != w_t.data.shape:
-        raise ValueError(f"mask shape {list(keep.shape)} differs from the weights' {list(w_t.data.shape)}")
+    return op, w_t
+
+
+def float_weights(graph: Graph, op_index: int) -> np.ndarray:
+    """The dequantized weights of a FULLY_CONNECTED / CONV_2D, in the tensor's shape."""
+    _, w_t = _layer(graph, op_index)
+    out_c = w_t.data.shape[0]
+    scales = _channel_scales(w_t.quant, out_c)
+    return (w_t.data.reshape(out_c, -1).astype(np.float64) * scales[:, None]).reshape(w_t.data.shape)
+
+
+def set_float_weights(graph: Graph, op_index: int, weights: np.ndarray,
+                      mean_input: np.ndarray | None = None) -> RequantizedLayer:
+    """Quantize new float weights into operator ``op_index`` in place: per-channel symmetric scales
+    from their own range, zero point 0 (zeros stay exact), the bias rescaled to match, and moved
+    by the mean output change on ``mean_input`` when given (bias correction)."""
+    op, w_t = _layer(graph, op_index)
+    x_t = graph.tensors[op.inputs[0]]
     out_c = w_t.data.shape[0]
     old_scales = _channel_scales(w_t.quant, out_c)
     w = w_t.data.reshape(out_c, -1).astype(np.float64) * old_scales[:, None]
-    k = keep.reshape(out_c, -1)
-    pruned = np.where(k, w, 0.0)
-    peak = np.abs(pruned).max(axis=1)
-    # A channel that lost every weight keeps its scale: its weights are all zero either way.
+    new = np.asarray(weights, dtype=np.float64).reshape(out_c, -1)
+    if new.shape != w.shape:
+        raise ValueError(f"new weights have {new.size} values, the layer {w.size}")
+    peak = np.abs(new).max(axis=1)
+    # A channel with no weight left keeps its scale: its weights are all zero either way.
     new_scales = np.where(peak > 0, peak / QMAX, old_scales).astype(np.float32).astype(np.float64)
-    q = np.clip(np.round(pruned / new_scales[:, None]), -QMAX, QMAX).astype(np.int8)
+    q = np.clip(np.round(new / new_scales[:, None]), -QMAX, QMAX).astype(np.int8)
     w_t.data = q.reshape(w_t.data.shape)
     w_t.quant = Quantization(scale=new_scales.astype(np.float32), zero_point=np.zeros(out_c, np.int64),
                              axis=0)
@@ -75,9 +98,9 @@ def requantize_layer(graph: Graph, op_index: int, keep: np.ndarray,
     shift = np.zeros(out_c)
     if mean_input is not None:
         m = np.asarray(mean_input, dtype=np.float64).reshape(-1)
-        if m.size != k.shape[1]:
-            raise ValueError(f"mean input has {m.size} features, the weights {k.shape[1]}")
-        # What the pruned weights contributed on average, now lost: give it back through the bias.
+        if m.size != w.shape[1]:
+            raise ValueError(f"mean input has {m.size} features, the weights {w.shape[1]}")
+        # What the change removed on average: give it back through the bias.
         shift = (w - q.astype(np.float64) * new_scales[:, None]) @ m
     bias_idx = op.inputs[2] if len(op.inputs) > 2 else -1
     if bias_idx >= 0:

@@ -114,3 +114,17 @@ def test_qsa_strategy_scores_with_the_trained_importance(mlp):
     candidate = comp.candidate({1: 0.5})
     expected = LiteRTEngine(write_tflite(candidate)).infer([calib.x])[0]
     assert np.array_equal(NativeEngine(candidate).infer([calib.x])[0], expected)
+
+
+def test_hmatrix_and_svd_candidates_run_bit_exactly_and_respect_the_budget(mlp):
+    from edged.adapt.compress import HMatrixCompressor, SvdCompressor
+
+    graph, calib = mlp
+    for cls in (HMatrixCompressor, SvdCompressor):
+        comp = cls(graph, calib)
+        assert comp.layers == [0, 1, 2]
+        result = comp.search(kl_budget=0.05, steps=6)
+        assert result.kl <= 0.05 and 0 <= result.sparsity < 1
+        expected = LiteRTEngine(write_tflite(result.graph)).infer([calib.x])[0]
+        assert np.array_equal(NativeEngine(result.graph).infer([calib.x])[0], expected)
+    assert comp.form(1, 0.3).nbytes < 1024 * 1024  # the byte count is of the int8 factors
