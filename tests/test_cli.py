@@ -114,3 +114,24 @@ def test_compress_writes_a_pruned_model_and_reports_it(tmp_path, capsys):
     assert main(["compress", str(model), "--sparsity", "2", "--block", "1x1",
                  "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) != 0
     assert "sparsity must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_compress_hmatrix_options(tmp_path, capsys):
+    model = default_model_path("digits_mlp")
+    from edged.data import digits_input, load_digits_test
+    from edged.model.tflite import read_tflite
+
+    t = read_tflite(model).input_tensors[0]
+    images, labels = load_digits_test()
+    x = digits_input(images[:60], t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+    np.savez(tmp_path / "c.npz", x=x, y=labels[:60])
+    out = str(tmp_path / "h.tflite")
+    args = ["compress", str(model), "--calib", str(tmp_path / "c.npz"), "-o", out]
+    assert main([*args, "--strategy", "hmatrix", "--tolerance", "0.3"]) == 0
+    assert "bytes as int8 factors" in capsys.readouterr().out
+    assert main([*args, "--strategy", "hmatrix", "--tolerance", "1.5"]) != 0
+    assert "--tolerance must be in (0, 1)" in capsys.readouterr().err
+    assert main([*args, "--strategy", "magnitude", "--tolerance", "0.3"]) != 0
+    assert "applies to the hmatrix and svd" in capsys.readouterr().err
+    assert main([*args, "--strategy", "svd"]) != 0
+    assert "give one of --tolerance" in capsys.readouterr().err
