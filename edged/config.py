@@ -76,7 +76,7 @@ class SecuritySection:
 @dataclass(frozen=True)
 class AdaptSection:
     enabled: bool = False
-    strategy: str = "qsa"  # weight scores: magnitude, wanda or qsa
+    strategy: str = "qsa"  # magnitude, wanda, qsa (pruning) or hmatrix, svd (low-rank)
     kl_budget: float = 0.05  # largest mean output KL of a candidate vs the dense master
     max_kl_budget: float = 0.5  # resource pressure raises the budget up to this
     block: str = "auto"  # mask block shape: auto (fastest here) or RxC
@@ -178,7 +178,7 @@ def _listen(v: str) -> str | None:
 _CHECKS = {
     "model.engine": _one_of(ENGINES),
     "model.layout": _layout_policy,
-    "adapt.strategy": _one_of(("magnitude", "wanda", "qsa")),
+    "adapt.strategy": _one_of(("magnitude", "wanda", "qsa", "hmatrix", "svd")),
     "adapt.kl_budget": _in(1e-6, 10.0),
     "adapt.max_kl_budget": _in(1e-6, 10.0),
     "adapt.block": _block_shape,

@@ -490,6 +490,13 @@ def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_bud
     The retrainer gets a bounded share of the cycle: 0.4 s per layer at most."""
     t0 = time.perf_counter()
     graph = read_tflite(master, name="master")
+    if strategy in ("hmatrix", "svd"):
+        from edged.adapt.compress import HMatrixCompressor, SvdCompressor
+
+        comp = (HMatrixCompressor if strategy == "hmatrix" else SvdCompressor)(graph, Calibration(calib))
+        t1 = time.perf_counter()
+        result = comp.search(kl_budget=kl_budget, steps=6)
+        return _job_record(result, t1 - t0, time.perf_counter() - t1)
     if strategy == "qsa":
         scorer = QsaStrategy(QsaConfig(epochs=12, time_budget_s=0.4))
     else:
@@ -497,10 +504,14 @@ def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_bud
     comp = Compressor(graph, Calibration(calib), scorer, blocks)
     t1 = time.perf_counter()
     result = comp.search(kl_budget=kl_budget, steps=6)
+    return _job_record(result, t1 - t0, time.perf_counter() - t1)
+
+
+def _job_record(result, train_s: float, prune_s: float) -> dict:
     return {
         "content": write_tflite(result.graph), "sparsity": result.sparsity, "kl": result.kl,
         "layers": {str(p.op_index): [str(p.block), p.sparsity] for p in result.layers},
         "layer_sparsity": {p.op_index: round(p.sparsity, 3) for p in result.layers},
         "curve": [[p.tau, p.sparsity, p.kl] for p in result.curve],
-        "train_s": t1 - t0, "prune_s": time.perf_counter() - t1,
+        "train_s": train_s, "prune_s": prune_s,
     }

@@ -186,3 +186,17 @@ def test_models_it_cannot_adapt_are_refused():
     b.output(y)
     with pytest.raises(EdgedError, match="int8 input"):
         Controller(write_tflite(b.build()), CFG, current=lambda: None, deploy=lambda c, m: None)
+
+
+def test_hmatrix_strategy_adapts_through_the_same_cycle():
+    content = default_model_path("digits_mlp").read_bytes()
+    daemon = FakeDaemon(content)
+    cfg = dataclasses.replace(CFG, strategy="hmatrix", kl_budget=0.1, fidelity_floor=0.5)
+    ctrl = Controller(content, cfg, current=lambda: daemon.model, deploy=daemon.deploy)
+    ctrl.attach(daemon.model)
+    with Traffic(daemon):
+        outcome = ctrl.adapt("timer", "test")
+    assert outcome in ("swapped", "rejected"), [e.line() for e in ctrl.events]
+    pruned = next(e for e in ctrl.events if e.kind == "pruned")
+    assert pruned.numbers["kl"] <= 0.1
+    ctrl.stop()
