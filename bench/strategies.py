@@ -1,0 +1,125 @@
+"""Compression strategies side by side on the bundled models: accuracy, bytes and latency, one run.
+
+    python bench/strategies.py [--json OUT.json] [--plot OUT.png]
+
+int8 only; pruning by magnitude and by QSA (unstructured, at several
+sparsities); truncated SVD and DE-HM H-matrices (at several tolerances).
+Calibration is the first half of the bundled test split, accuracy the second
+half, clean and under sensor noise. Bytes are the weights as each form would
+be served: dense int8, block-CSR for pruned layers, int8 factors for the
+low-rank forms (whose exported .tflite holds the re-densified int8 matrix).
+Latency: batch-1 p50 of the native engine on the exported model, interleaved
+with the int8 model, as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from edged.adapt.calibration import Calibration
+from edged.adapt.compress import (
+    STRATEGIES,
+    Compressor,
+    HMatrixCompressor,
+    SvdCompressor,
+    float_bytes,
+    served_bytes,
+)
+from edged.benchmark import measure
+from edged.corruptions import corrupt
+from edged.data import default_model_path, digits_input, load_digits_test
+from edged.model.tflite import read_tflite
+from edged.runtime.native import NativeEngine
+from edged.sparse.block_csr import BlockShape
+
+SPARSITIES = (0.5, 0.7, 0.9)
+TOLERANCES = (0.1, 0.3, 0.5)
+
+
+def _inputs(graph, images):
+    t = graph.input_tensors[0]
+    return digits_input(images, t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="write the rows to this JSON file")
+    ap.add_argument("--plot", help="write the Pareto plot (needs matplotlib) to this PNG")
+    args = ap.parse_args(argv)
+    images, labels = load_digits_test()
+    half = len(images) // 2
+    noisy = corrupt(images, "noise", 1.0, seed=7)
+    rows = []
+    print(f"{'model':<11} {'strategy':<10} {'budget':>7} {'accuracy':>9} {'noise acc':>9} {'KL':>8} "
+          f"{'bytes':>9} {'ratio':>6} {'latency':>8}")
+    for name in ("digits_mlp", "digits_cnn"):
+        graph = read_tflite(default_model_path(name))
+        x, xn = _inputs(graph, images), _inputs(graph, noisy)
+        calib = Calibration(x[:half], labels[:half])
+        clean_judge = Compressor(graph, Calibration(x[half:], labels[half:]), STRATEGIES["magnitude"]())
+        noise_judge = Compressor(graph, Calibration(xn[half:], labels[half:]), STRATEGIES["magnitude"]())
+        base = NativeEngine(graph)
+        candidates = [("int8", "-", graph, 0.0, served_bytes(graph))]
+        for strategy in ("magnitude", "qsa"):
+            comp = Compressor(graph, calib, STRATEGIES[strategy](), BlockShape(1, 1))
+            for s in SPARSITIES:
+                g = comp.candidate({i: s for i in comp.layers})
+                candidates.append((strategy, f"{s:.0%}", g, comp.kl(g), served_bytes(g)))
+        for label, cls in (("svd", SvdCompressor), ("hmatrix", HMatrixCompressor)):
+            comp = cls(graph, calib)
+            for eps in TOLERANCES:
+                levels = {i: eps for i in comp.layers}
+                g = comp.candidate(levels)
+                # dense int8 bytes minus what the int8 factors save
+                dense = sum(comp.master.tensors[comp.master.operators[i].inputs[1]].size for i in comp.layers)
+                factored = served_bytes(graph) - round(comp.overall_sparsity(levels) * dense)
+                candidates.append((label, f"eps {eps:g}", g, comp.kl(g), factored))
+        for strategy, budget, g, kl, nbytes in candidates:
+            engine = NativeEngine(g)
+            stats = measure({"c": engine, "b": base}, [x[:1]], runs=400)
+            row = {"model": name, "strategy": strategy, "budget": budget,
+                   "accuracy": clean_judge.accuracy(g), "noise_accuracy": noise_judge.accuracy(g), "kl": kl,
+                   "bytes": int(nbytes), "ratio": float_bytes(graph) / nbytes,
+                   "latency_ratio": stats["c"].p50_us / stats["b"].p50_us}
+            rows.append(row)
+            print(f"{name:<11} {strategy:<10} {budget:>7} {row['accuracy']:>9.1%} "
+                  f"{row['noise_accuracy']:>9.1%} {kl:>8.4f} {row['bytes']:>9} {row['ratio']:>6.2f} "
+                  f"{row['latency_ratio']:>8.2f}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=1)
+    if args.plot:
+        print(_plot(rows, args.plot))
+    return 0
+
+
+def _plot(rows: list[dict], path: str) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed"
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    for col, model in enumerate(("digits_mlp", "digits_cnn")):
+        for strategy in dict.fromkeys(r["strategy"] for r in rows):
+            pts = [r for r in rows if r["model"] == model and r["strategy"] == strategy]
+            axes[0][col].plot([r["bytes"] for r in pts], [r["accuracy"] for r in pts], "o-", label=strategy)
+            axes[1][col].plot([r["latency_ratio"] for r in pts], [r["accuracy"] for r in pts], "o-",
+                              label=strategy)
+        axes[0][col].set_title(model)
+        axes[0][col].set_xlabel("weight bytes as served")
+        axes[1][col].set_xlabel("native p50 / int8 p50")
+        for ax in axes[:, col]:
+            ax.set_ylabel("held-out accuracy")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return f"plot written to {path}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
