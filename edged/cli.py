@@ -174,6 +174,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
                                         comp.kl(candidate), comp.overall_sparsity(levels), [])
             else:
                 result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
+            if args.export == "factors":
+                from edged.adapt.lowrank_export import split_low_rank
+
+                levels = {p.op_index: p.sparsity for p in result.layers if p.sparsity > 0}
+                splits = []
+                if levels:
+                    result.graph, splits = split_low_rank(graph, calib.x, levels)
+                result.kl = comp.kl(result.graph)
+                for sp in splits:
+                    print(f"  op #{sp.op_index} served as two FULLY_CONNECTED of rank {sp.rank}: "
+                          f"{sp.factor_bytes} instead of {sp.dense_bytes} weight bytes")
         except ValueError as exc:
             raise EdgedError(str(exc)) from exc
         return _write_compressed(args, graph, comp, result, t0, factor_forms=True)
@@ -222,8 +233,8 @@ def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool =
     ratio_before = float_bytes(graph) / served_bytes(graph)
     ratio_after = float_bytes(graph) / served_bytes(result.graph)
     if factor_forms:
-        print(f"factors save {result.sparsity:.1%} of the weight bytes (the .tflite holds the re-densified "
-              f"int8 matrices); output KL {result.kl:.5f} vs the input model")
+        print(f"low-rank factors would save {result.sparsity:.1%} of the weight bytes; "
+              f"output KL {result.kl:.5f} vs the input model (as exported)")
     else:
         print(f"sparsity {result.sparsity:.1%} of prunable weights; "
               f"output KL {result.kl:.5f} vs the input model")
@@ -387,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="magnitude, wanda, qsa (pruning), hmatrix or svd (low-rank; default magnitude)")
     p.add_argument("--tolerance", type=float,
                    help="hmatrix / svd: one relative Frobenius error for every layer, in (0, 1)")
+    p.add_argument("--export", choices=("factors", "dense"), default="factors",
+                   help="hmatrix / svd: layers whose rank pays become two FULLY_CONNECTED (factors, the "
+                        "default), or every layer stays one re-densified int8 matrix (dense)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--sparsity", type=float, help="fraction of prunable weights to remove, in (0, 1)")
     target.add_argument("--kl-budget", type=float, help="largest mean output KL allowed vs the input model")

@@ -173,3 +173,28 @@ class Graph:
     def add_tensor(self, tensor: Tensor) -> int:
         self.tensors.append(tensor)
         return len(self.tensors) - 1
+
+    def drop_unused_tensors(self) -> int:
+        """Remove tensors no operator, input, output or signature refers to (e.g. weights an
+        edit replaced), renumbering the rest; returns how many were removed."""
+        used = set(self.inputs) | set(self.outputs)
+        for op in self.operators:
+            used.update(t for t in op.inputs + op.outputs if t >= 0)
+        for sig in self.signatures:
+            used.update(sig.inputs.values())
+            used.update(sig.outputs.values())
+        keep = [i for i in range(len(self.tensors)) if i in used]
+        if len(keep) == len(self.tensors):
+            return 0
+        remap = {old: new for new, old in enumerate(keep)}
+        removed = len(self.tensors) - len(keep)
+        self.tensors = [self.tensors[i] for i in keep]
+        for op in self.operators:
+            op.inputs = [remap[t] if t >= 0 else t for t in op.inputs]
+            op.outputs = [remap[t] for t in op.outputs]
+        self.inputs = [remap[t] for t in self.inputs]
+        self.outputs = [remap[t] for t in self.outputs]
+        for sig in self.signatures:
+            sig.inputs = {k: remap[v] for k, v in sig.inputs.items()}
+            sig.outputs = {k: remap[v] for k, v in sig.outputs.items()}
+        return removed
