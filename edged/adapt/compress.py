@@ -349,7 +349,7 @@ class HMatrixCompressor(Compressor):
     bit-exactly. Levels are tolerances; "sparsity" is the fraction of weight bytes the factors
     save against dense int8."""
 
-    grid = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+    grid = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8)
 
     def __init__(self, master: Graph, calib: Calibration, layers: list[int] | None = None,
                  min_block: int = 32, progress: Callable[[str], None] | None = None) -> None:
