@@ -3,7 +3,9 @@
     python bench/strategies.py [--json OUT.json] [--plot OUT.png]
 
 int8 only; pruning by magnitude and by QSA (unstructured, at several
-sparsities); truncated SVD and DE-HM H-matrices (at several tolerances).
+sparsities); truncated SVD and DE-HM H-matrices (at several tolerances);
+pattern pruning (unit removal, 3x3 kernel patterns) allocated greedily from
+sensitivity under a KL budget.
 Calibration is the first half of the bundled test split, accuracy the second
 half, clean and under sensor noise. Bytes are the weights as served: dense
 int8, block-CSR where pruning leaves it smaller, and for the low-rank forms the
@@ -29,6 +31,7 @@ from edged.adapt.compress import (
     served_bytes,
 )
 from edged.adapt.lowrank_export import split_low_rank
+from edged.adapt.patterns import PatternCompressor
 from edged.benchmark import measure
 from edged.corruptions import corrupt
 from edged.data import default_model_path, digits_input, load_digits_test
@@ -78,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                 # served as exported: two FULLY_CONNECTED where the rank pays, else re-densified
                 g = split_low_rank(graph, calib.x, levels)[0] if levels else graph
                 candidates.append((label, budget, g, comp.kl(g), served_bytes(g)))
+        patterns = PatternCompressor(graph, calib)
+        for budget in (0.02, 0.05):
+            found = patterns.search(kl_budget=budget, steps=6)
+            candidates.append(("pattern", f"KL {budget:g}", found.graph, found.kl, served_bytes(found.graph)))
         for strategy, budget, g, kl, nbytes in candidates:
             engine = NativeEngine(g)
             stats = measure({"c": engine, "b": base}, [x[:1]], runs=400)

@@ -145,8 +145,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     graph = _load_graph(args.model)
     calib = load_calibration(args.calib, graph)
     factorized = {"hmatrix": HMatrixCompressor, "svd": SvdCompressor}
+    if args.strategy == "pattern":
+        return _compress_patterns(args, graph, calib)
     if args.strategy not in STRATEGIES and args.strategy not in factorized:
-        names = ", ".join([*STRATEGIES, *factorized])
+        names = ", ".join([*STRATEGIES, *factorized, "pattern"])
         raise EdgedError(f"unknown strategy {args.strategy!r}; choose one of {names}")
     if args.tolerance is not None and args.strategy not in factorized:
         raise EdgedError("--tolerance applies to the hmatrix and svd strategies")
@@ -205,7 +207,29 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return _write_compressed(args, graph, comp, result, t0)
 
 
-def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool = False) -> int:
+def _compress_patterns(args, graph, calib) -> int:
+    from edged.adapt.patterns import PatternCompressor
+
+    if args.tolerance is not None:
+        raise EdgedError("--tolerance applies to the hmatrix and svd strategies")
+    if args.sparsity is None and args.kl_budget is None:
+        raise EdgedError("give --sparsity or --kl-budget")
+    t0 = time.perf_counter()
+    try:
+        comp = PatternCompressor(graph, calib, progress=lambda m: print(f"  {m}", file=sys.stderr))
+        result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
+    except ValueError as exc:
+        raise EdgedError(str(exc)) from exc
+    for p in result.layers:
+        op = graph.operators[p.op_index]
+        what = ("3x3 kernel patterns (4 of 9 taps)" if op.opcode == "CONV_2D" else
+                f"{p.sparsity:.0%} of its units removed")
+        print(f"  op #{p.op_index} {op.opcode:<16} {what if p.sparsity > 0 else 'kept as is'}")
+    return _write_compressed(args, graph, comp, result, t0, patterns=True)
+
+
+def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool = False,
+                      patterns: bool = False) -> int:
     from edged.adapt.compress import float_bytes, served_bytes
     from edged.model.tflite import write_tflite
 
@@ -220,7 +244,7 @@ def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool =
     print(f"wrote {args.output}: {len(content)} bytes ({args.strategy}, {time.perf_counter() - t0:.1f} s)")
     if encoded:
         print(f"  stored sparse (TFLite 1x16 encoding; LiteRT runs its sparse kernel): {', '.join(encoded)}")
-    for p in result.layers:
+    for p in result.layers if not patterns else []:
         op = graph.operators[p.op_index]
         shape = "x".join(str(d) for d in graph.tensors[op.inputs[1]].shape)
         if factor_forms:
@@ -395,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="prune and re-quantize a model on calibration data")
     p.add_argument("model")
     p.add_argument("--strategy", default="magnitude",
-                   help="magnitude, wanda, qsa (pruning), hmatrix or svd (low-rank; default magnitude)")
+                   help="magnitude, wanda, qsa (pruning), hmatrix or svd (low-rank), pattern (unit removal, "
+                        "3x3 kernel patterns; default magnitude)")
     p.add_argument("--tolerance", type=float,
                    help="hmatrix / svd: one relative Frobenius error for every layer, in (0, 1)")
     p.add_argument("--export", choices=("factors", "dense"), default="factors",

@@ -178,7 +178,7 @@ def _listen(v: str) -> str | None:
 _CHECKS = {
     "model.engine": _one_of(ENGINES),
     "model.layout": _layout_policy,
-    "adapt.strategy": _one_of(("magnitude", "wanda", "qsa", "hmatrix", "svd")),
+    "adapt.strategy": _one_of(("magnitude", "wanda", "qsa", "hmatrix", "svd", "pattern")),
     "adapt.kl_budget": _in(1e-6, 10.0),
     "adapt.max_kl_budget": _in(1e-6, 10.0),
     "adapt.block": _block_shape,

@@ -37,7 +37,7 @@ from edged.adapt.compress import STRATEGIES, Compressor, QsaStrategy
 from edged.adapt.monitors import AccuracyMonitor, FidelityMonitor, KlDriftMonitor
 from edged.adapt.qsa import QsaConfig
 from edged.adapt.stats import as_probabilities, mean_row_kl, softmax_rows, wilson_lower_bound
-from edged.adapt.taps import Taps, TapSpec, default_taps
+from edged.adapt.taps import Taps, TapSpec
 from edged.config import AdaptSection
 from edged.errors import EdgedError
 from edged.model.ir import Graph
@@ -101,9 +101,10 @@ class Controller:
         self.clock = clock
         g = self.master
         self.input_tensor, self.output_tensor = g.inputs[0], g.outputs[0]
+        # The model input and output are all the loop reads: layer statistics are recomputed from
+        # the master on collected inputs, so they stay right whatever version is serving.
         specs = [TapSpec(t, g.tensors[t].name, int(np.prod(g.tensors[t].shape[1:])))
                  for t in (self.input_tensor, self.output_tensor)]
-        specs += [s for s in default_taps(g) if s.tensor not in (self.input_tensor, self.output_tensor)]
         self.taps = Taps(specs, cfg.sample_rate, cfg.tap_memory_bytes)
         features = int(np.prod(g.input_tensors[0].shape[1:]))
         # Joint (pixel, value) histograms see shifts that only move values around (translation)
@@ -490,6 +491,13 @@ def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_bud
     The retrainer gets a bounded share of the cycle: 0.4 s per layer at most."""
     t0 = time.perf_counter()
     graph = read_tflite(master, name="master")
+    if strategy == "pattern":
+        from edged.adapt.patterns import PatternCompressor
+
+        comp = PatternCompressor(graph, Calibration(calib))
+        t1 = time.perf_counter()
+        result = comp.search(kl_budget=kl_budget, steps=6)
+        return _job_record(result, t1 - t0, time.perf_counter() - t1)
     if strategy in ("hmatrix", "svd"):
         from edged.adapt.compress import HMatrixCompressor, SvdCompressor
 

@@ -92,6 +92,7 @@ class Taps:
         self.rings = {s.tensor: Ring(int(rows), s.features) for s in specs}
         self.sampled = 0
         self.seen = 0
+        self.skipped = 0
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
 
@@ -108,10 +109,17 @@ class Taps:
         return True
 
     def record(self, view: Callable[[int], np.ndarray]) -> None:
-        """After a sampled run: copy each tapped tensor (``view(tensor)``, [batch, ...])."""
+        """After a sampled run: copy each tapped tensor (``view(tensor)``, [batch, ...]).
+
+        A version whose tensor has another size (units removed by pattern pruning) skips that
+        tap rather than fail the request; ``skipped`` counts it."""
         with self._lock:
+            rows = {t: view(t) for t in self.rings}
+            if any(r[0].size != self.rings[t].data.shape[1] for t, r in rows.items()):
+                self.skipped += 1
+                return
             for t, ring in self.rings.items():
-                ring.push(view(t))
+                ring.push(rows[t])
 
     def window(self, tensor: int, n: int | None = None) -> np.ndarray:
         """A copy of the newest ``n`` samples of ``tensor`` [n, features]."""

@@ -1,0 +1,55 @@
+"""Pattern pruning: kernel patterns, unit removal, and exported models that every runtime runs alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edged.adapt.calibration import Calibration
+from edged.adapt.patterns import CENTRE, PatternCompressor, kernel_patterns, remove_channels
+from edged.data import default_model_path, digits_input, load_digits_test
+from edged.model.tflite import read_tflite, write_tflite
+from edged.runtime.litert import LiteRTEngine
+from edged.runtime.native import NativeEngine
+
+
+def _data(graph):
+    images, labels = load_digits_test()
+    t = graph.input_tensors[0]
+    x = digits_input(images, t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+    return x, labels
+
+
+def test_kernel_patterns_keep_four_taps_with_the_centre():
+    w = np.random.default_rng(0).normal(size=(16, 3, 3, 8))
+    keep, library = kernel_patterns(w, library_size=6)
+    per_kernel = keep.transpose(0, 3, 1, 2).reshape(-1, 9)
+    assert (per_kernel.sum(axis=1) == 4).all() and per_kernel[:, CENTRE].all()
+    assert len(library) <= 6 and all(CENTRE in p for p in library)
+    with pytest.raises(ValueError, match=r"\[out, 3, 3, in\]"):
+        kernel_patterns(np.zeros((4, 5, 5, 1)))
+
+
+def test_unit_removal_shrinks_the_model_and_runs_alike_everywhere():
+    graph = read_tflite(default_model_path("digits_mlp"))
+    x, _ = _data(graph)
+    keep = np.ones(1024, bool)
+    keep[::2] = False
+    small = remove_channels(graph, 0, keep)
+    assert small.tensors[small.operators[0].inputs[1]].shape == (512, 64)
+    assert small.tensors[small.operators[1].inputs[1]].shape == (1024, 512)
+    expected = LiteRTEngine(write_tflite(small)).infer([x])[0]
+    assert np.array_equal(NativeEngine(small).infer([x])[0], expected)
+    with pytest.raises(ValueError, match="only consumer"):
+        remove_channels(graph, 2, np.ones(10, bool))
+
+
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
+def test_pattern_search_respects_the_budget_and_exports_bit_exactly(name):
+    graph = read_tflite(default_model_path(name))
+    x, labels = _data(graph)
+    comp = PatternCompressor(graph, Calibration(x[:120], labels[:120]))
+    result = comp.search(kl_budget=0.05, steps=6)
+    assert result.kl <= 0.05 and result.sparsity > 0
+    content = write_tflite(result.graph)
+    assert np.array_equal(NativeEngine(result.graph).infer([x])[0], LiteRTEngine(content).infer([x])[0])
