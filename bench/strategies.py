@@ -5,7 +5,8 @@
 int8 only; pruning by magnitude and by QSA (unstructured, at several
 sparsities); truncated SVD and DE-HM H-matrices (at several tolerances);
 pattern pruning (unit removal, 3x3 kernel patterns) allocated greedily from
-sensitivity under a KL budget.
+sensitivity under a KL budget ("pattern") and by the GATv2/REINFORCE policy
+("learned", 10 s of training each).
 Calibration is the first half of the bundled test split, accuracy the second
 half, clean and under sensor noise. Bytes are the weights as served: dense
 int8, block-CSR where pruning leaves it smaller, and for the low-rank forms the
@@ -32,6 +33,7 @@ from edged.adapt.compress import (
 )
 from edged.adapt.lowrank_export import split_low_rank
 from edged.adapt.patterns import PatternCompressor
+from edged.adapt.policy import train_policy
 from edged.benchmark import measure
 from edged.corruptions import corrupt
 from edged.data import default_model_path, digits_input, load_digits_test
@@ -82,9 +84,13 @@ def main(argv: list[str] | None = None) -> int:
                 g = split_low_rank(graph, calib.x, levels)[0] if levels else graph
                 candidates.append((label, budget, g, comp.kl(g), served_bytes(g)))
         patterns = PatternCompressor(graph, calib)
+        curves = patterns.sensitivity()
         for budget in (0.02, 0.05):
             found = patterns.search(kl_budget=budget, steps=6)
             candidates.append(("pattern", f"KL {budget:g}", found.graph, found.kl, served_bytes(found.graph)))
+            learned = train_policy(patterns, budget, time_budget_s=10.0, curves=curves)
+            g = patterns.candidate(learned.levels)
+            candidates.append(("learned", f"KL {budget:g}", g, learned.kl, served_bytes(g)))
         for strategy, budget, g, kl, nbytes in candidates:
             engine = NativeEngine(g)
             stats = measure({"c": engine, "b": base}, [x[:1]], runs=400)

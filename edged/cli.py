@@ -217,7 +217,20 @@ def _compress_patterns(args, graph, calib) -> int:
     t0 = time.perf_counter()
     try:
         comp = PatternCompressor(graph, calib, progress=lambda m: print(f"  {m}", file=sys.stderr))
-        result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
+        if args.policy == "learned":
+            from edged.adapt.compress import CompressResult, LayerPlan
+            from edged.adapt.policy import train_policy
+            from edged.sparse.block_csr import BlockShape
+
+            if args.kl_budget is None:
+                raise ValueError("the learned policy takes a --kl-budget")
+            learned = train_policy(comp, args.kl_budget, time_budget_s=args.time_budget_s)
+            print(f"  policy: {learned.candidates} candidates measured in {learned.seconds:.1f} s")
+            graph_out = comp.candidate(learned.levels)
+            plans = [LayerPlan(i, BlockShape(1, 1), v) for i, v in learned.levels.items()]
+            result = CompressResult(graph_out, plans, learned.kl, learned.sparsity, [])
+        else:
+            result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
     except ValueError as exc:
         raise EdgedError(str(exc)) from exc
     for p in result.layers:
@@ -423,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "3x3 kernel patterns; default magnitude)")
     p.add_argument("--tolerance", type=float,
                    help="hmatrix / svd: one relative Frobenius error for every layer, in (0, 1)")
+    p.add_argument("--policy", choices=("greedy", "learned"), default="greedy",
+                   help="pattern: allocate from sensitivity (greedy) or with the GATv2/REINFORCE policy")
+    p.add_argument("--time-budget-s", type=float, default=20.0,
+                   help="pattern --policy learned: training time in seconds")
     p.add_argument("--export", choices=("factors", "dense"), default="factors",
                    help="hmatrix / svd: layers whose rank pays become two FULLY_CONNECTED (factors, the "
                         "default), or every layer stays one re-densified int8 matrix (dense)")

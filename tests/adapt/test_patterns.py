@@ -53,3 +53,21 @@ def test_pattern_search_respects_the_budget_and_exports_bit_exactly(name):
     assert result.kl <= 0.05 and result.sparsity > 0
     content = write_tflite(result.graph)
     assert np.array_equal(NativeEngine(result.graph).infer([x])[0], LiteRTEngine(content).infer([x])[0])
+
+
+def test_learned_policy_stays_in_budget_is_seeded_and_keeps_its_best_when_cut_short():
+    from edged.adapt.policy import adjacency, train_policy
+
+    graph = read_tflite(default_model_path("digits_mlp"))
+    x, labels = _data(graph)
+    comp = PatternCompressor(graph, Calibration(x[:120], labels[:120]))
+    assert adjacency(comp).tolist() == [[True, True], [True, True]]  # fc0 feeds fc1
+    curves = comp.sensitivity()
+    a = train_policy(comp, 0.05, time_budget_s=2.0, curves=curves, seed=3)
+    assert a.kl <= 0.05 and a.candidates >= 1 and a.seconds < 10
+    greedy = comp.search(kl_budget=0.05, steps=6)
+    assert a.sparsity >= greedy.sparsity - 0.3  # it finds a sensible allocation in 2 s
+    cut = train_policy(comp, 0.05, time_budget_s=0.0, curves=curves)
+    assert cut.kl <= 0.05  # interrupted at once: still a valid (possibly empty) allocation
+    with pytest.raises(ValueError, match="positive"):
+        train_policy(comp, 0.0, curves=curves)
