@@ -86,15 +86,24 @@ def test_eval_as_a_process():
     assert "accuracy  98.06%" in done.stdout
 
 
-def test_compress_writes_a_pruned_model_and_reports_it(tmp_path, capsys):
+def _calibration_file(tmp_path, n: int):
+    """The bundled MLP, n digits images as its input batch, and a calib.npz of them with labels."""
     from edged.data import digits_input, load_digits_test
     from edged.model.tflite import read_tflite
 
     model = default_model_path("digits_mlp")
     t = read_tflite(model).input_tensors[0]
     images, labels = load_digits_test()
-    x = digits_input(images[:100], t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
-    np.savez(tmp_path / "calib.npz", x=x, y=labels[:100])
+    x = digits_input(images[:n], t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+    path = tmp_path / "calib.npz"
+    np.savez(path, x=x, y=labels[:n])
+    return model, x, path
+
+
+def test_compress_writes_a_pruned_model_and_reports_it(tmp_path, capsys):
+    from edged.model.tflite import read_tflite
+
+    model, x, _ = _calibration_file(tmp_path, 100)
     out = tmp_path / "small.tflite"
     assert main(["compress", str(model), "--sparsity", "0.5", "--block", "1x1",
                  "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) == 0
@@ -117,16 +126,9 @@ def test_compress_writes_a_pruned_model_and_reports_it(tmp_path, capsys):
 
 
 def test_compress_hmatrix_options(tmp_path, capsys):
-    model = default_model_path("digits_mlp")
-    from edged.data import digits_input, load_digits_test
-    from edged.model.tflite import read_tflite
-
-    t = read_tflite(model).input_tensors[0]
-    images, labels = load_digits_test()
-    x = digits_input(images[:60], t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
-    np.savez(tmp_path / "c.npz", x=x, y=labels[:60])
+    model, x, calib = _calibration_file(tmp_path, 60)
     out = str(tmp_path / "h.tflite")
-    args = ["compress", str(model), "--calib", str(tmp_path / "c.npz"), "-o", out]
+    args = ["compress", str(model), "--calib", str(calib), "-o", out]
     assert main([*args, "--strategy", "hmatrix", "--tolerance", "0.5"]) == 0
     text = capsys.readouterr().out
     assert "bytes as int8 factors" in text and "served as two FULLY_CONNECTED" in text
