@@ -25,7 +25,7 @@ import time
 
 from edged.adapt.calibration import Calibration
 from edged.adapt.compress import STRATEGIES, Compressor, float_bytes, served_bytes
-from edged.data import default_model_path, digits_input, load_digits_test
+from edged.data import default_model_path, digits_for, load_digits_test
 from edged.model.tflite import read_tflite
 from edged.sparse.block_csr import BlockShape
 
@@ -52,11 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _inputs(graph, images):
-    t = graph.input_tensors[0]
-    return digits_input(images, t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
-
-
 def compression() -> list[dict]:
     images, labels = load_digits_test()
     rows = []
@@ -64,8 +59,7 @@ def compression() -> list[dict]:
           f"{'accuracy':>8} {'ratio':>6}")
     for name in ("digits_mlp", "digits_cnn"):
         graph = read_tflite(default_model_path(name))
-        t = graph.input_tensors[0]
-        x = digits_input(images, t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+        x = digits_for(graph, images)
         half = len(x) // 2
         calib, held = Calibration(x[:half], labels[:half]), Calibration(x[half:], labels[half:])
         judge = Compressor(graph, held, STRATEGIES["magnitude"]())
@@ -110,13 +104,13 @@ def drift(sparsity: float = 0.7, block: BlockShape = UNSTRUCTURED) -> list[dict]
           f"{'gain':>6} {'sparsity s/d':>13}   (held-out accuracy, {block} masks, target {sparsity:.0%})")
     for name in ("digits_mlp", "digits_cnn"):
         graph = read_tflite(default_model_path(name))
-        clean = _inputs(graph, images)
+        clean = digits_for(graph, images)
         for strategy in ("magnitude", "wanda", "qsa"):
             calib = Calibration(clean[:half], labels[:half])
             static_result = Compressor(graph, calib, STRATEGIES[strategy](), block).search(
                 sparsity=sparsity, steps=10)
             for kind in KINDS:
-                shifted = _inputs(graph, corrupt(images, kind, 1.0, seed=3))
+                shifted = digits_for(graph, corrupt(images, kind, 1.0, seed=3))
                 judge = Calibration(shifted[half:], labels[half:])
                 held = Compressor(graph, judge, STRATEGIES["magnitude"]())
                 window = Calibration(shifted[:half], labels[:half])
@@ -148,7 +142,7 @@ def cycle(clients: int = 2, steady_s: float = 8.0, timeout_s: float = 60.0) -> d
 
     images, _ = load_digits_test()
     graph = read_tflite(default_model_path("digits_mlp"))
-    clean, shifted = _inputs(graph, images), _inputs(graph, corrupt(images, "noise", 1.0, seed=4))
+    clean, shifted = digits_for(graph, images), digits_for(graph, corrupt(images, "noise", 1.0, seed=4))
     work = Path(tempfile.mkdtemp(prefix="edged-cycle-"))
     port = _free_port()
     endpoint = f"tcp://127.0.0.1:{port}"

@@ -36,18 +36,13 @@ from edged.adapt.patterns import PatternCompressor
 from edged.adapt.policy import train_policy
 from edged.benchmark import measure
 from edged.corruptions import corrupt
-from edged.data import default_model_path, digits_input, load_digits_test
+from edged.data import default_model_path, digits_for, load_digits_test
 from edged.model.tflite import read_tflite
 from edged.runtime.native import NativeEngine
 from edged.sparse.block_csr import BlockShape
 
 SPARSITIES = (0.5, 0.7, 0.9)
 TOLERANCES = (0.3, 0.5, 0.8)
-
-
-def _inputs(graph, images):
-    t = graph.input_tensors[0]
-    return digits_input(images, t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'bytes':>9} {'ratio':>6} {'latency':>8}")
     for name in ("digits_mlp", "digits_cnn"):
         graph = read_tflite(default_model_path(name))
-        x, xn = _inputs(graph, images), _inputs(graph, noisy)
+        x, xn = digits_for(graph, images), digits_for(graph, noisy)
         calib = Calibration(x[:half], labels[:half])
         clean_judge = Compressor(graph, Calibration(x[half:], labels[half:]), STRATEGIES["magnitude"]())
         noise_judge = Compressor(graph, Calibration(xn[half:], labels[half:]), STRATEGIES["magnitude"]())

@@ -76,6 +76,7 @@ class App:
         self._stop_requested = False
         self._reload_requested = False
         self.controller = None  # edged.adapt.controller.Controller when adapt.enabled
+        self._adapt_metrics = None  # registered once, kept across controllers
         self.on_adapt_event = None  # callback for adaptation events (the demo prints them)
 
     # ------------------------------------------------------------ model resolution
@@ -242,7 +243,7 @@ class App:
         from edged.adapt.controller import Controller
         from edged.adapt.metrics import AdaptMetrics
 
-        if getattr(self, "_adapt_metrics", None) is None:
+        if self._adapt_metrics is None:
             self._adapt_metrics = AdaptMetrics(self.metrics.registry)
         try:
             self.controller = Controller(

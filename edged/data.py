@@ -104,3 +104,12 @@ def digits_input(
     qmin, qmax = QRANGE[dtype]
     q = round_half_away(x / np.float32(scale)).astype(np.int64) + int(zero_point)
     return np.clip(q, qmin, qmax).astype(dtype).reshape((n, *shape))
+
+
+def digits_for(graph, images: np.ndarray) -> np.ndarray:
+    """Digit images as the input batch of ``graph`` (an IR graph): its dtype, per-tensor
+    quantization and per-sample shape."""
+    t = graph.input_tensors[0]
+    scale = float(t.quant.scale[0]) if t.quant is not None else None
+    zero_point = int(t.quant.zero_point[0]) if t.quant is not None else None
+    return digits_input(images, t.dtype, scale, zero_point, t.shape[1:])

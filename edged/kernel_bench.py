@@ -181,7 +181,7 @@ def litert_sparse_content(graph: Graph) -> tuple[bytes | None, str | None]:
         if not sparsify_fc_weights(g):
             return None, "weights not eligible for TFLite's sparse encoding"
         return write_tflite(g), None
-    except (ValueError, Exception) as exc:  # the encoder explains what it refused
+    except ValueError as exc:  # the encoder explains what it refused
         return None, str(exc)
 
 

@@ -88,13 +88,12 @@ def test_eval_as_a_process():
 
 def _calibration_file(tmp_path, n: int):
     """The bundled MLP, n digits images as its input batch, and a calib.npz of them with labels."""
-    from edged.data import digits_input, load_digits_test
+    from edged.data import digits_for, load_digits_test
     from edged.model.tflite import read_tflite
 
     model = default_model_path("digits_mlp")
-    t = read_tflite(model).input_tensors[0]
     images, labels = load_digits_test()
-    x = digits_input(images[:n], t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+    x = digits_for(read_tflite(model), images[:n])
     path = tmp_path / "calib.npz"
     np.savez(path, x=x, y=labels[:n])
     return model, x, path

@@ -35,6 +35,16 @@ DEFAULT_BLOCK = BlockShape(16, 4)
 SENSITIVITY_GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)
 
 
+def output_probabilities(graph: Graph, values: np.ndarray) -> np.ndarray:
+    """Dequantized output rows of ``graph`` as probabilities: its own softmax (int8 zeros
+    floored at half a quantization step), else the softmax of its logits."""
+    if graph.operators[-1].opcode == "SOFTMAX":
+        t = graph.output_tensors[0]
+        step = float(t.quant.scale[0]) if t.dtype.kind in "iu" and t.quant is not None else 0.0
+        return as_probabilities(values, max(1e-6, step / 2))
+    return softmax_rows(values)
+
+
 class Strategy(Protocol):
     """Scores the weights of one layer: same shape as the weights, higher = keep."""
 
@@ -201,11 +211,7 @@ class Compressor:
         values = out.astype(np.float64)
         if out.dtype.kind in "iu" and t.quant is not None:
             values = (values - float(t.quant.zero_point[0])) * float(t.quant.scale[0])
-        values = values.reshape(values.shape[0], -1)
-        if self.master.operators[-1].opcode == "SOFTMAX":
-            step = float(t.quant.scale[0]) if out.dtype.kind in "iu" and t.quant is not None else 0.0
-            return as_probabilities(values, max(1e-6, step / 2))
-        return softmax_rows(values)
+        return output_probabilities(self.master, values.reshape(values.shape[0], -1))
 
     def candidate(self, sparsities: dict[int, float]) -> Graph:
         """The master with each layer pruned to its sparsity (in its block shape) and re-quantized."""

@@ -16,7 +16,6 @@ only through ``deploy``, the daemon's validated hot swap.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -32,16 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from edged.adapt.calibration import Calibration, prunable_ops
-from edged.adapt.compress import STRATEGIES, Compressor, QsaStrategy
+from edged.adapt.calibration import prunable_ops
+from edged.adapt.compress import output_probabilities
 from edged.adapt.monitors import AccuracyMonitor, FidelityMonitor, KlDriftMonitor
-from edged.adapt.qsa import QsaConfig
-from edged.adapt.stats import as_probabilities, mean_row_kl, softmax_rows, wilson_lower_bound
+from edged.adapt.stats import mean_row_kl, wilson_lower_bound
 from edged.adapt.taps import Taps, TapSpec
+from edged.adapt.worker import compress_job, lower_priority
 from edged.config import AdaptSection
 from edged.errors import EdgedError
 from edged.model.ir import Graph
-from edged.model.tflite import read_tflite, write_tflite
+from edged.model.tflite import read_tflite
 from edged.sparse.block_csr import BlockShape
 
 log = logging.getLogger("edged.adapt")
@@ -154,7 +153,7 @@ class Controller:
         """One worker process, started once (spawn: no forked copy of the serving threads)."""
         if self._workers is None:
             self._workers = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_lower_priority, initargs=(self.cfg.nice,))
+                                                initializer=lower_priority, initargs=(self.cfg.nice,))
         return self._workers
 
     def _loop(self) -> None:
@@ -247,12 +246,7 @@ class Controller:
         return self._dequantize(self.master_engine.infer([x])[0].reshape(len(x), -1))
 
     def _probs(self, values: np.ndarray) -> np.ndarray:
-        """Output rows as probabilities: the model's own softmax (int8 zeros floored at half a
-        step), else the softmax of its logits."""
-        if self.master.operators[-1].opcode == "SOFTMAX":
-            step = float(self.master.output_tensors[0].quant.scale[0])
-            return as_probabilities(values, max(1e-6, step / 2))
-        return softmax_rows(values)
+        return output_probabilities(self.master, values)
 
     def _dequantize(self, y: np.ndarray) -> np.ndarray:
         q = self.master.output_tensors[0].quant
@@ -385,10 +379,9 @@ class Controller:
     def _collect(self, n: int) -> np.ndarray:
         """The next ``n`` tapped model inputs (rows arriving after this call)."""
         deadline = self.clock() + self.cfg.collect_timeout_s
-        start, _ = self.taps.since(0, [self.input_tensor])
-        start_total = start
+        start_total = self.taps.total(self.input_tensor)
         while True:
-            total = self.taps.rings[self.input_tensor].total
+            total = self.taps.total(self.input_tensor)
             if total - start_total >= n:
                 break
             if self.clock() > deadline or self._stop.is_set():
@@ -478,48 +471,3 @@ def _hottest_sensor() -> float | None:
         return None
     values = [t.current for entries in temps.values() for t in entries if t.current]
     return max(values) if values else None
-
-
-def _lower_priority(nice: int) -> None:
-    with contextlib.suppress(OSError):  # a worker at the daemon's priority still works
-        os.nice(nice)
-
-
-def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_budget: float) -> dict:
-    """Score, allocate and prune in the worker process; returns the candidate's bytes and record.
-
-    The retrainer gets a bounded share of the cycle: 0.4 s per layer at most."""
-    t0 = time.perf_counter()
-    graph = read_tflite(master, name="master")
-    if strategy == "pattern":
-        from edged.adapt.patterns import PatternCompressor
-
-        comp = PatternCompressor(graph, Calibration(calib))
-        t1 = time.perf_counter()
-        result = comp.search(kl_budget=kl_budget, steps=6)
-        return _job_record(result, t1 - t0, time.perf_counter() - t1)
-    if strategy in ("hmatrix", "svd"):
-        from edged.adapt.compress import HMatrixCompressor, SvdCompressor
-
-        comp = (HMatrixCompressor if strategy == "hmatrix" else SvdCompressor)(graph, Calibration(calib))
-        t1 = time.perf_counter()
-        result = comp.search(kl_budget=kl_budget, steps=6)
-        return _job_record(result, t1 - t0, time.perf_counter() - t1)
-    if strategy == "qsa":
-        scorer = QsaStrategy(QsaConfig(epochs=12, time_budget_s=0.4))
-    else:
-        scorer = STRATEGIES[strategy]()
-    comp = Compressor(graph, Calibration(calib), scorer, blocks)
-    t1 = time.perf_counter()
-    result = comp.search(kl_budget=kl_budget, steps=6)
-    return _job_record(result, t1 - t0, time.perf_counter() - t1)
-
-
-def _job_record(result, train_s: float, prune_s: float) -> dict:
-    return {
-        "content": write_tflite(result.graph), "sparsity": result.sparsity, "kl": result.kl,
-        "layers": {str(p.op_index): [str(p.block), p.sparsity] for p in result.layers},
-        "layer_sparsity": {p.op_index: round(p.sparsity, 3) for p in result.layers},
-        "curve": [[p.tau, p.sparsity, p.kl] for p in result.curve],
-        "train_s": train_s, "prune_s": prune_s,
-    }

@@ -20,7 +20,6 @@ from edged.adapt.stats import (
     kl_divergence,
     mean_output_kl,
     smoothed,
-    softmax_rows,
     wilson_lower_bound,
 )
 
@@ -233,8 +232,3 @@ class AccuracyMonitor:
     def reading(self) -> AccuracyReading:
         n, k = len(self._hits), sum(self._hits)
         return AccuracyReading(n, k / n if n else 0.0, wilson_lower_bound(k, n))
-
-
-def output_probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax of each row: what fidelity compares when a model's last op is not SOFTMAX."""
-    return softmax_rows(logits)

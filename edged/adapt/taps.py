@@ -126,6 +126,11 @@ class Taps:
         with self._lock:
             return self.rings[tensor].latest(n)
 
+    def total(self, tensor: int) -> int:
+        """Samples of ``tensor`` ever recorded."""
+        with self._lock:
+            return self.rings[tensor].total
+
     def since(self, seen: int, tensors: list[int]) -> tuple[int, list[np.ndarray]]:
         """Rows recorded after the first ``seen`` ever (at most what the rings hold), for each of
         ``tensors``, read together so the rows line up; returns the new total and the rows."""

@@ -14,7 +14,7 @@ from edged.adapt.compress import (
     score_mask,
     served_bytes,
 )
-from edged.data import default_model_path, digits_input, load_digits_test
+from edged.data import default_model_path, digits_for, load_digits_test
 from edged.errors import EdgedError
 from edged.model.builder import GraphBuilder
 from edged.model.tflite import read_tflite, write_tflite
@@ -29,8 +29,7 @@ UNSTRUCTURED = BlockShape(1, 1)
 def mlp():
     graph = read_tflite(default_model_path("digits_mlp"))
     images, labels = load_digits_test()
-    t = graph.input_tensors[0]
-    x = digits_input(images, t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+    x = digits_for(graph, images)
     return graph, Calibration(x[:120], labels[:120])
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from edged.adapt.calibration import Calibration
 from edged.adapt.patterns import CENTRE, PatternCompressor, kernel_patterns, remove_channels
-from edged.data import default_model_path, digits_input, load_digits_test
+from edged.data import default_model_path, digits_for, load_digits_test
 from edged.model.tflite import read_tflite, write_tflite
 from edged.runtime.litert import LiteRTEngine
 from edged.runtime.native import NativeEngine
@@ -15,8 +15,7 @@ from edged.runtime.native import NativeEngine
 
 def _data(graph):
     images, labels = load_digits_test()
-    t = graph.input_tensors[0]
-    x = digits_input(images, t.dtype, float(t.quant.scale[0]), int(t.quant.zero_point[0]), t.shape[1:])
+    x = digits_for(graph, images)
     return x, labels
 
 

@@ -1,0 +1,177 @@
+"""`edged compress`: prune, factorize or pattern a model on calibration data and write it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from edged.cli import _load_graph
+from edged.errors import EdgedError
+
+
+def compress(args: argparse.Namespace) -> int:
+    """`edged compress`: see build_parser in edged/cli.py for the options."""
+    from edged.adapt.calibration import load_calibration, prunable_ops
+    from edged.adapt.compress import (
+        STRATEGIES,
+        Compressor,
+        CompressResult,
+        HMatrixCompressor,
+        LayerPlan,
+        SvdCompressor,
+    )
+    from edged.sparse.block_csr import BlockShape
+
+    graph = _load_graph(args.model)
+    calib = load_calibration(args.calib, graph)
+    factorized = {"hmatrix": HMatrixCompressor, "svd": SvdCompressor}
+    if args.strategy == "pattern":
+        return _compress_patterns(args, graph, calib)
+    if args.strategy not in STRATEGIES and args.strategy not in factorized:
+        names = ", ".join([*STRATEGIES, *factorized, "pattern"])
+        raise EdgedError(f"unknown strategy {args.strategy!r}; choose one of {names}")
+    if args.tolerance is not None and args.strategy not in factorized:
+        raise EdgedError("--tolerance applies to the hmatrix and svd strategies")
+    if args.tolerance is not None and not 0 < args.tolerance < 1:
+        raise EdgedError(f"--tolerance must be in (0, 1), got {args.tolerance}")
+    if args.strategy in factorized and (args.tolerance is None) == (args.sparsity is None and
+                                                                   args.kl_budget is None):
+        raise EdgedError("give one of --tolerance, --kl-budget or --sparsity")
+    layers = prunable_ops(graph)
+    if not layers:
+        raise EdgedError(f"{args.model}: no prunable layers (FULLY_CONNECTED / CONV_2D with int8 weights)")
+    t0 = time.perf_counter()
+
+    def progress(m: str) -> None:
+        print(f"  [{time.perf_counter() - t0:6.1f} s] {m}", file=sys.stderr)
+
+    if args.strategy in factorized:
+        try:
+            comp = factorized[args.strategy](graph, calib, progress=progress)
+            if args.tolerance is not None:
+                levels = {i: args.tolerance for i in comp.layers}
+                candidate = comp.candidate(levels)
+                result = CompressResult(candidate, [LayerPlan(i, BlockShape(1, 1), args.tolerance)
+                                                    for i in comp.layers],
+                                        comp.kl(candidate), comp.overall_sparsity(levels), [])
+            else:
+                result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
+            if args.export == "factors":
+                from edged.adapt.lowrank_export import split_low_rank
+
+                levels = {p.op_index: p.sparsity for p in result.layers if p.sparsity > 0}
+                splits = []
+                if levels:
+                    result.graph, splits = split_low_rank(graph, calib.x, levels)
+                result.kl = comp.kl(result.graph)
+                for sp in splits:
+                    print(f"  op #{sp.op_index} served as two FULLY_CONNECTED of rank {sp.rank}: "
+                          f"{sp.factor_bytes} instead of {sp.dense_bytes} weight bytes")
+        except ValueError as exc:
+            raise EdgedError(str(exc)) from exc
+        return _write_compressed(args, graph, comp, result, t0, factor_forms=True)
+    if args.sparsity is None and args.kl_budget is None:
+        raise EdgedError("give --sparsity or --kl-budget")
+    if args.block == "auto":
+        blocks = _auto_blocks(graph, layers, args.sparsity or 0.9)
+    else:
+        try:
+            blocks = {i: BlockShape.parse(args.block) for i in layers}
+        except ValueError as exc:
+            raise EdgedError(str(exc)) from exc
+    comp = Compressor(graph, calib, STRATEGIES[args.strategy](), blocks, progress=progress)
+    try:
+        result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
+    except ValueError as exc:
+        raise EdgedError(str(exc)) from exc
+    return _write_compressed(args, graph, comp, result, t0)
+
+
+def _compress_patterns(args, graph, calib) -> int:
+    from edged.adapt.patterns import PatternCompressor
+
+    if args.tolerance is not None:
+        raise EdgedError("--tolerance applies to the hmatrix and svd strategies")
+    if args.sparsity is None and args.kl_budget is None:
+        raise EdgedError("give --sparsity or --kl-budget")
+    t0 = time.perf_counter()
+    try:
+        comp = PatternCompressor(graph, calib, progress=lambda m: print(f"  {m}", file=sys.stderr))
+        if args.policy == "learned":
+            from edged.adapt.compress import CompressResult, LayerPlan
+            from edged.adapt.policy import train_policy
+            from edged.sparse.block_csr import BlockShape
+
+            if args.kl_budget is None:
+                raise ValueError("the learned policy takes a --kl-budget")
+            learned = train_policy(comp, args.kl_budget, time_budget_s=args.time_budget_s)
+            print(f"  policy: {learned.candidates} candidates measured in {learned.seconds:.1f} s")
+            graph_out = comp.candidate(learned.levels)
+            plans = [LayerPlan(i, BlockShape(1, 1), v) for i, v in learned.levels.items()]
+            result = CompressResult(graph_out, plans, learned.kl, learned.sparsity, [])
+        else:
+            result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
+    except ValueError as exc:
+        raise EdgedError(str(exc)) from exc
+    for p in result.layers:
+        op = graph.operators[p.op_index]
+        what = ("3x3 kernel patterns (4 of 9 taps)" if op.opcode == "CONV_2D" else
+                f"{p.sparsity:.0%} of its units removed")
+        print(f"  op #{p.op_index} {op.opcode:<16} {what if p.sparsity > 0 else 'kept as is'}")
+    return _write_compressed(args, graph, comp, result, t0, patterns=True)
+
+
+def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool = False,
+                      patterns: bool = False) -> int:
+    from edged.adapt.compress import float_bytes, served_bytes
+    from edged.model.tflite import write_tflite
+
+    encoded = []
+    if args.sparse_encoding:
+        from edged.sparse.tflite_encoding import sparsify_fc_weights
+
+        encoded = sparsify_fc_weights(result.graph)
+    content = write_tflite(result.graph)
+    with open(args.output, "wb") as f:
+        f.write(content)
+    print(f"wrote {args.output}: {len(content)} bytes ({args.strategy}, {time.perf_counter() - t0:.1f} s)")
+    if encoded:
+        print(f"  stored sparse (TFLite 1x16 encoding; LiteRT runs its sparse kernel): {', '.join(encoded)}")
+    for p in result.layers if not patterns else []:
+        op = graph.operators[p.op_index]
+        shape = "x".join(str(d) for d in graph.tensors[op.inputs[1]].shape)
+        if factor_forms:
+            form = comp.form(p.op_index, p.sparsity) if p.sparsity > 0 else None
+            what = (f"tolerance {p.sparsity:g}: {form.counts()} leaves, {form.nbytes} bytes as int8 factors"
+                    if form else "kept as is")
+            print(f"  op #{p.op_index} {op.opcode:<16} {shape:>12}  {what}")
+            continue
+        print(f"  op #{p.op_index} {op.opcode:<16} {shape:>12}  {p.block} blocks  {p.sparsity:6.1%} pruned")
+    ratio_before = float_bytes(graph) / served_bytes(graph)
+    ratio_after = float_bytes(graph) / served_bytes(result.graph)
+    if factor_forms:
+        print(f"low-rank factors would save {result.sparsity:.1%} of the weight bytes; "
+              f"output KL {result.kl:.5f} vs the input model (as exported)")
+    else:
+        print(f"sparsity {result.sparsity:.1%} of prunable weights; "
+              f"output KL {result.kl:.5f} vs the input model")
+    print(f"compression vs float32 weights: {ratio_before:.2f}x dense int8 -> {ratio_after:.2f}x")
+    if comp.calib.y is not None:
+        before, after = comp.accuracy(graph), comp.accuracy(result.graph)
+        print(f"accuracy on the calibration labels: {before:.2%} -> {after:.2%}")
+    return 0
+
+
+def _auto_blocks(graph, layers, sparsity: float):
+    """Per layer, the fastest block shape on this machine at ``sparsity``, else unstructured."""
+    from edged.runtime.advice import plan_advice
+    from edged.runtime.native import NativeEngine
+    from edged.sparse.block_csr import UNSTRUCTURED
+
+    advice = plan_advice(NativeEngine(graph, layout="dense").plan)
+    blocks = {}
+    for i in layers:
+        fast = advice[i].fast_blocks(sparsity) if i in advice else []
+        blocks[i] = fast[0] if fast else UNSTRUCTURED
+    return blocks
