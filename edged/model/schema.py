@@ -31,3 +31,11 @@ def _load() -> ModuleType:
 
 
 schema = _load()
+
+
+def enum_name(enum: type, value: int) -> str:
+    """The name of ``value`` in a generated schema enum class (the number if unknown)."""
+    for key, val in vars(enum).items():
+        if not key.startswith("_") and val == value:
+            return key
+    return str(value)

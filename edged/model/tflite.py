@@ -22,8 +22,9 @@ import numpy as np
 
 from edged.errors import ModelFormatError
 from edged.model.ir import Graph, Operator, Quantization, Signature, Tensor
-from edged.model.schema import schema
-from edged.sparse.tflite_encoding import DENSE, DimMetadata, TfliteSparsity, densify, encode_like
+from edged.model.schema import enum_name, schema
+from edged.model.tflite_sparsity import sparsity_from_schema, sparsity_to_schema
+from edged.sparse.tflite_encoding import densify, encode_like
 
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
@@ -78,13 +79,6 @@ DEFAULT_OPTIONS_TYPE = {
 def _snake(name: str) -> str:
     """dilationWFactor -> dilation_w_factor."""
     return re.sub(r"([A-Z])", r"_\1", name).lower()
-
-
-def _enum_name(enum: type, value: int) -> str:
-    for key, val in vars(enum).items():
-        if not key.startswith("_") and val == value:
-            return key
-    return str(value)
 
 
 def _text(value: bytes | str | None) -> str:
@@ -188,7 +182,7 @@ def _buffer_bytes(buffer: Any, data: bytes) -> bytes:
 def _tensor_from_schema(t: Any, buffers: list, data: bytes, label: str, index: int) -> Tensor:
     name = _text(t.name) or f"tensor_{index}"
     if t.type not in _TENSOR_TYPES:
-        dtype_name = _enum_name(schema.TensorType, t.type)
+        dtype_name = enum_name(schema.TensorType, t.type)
         raise ModelFormatError(f"{label}: tensor #{index} '{name}' has unsupported type {dtype_name}")
     dtype = _TENSOR_TYPES[t.type]
     shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
@@ -207,7 +201,7 @@ def _tensor_from_schema(t: Any, buffers: list, data: bytes, label: str, index: i
             )
         values = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
         try:
-            sparsity = _sparsity_from_schema(t.sparsity)
+            sparsity = sparsity_from_schema(t.sparsity)
             constant = densify(values, sparsity, shape)
         except ModelFormatError as exc:
             raise ModelFormatError(
@@ -239,35 +233,6 @@ def _tensor_from_schema(t: Any, buffers: list, data: bytes, label: str, index: i
         is_variable=bool(t.isVariable),
         sparsity=sparsity,
     )
-
-
-def _sparsity_from_schema(sp: Any) -> TfliteSparsity:
-    levels = []
-    for level, meta in enumerate(sp.dimMetadata if sp.dimMetadata is not None else []):
-        if meta is None:
-            raise ModelFormatError(f"sparsity level {level} has no metadata")
-        levels.append(
-            DimMetadata(
-                format=_enum_name(schema.DimensionType, meta.format),
-                dense_size=meta.denseSize,
-                array_segments=_index_values(meta.arraySegments),
-                array_indices=_index_values(meta.arrayIndices),
-            )
-        )
-    return TfliteSparsity(
-        traversal_order=sp.traversalOrder if sp.traversalOrder is not None else (),
-        block_map=sp.blockMap if sp.blockMap is not None else (),
-        dim_metadata=levels,
-    )
-
-
-def _index_values(vector: Any) -> np.ndarray | None:
-    """The entries of an Int32Vector / Uint16Vector / Uint8Vector table as int64."""
-    if vector is None:
-        return None
-    if vector.values is None:
-        return np.zeros(0, dtype=np.int64)
-    return np.asarray(vector.values).astype(np.int64)
 
 
 def _operator_from_schema(op: Any, code: Any, n_tensors: int, label: str, index: int) -> Operator:
@@ -305,7 +270,7 @@ def _options_to_dict(options: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in vars(options).items():
         if key in _ENUM_FIELDS:
-            value = _enum_name(_ENUM_FIELDS[key], value)
+            value = enum_name(_ENUM_FIELDS[key], value)
         elif isinstance(value, np.ndarray):
             value = value.tolist()
         out[_snake(key)] = value
@@ -330,37 +295,6 @@ class _AlignedBufferT(schema.BufferT):
         if vector is not None:
             schema.BufferAddData(builder, vector)
         return schema.BufferEnd(builder)
-
-
-class _IndexVectorT:
-    """A SparseIndexVector table (Uint8Vector, Uint16Vector or Int32Vector).
-
-    Packed by hand because the schema asks for 4-byte aligned values
-    (``force_align: 4``), which the generated object API does not honour.
-    """
-
-    # The narrowest table that holds the largest index keeps the file small.
-    KINDS = (
-        ("Uint8Vector", np.dtype("<u1")),
-        ("Uint16Vector", np.dtype("<u2")),
-        ("Int32Vector", np.dtype("<i4")),
-    )
-
-    def __init__(self, values: np.ndarray) -> None:
-        top = int(values.max()) if values.size else 0
-        self.kind, dtype = next((k, d) for k, d in self.KINDS if top <= np.iinfo(d).max)
-        self.type_code = getattr(schema.SparseIndexVector, self.kind)
-        self.values = values.astype(dtype)
-
-    def Pack(self, builder: flatbuffers.Builder) -> int:  # noqa: N802 (schema API name)
-        raw = self.values.tobytes()
-        builder.StartVector(self.values.itemsize, self.values.size, 4)
-        builder.head -= len(raw)
-        builder.Bytes[builder.head : builder.head + len(raw)] = raw
-        vector = builder.EndVector()
-        getattr(schema, self.kind + "Start")(builder)
-        getattr(schema, self.kind + "AddValues")(builder, vector)
-        return getattr(schema, self.kind + "End")(builder)
 
 
 def write_tflite(graph: Graph, path: str | os.PathLike | None = None) -> bytes:
@@ -462,7 +396,7 @@ def _tensor_to_schema(t: Tensor, add_buffer) -> Any:
         except ValueError as exc:
             raise ValueError(f"tensor '{t.name}' cannot be stored in its sparse layout: {exc}") from exc
         st.buffer = add_buffer(values.astype(t.dtype.newbyteorder("<")).tobytes())
-        st.sparsity = _sparsity_to_schema(sparsity)
+        st.sparsity = sparsity_to_schema(sparsity)
     else:
         st.buffer = add_buffer(t.data.astype(t.dtype.newbyteorder("<")).tobytes()) if t.is_constant else 0
     if t.quant is not None:
@@ -475,26 +409,6 @@ def _tensor_to_schema(t: Tensor, add_buffer) -> Any:
         q.quantizedDimension = t.quant.axis
         st.quantization = q
     return st
-
-
-def _sparsity_to_schema(sparsity: TfliteSparsity) -> Any:
-    sp = schema.SparsityParametersT()
-    sp.traversalOrder = list(sparsity.traversal_order)
-    # "If not block-sparse, this field is NULL" (schema.fbs).
-    sp.blockMap = list(sparsity.block_map) if sparsity.block_map else None
-    sp.dimMetadata = []
-    for meta in sparsity.dim_metadata:
-        dm = schema.DimensionMetadataT()
-        dm.format = getattr(schema.DimensionType, meta.format)
-        if meta.format == DENSE:
-            dm.denseSize = meta.dense_size
-        else:
-            dm.arraySegments = _IndexVectorT(meta.array_segments)
-            dm.arraySegmentsType = dm.arraySegments.type_code
-            dm.arrayIndices = _IndexVectorT(meta.array_indices)
-            dm.arrayIndicesType = dm.arrayIndices.type_code
-        sp.dimMetadata.append(dm)
-    return sp
 
 
 def _options_from_dict(options_type: str, options: dict[str, Any]) -> Any:
