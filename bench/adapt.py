@@ -37,7 +37,7 @@ STRATEGY_NAMES = ("magnitude", "wanda", "qsa", "qsa+bc")  # +bc: with bias corre
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="also write the results to this JSON file")
-    ap.add_argument("--only", choices=("compression", "drift", "cycle"))
+    ap.add_argument("--only", choices=("compression", "drift", "cycle", "taps"))
     args = ap.parse_args(argv)
     results = {}
     if args.only in (None, "compression"):
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         results["drift"] = drift()
     if args.only in (None, "cycle"):
         results["cycle"] = cycle()
+    if args.only in (None, "taps"):
+        results["taps"] = taps()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
@@ -219,6 +221,32 @@ def _print(r: dict) -> None:
     print(f"{r['model']:<11} {r['strategy']:<10} {r['block']:>5} {r['target']:>6.0%} {r['sparsity']:>8.1%} "
           f"{r['kl']:>8.4f} {r['accuracy']:>8.2%} {r['ratio']:>6.2f}")
 
+
+
+def taps(runs: int = 5000) -> list[dict]:
+    """Batch-1 p50 of the native engine with no taps, 10 % and 100 % of requests tapped, interleaved."""
+    import numpy as np
+
+    from edged.adapt.taps import Taps, TapSpec
+    from edged.benchmark import measure, sample_inputs
+    from edged.runtime.native import NativeEngine
+
+    rows = []
+    print(f"\n{'model':<11} {'no taps':>9} {'10 %':>9} {'100 %':>9}   "
+          f"(batch-1 p50 us, {runs} interleaved runs, the controller's taps: model input and output)")
+    for name in ("digits_mlp", "digits_cnn"):
+        graph = read_tflite(default_model_path(name))
+        engines = {"none": NativeEngine(graph), "10": NativeEngine(graph), "100": NativeEngine(graph)}
+        specs = [TapSpec(t, graph.tensors[t].name, int(np.prod(graph.tensors[t].shape[1:])))
+                 for t in (graph.inputs[0], graph.outputs[0])]
+        engines["10"].taps = Taps(specs, 0.1, seed=0)
+        engines["100"].taps = Taps(specs, 1.0, seed=0)
+        stats = measure(engines, sample_inputs(engines["none"], 1), runs=runs)
+        row = {"model": name, **{k: s.p50_us for k, s in stats.items()}}
+        rows.append(row)
+        print(f"{name:<11} {row['none']:>9.2f} {row['10']:>9.2f} {row['100']:>9.2f}   "
+              f"(10 %: {row['10'] / row['none'] - 1:+.1%})")
+    return rows
 
 if __name__ == "__main__":
     sys.exit(main())
