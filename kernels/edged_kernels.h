@@ -29,7 +29,8 @@ enum {
   EDGED_OP_DEQUANTIZE = 12, /* int8 -> float32 */
   EDGED_OP_CONCATENATION = 13,
   EDGED_OP_PAD = 14,
-  EDGED_OP_COPY = 15        /* RESHAPE when it cannot alias its input */
+  EDGED_OP_COPY = 15,       /* RESHAPE when it cannot alias its input */
+  EDGED_OP_HMATRIX = 16     /* hierarchical-matrix FULLY_CONNECTED (edged's EDGED_HMATRIX op) */
 };
 
 /* Kernel variants of the int8 GEMM family (s8_gemm_*). */
@@ -133,7 +134,13 @@ typedef struct edged_op {
 
   int32_t elem_size;        /* COPY: bytes per element (0 means 1) */
 
-  int32_t weight_format;    /* FULLY_CONNECTED / CONV_2D: EDGED_WEIGHTS_* */
+  int32_t weight_format;    /* FULLY_CONNECTED / CONV_2D / HMATRIX: EDGED_WEIGHTS_* */
+
+  /* HMATRIX stage 1: mid_c int8 features computed from the input. */
+  const void* mid_weights;  /* packed like `weights`, (mid_c, depth = in_c) */
+  const int32_t* mid_multiplier; /* [mid_c] */
+  const int32_t* mid_shift;      /* [mid_c] */
+  int32_t mid_c;
 } edged_op;
 
 /* Fields each kind reads (everything else is ignored). "clamp" means the
@@ -190,6 +197,19 @@ typedef struct edged_op {
  * PAD  in[0] [in_h,in_w,in_c] -> out [out_h,out_w,out_c], pad_before[3] /
  *   pad_after[3] of the h, w, c axes, fill value output_offset.
  * COPY  `count` elements of elem_size bytes.
+ * HMATRIX  a FULLY_CONNECTED whose weight matrix is an H-matrix (low-rank and
+ *   dense blocks), as two products through a scratch row u = [x | mid] of
+ *   in_c + mid_c int8 per input row (in_h rows per sample, as FULLY_CONNECTED):
+ *     mid[k] = clamp(MBQM_RHU(sum_d (x[d] - in_zp) * W1[k][d], mid_multiplier[k],
+ *              mid_shift[k]), -128, 127)                      (zero point 0)
+ *     y[o]   = requant(bias[o] + sum_d (x[d] - in_zp) * W2[o][d]
+ *                              + sum_k mid[k] * W2[o][in_c + k])   (RHU)
+ *   mid_weights holds W1 packed for (mid_c, in_c) with input_offset and no
+ *   bias; weights holds W2 packed for (out_c, in_c + mid_c) with the same
+ *   input_offset, so the caller folds in_zp * rowsum(W2[o][in_c:]) into its
+ *   bias to cancel the offset on the mid columns. Both use weight_format and
+ *   variant; out_multiplier/out_shift[out_c], output_offset; clamp.
+ *   Scratch: edged_scratch_size().
  */
 
 /* CPU features detected at run time; a bit per EDGED_VARIANT_*. */

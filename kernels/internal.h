@@ -282,5 +282,9 @@ void edged_dequantize(const edged_op* op, int32_t batch);
 void edged_concatenation(const edged_op* op, int32_t batch);
 void edged_pad(const edged_op* op, int32_t batch);
 void edged_copy(const edged_op* op, int32_t batch);
+void edged_hmatrix(const edged_op* op, int32_t batch);
+/* Scratch bytes of an HMATRIX descriptor for `batch` samples (0 if its
+ * geometry is invalid). */
+size_t edged_hmatrix_scratch_size(const edged_op* op, int32_t batch);
 
 #endif /* EDGED_INTERNAL_H */

@@ -41,17 +41,37 @@ static int spatial_ok(const edged_op* op) {
          pos(op->stride_w);
 }
 
-static int gemm_ok(const edged_op* op, int32_t depth) {
+/* `weights` is a buffer in the descriptor's format for (out_c, depth), and
+ * the descriptor's variant can run it here. */
+static int packed_ok(const edged_op* op, const void* weights, int32_t out_c, int32_t depth) {
   if (op->variant < 0 || op->variant >= EDGED_VARIANT_COUNT) return 0;
   if (!(edged_cpu_variants() & (1u << op->variant)) || edged_matmul_get(op) == NULL) return 0;
   switch (op->weight_format) {
     case EDGED_WEIGHTS_DENSE:
-      return edged_s8_gemm_check(op->weights, op->variant, op->out_c, depth) == 0;
+      return edged_s8_gemm_check(weights, op->variant, out_c, depth) == 0;
     case EDGED_WEIGHTS_BLOCK_SPARSE:
-      return edged_s8_spmm_check(op->weights, op->out_c, depth) == 0;
+      return edged_s8_spmm_check(weights, out_c, depth) == 0;
     default:
       return 0;
   }
+}
+
+static int gemm_ok(const edged_op* op, int32_t depth) {
+  return packed_ok(op, op->weights, op->out_c, depth);
+}
+
+static int hmatrix_ok(const edged_op* op) {
+  if (!strides_ok(op, 1) || !pos(op->in_h) || !pos(op->in_c) || !pos(op->out_c) || !pos(op->mid_c) ||
+      (int64_t)op->in_c + op->mid_c > INT32_MAX || !act_ok(op))
+    return 0;
+  /* The packed headers first: they prove out_c and mid_c, so the
+   * per-channel arrays can then be read. */
+  if (!gemm_ok(op, op->in_c + op->mid_c) || !packed_ok(op, op->mid_weights, op->mid_c, op->in_c))
+    return 0;
+  if (!per_channel_ok(op) || op->mid_multiplier == NULL || op->mid_shift == NULL) return 0;
+  for (int32_t k = 0; k < op->mid_c; ++k)
+    if (!shift_ok(op->mid_shift[k])) return 0;
+  return op->scratch != NULL;
 }
 
 /* Every pooling window must hold at least one input pixel (TFLite fails the
@@ -124,14 +144,18 @@ static int valid(const edged_op* op) {
              op->output_offset >= -128 && op->output_offset <= 127;
     case EDGED_OP_COPY:
       return strides_ok(op, 1) && op->count >= 0 && op->elem_size >= 0 && op->elem_size <= 64;
+    case EDGED_OP_HMATRIX:
+      return hmatrix_ok(op);
     default:
       return 0;
   }
 }
 
 size_t edged_scratch_size(const edged_op* op, int32_t batch) {
-  (void)batch; /* samples run one after another and reuse the same scratch */
-  if (op == NULL || op->kind != EDGED_OP_CONV_2D || !spatial_ok(op)) return 0;
+  if (op == NULL) return 0;
+  if (op->kind == EDGED_OP_HMATRIX) return edged_hmatrix_scratch_size(op, batch);
+  /* CONV_2D samples run one after another and reuse the same scratch. */
+  if (op->kind != EDGED_OP_CONV_2D || !spatial_ok(op)) return 0;
   return edged_conv_2d_scratch_size(op);
 }
 
@@ -161,6 +185,7 @@ static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
       case EDGED_OP_CONCATENATION: edged_concatenation(op, batch); break;
       case EDGED_OP_PAD: edged_pad(op, batch); break;
       case EDGED_OP_COPY: edged_copy(op, batch); break;
+      case EDGED_OP_HMATRIX: edged_hmatrix(op, batch); break;
       default: return i + 1; /* unreachable: validated above */
     }
   }
