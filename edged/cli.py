@@ -69,10 +69,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise EdgedError("edged bench needs a MODEL (or --kernels for the sparse kernel benchmark)")
 
     names = ENGINE_CHOICES if args.engine == "both" else (args.engine,)
-    engines = {name: load_engine(args.model, name, args.layout) for name in names}
+    engines = {name: load_engine(args.baseline if name == "litert" and args.baseline else args.model,
+                                 name, args.layout) for name in names}
     inputs = sample_inputs(next(iter(engines.values())), batch=args.batch)
     stats = measure(engines, inputs, runs=args.runs)
     result: dict = {"model": str(args.model), "engines": {n: s.as_dict() for n, s in stats.items()}}
+    if args.baseline:
+        result["litert_model"] = str(args.baseline)
     if args.engine == "both":
         result["native_over_litert_p50"] = round(stats["native"].p50_us / stats["litert"].p50_us, 3)
     native = engines.get("native")
@@ -80,6 +83,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result["native_layouts"] = {str(i): c.to_json() for i, c in native.plan.layouts.items()}
     if not args.json:
         print(f"{args.model}: batch {args.batch}, {args.runs} interleaved runs per engine")
+        if args.baseline and "litert" in engines:
+            print(f"litert runs the baseline {args.baseline}")
         print(f"{'engine':<8} {'p50 us':>10} {'p99 us':>10} {'per s':>10}")
         for name, s in stats.items():
             print(f"{name:<8} {s.p50_us:>10.1f} {s.p99_us:>10.1f} {s.per_s:>10.0f}")
@@ -260,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--layout", default="auto", help=LAYOUT_HELP)
+    p.add_argument("--baseline",
+                   help="LiteRT runs this model instead of MODEL (same inputs and outputs): the source of a "
+                        "model only the native engine runs, e.g. one written with --export hmatrix")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="classify the bundled digits test split: accuracy and latency")
@@ -280,9 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pattern: allocate from sensitivity (greedy) or with the GATv2/REINFORCE policy")
     p.add_argument("--time-budget-s", type=float, default=20.0,
                    help="pattern --policy learned: training time in seconds")
-    p.add_argument("--export", choices=("factors", "dense"), default="factors",
+    p.add_argument("--export", choices=("factors", "dense", "hmatrix"), default="factors",
                    help="hmatrix / svd: layers whose rank pays become two FULLY_CONNECTED (factors, the "
-                        "default), or every layer stays one re-densified int8 matrix (dense)")
+                        "default), every layer stays one re-densified int8 matrix (dense), or each "
+                        "becomes edged's EDGED_HMATRIX op (hmatrix: the H-matrix itself, smallest and "
+                        "fastest, native engine only)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--sparsity", type=float, help="fraction of prunable weights to remove, in (0, 1)")
     target.add_argument("--kl-budget", type=float, help="largest mean output KL allowed vs the input model")

@@ -48,7 +48,8 @@ def compress(args: argparse.Namespace) -> int:
 
     if args.strategy in factorized:
         try:
-            comp = factorized[args.strategy](graph, calib, progress=progress)
+            export = "hmatrix" if args.export == "hmatrix" else "dense"
+            comp = factorized[args.strategy](graph, calib, progress=progress, export=export)
             if args.tolerance is not None:
                 levels = {i: args.tolerance for i in comp.layers}
                 candidate = comp.candidate(levels)
@@ -68,6 +69,12 @@ def compress(args: argparse.Namespace) -> int:
                 for sp in splits:
                     print(f"  op #{sp.op_index} served as two FULLY_CONNECTED of rank {sp.rank}: "
                           f"{sp.factor_bytes} instead of {sp.dense_bytes} weight bytes")
+            if args.export == "hmatrix":
+                from edged.ops.hmatrix import CUSTOM_CODE
+
+                print(f"  layers served as {CUSTOM_CODE}: "
+                      f"{sum(op.custom_code == CUSTOM_CODE for op in result.graph.operators)}; only edged's "
+                      "native engine runs this file (--export factors or dense for LiteRT)")
         except ValueError as exc:
             raise EdgedError(str(exc)) from exc
         return _write_compressed(args, graph, comp, result, t0, factor_forms=True)

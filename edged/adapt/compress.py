@@ -323,18 +323,26 @@ class Compressor:
 def served_bytes(graph: Graph) -> int:
     """Bytes of weights as served: dense int8, or block-CSR (values + indices + row pointers) where
     that is smaller, plus the quantization parameters (one float scale per channel)."""
+    from edged.ops.hmatrix import CUSTOM_CODE
     from edged.sparse.block_csr import BLOCK_SHAPES, pack_block_csr
 
-    total = 0
-    for i in prunable_ops(graph):
-        w = graph.tensors[graph.operators[i].inputs[1]]
+    def stored(w) -> int:
         flat = w.data.reshape(w.shape[0], -1)
         best = flat.nbytes
         if np.count_nonzero(flat) < flat.size:
             best = min([best] + [pack_block_csr(flat, b).nbytes for b in BLOCK_SHAPES])
-        total += best + 4 * w.quant.scale.size
+        return best + 4 * w.quant.scale.size
+
+    total = 0
+    for i in prunable_ops(graph):
+        total += stored(graph.tensors[graph.operators[i].inputs[1]])
         if len(graph.operators[i].inputs) > 2 and graph.operators[i].inputs[2] >= 0:
             total += graph.tensors[graph.operators[i].inputs[2]].nbytes
+    for op in graph.operators:  # H-matrix layers: both stage matrices, mid scales, bias
+        if op.opcode == "CUSTOM" and op.custom_code == CUSTOM_CODE:
+            w1, mid, w2 = (graph.tensors[t] for t in op.inputs[1:4])
+            total += stored(w1) + stored(w2) + mid.nbytes
+            total += graph.tensors[op.inputs[4]].nbytes if len(op.inputs) > 4 and op.inputs[4] >= 0 else 0
     return total
 
 
@@ -351,15 +359,21 @@ def float_bytes(graph: Graph) -> int:
 
 class HMatrixCompressor(Compressor):
     """DE-HM: each FULLY_CONNECTED weight matrix replaced by its error-bounded H-matrix
-    (edged.adapt.hmatrix) with tolerance eps, re-densified to int8 so every runtime runs it
-    bit-exactly. Levels are tolerances; "sparsity" is the fraction of weight bytes the factors
-    save against dense int8."""
+    (edged.adapt.hmatrix) with tolerance eps. Candidates hold it re-densified to int8
+    (``export="dense"``: every runtime runs it bit-exactly) or as edged's EDGED_HMATRIX op
+    (``export="hmatrix"``: the factors themselves, native engine only). Levels are
+    tolerances; "sparsity" is the fraction of weight bytes the factors save against dense int8."""
 
     grid = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8)
+    EXPORTS = ("dense", "hmatrix")
 
     def __init__(self, master: Graph, calib: Calibration, layers: list[int] | None = None,
-                 min_block: int = 32, progress: Callable[[str], None] | None = None) -> None:
+                 min_block: int = 32, progress: Callable[[str], None] | None = None,
+                 export: str = "dense") -> None:
+        if export not in self.EXPORTS:
+            raise ValueError(f"unknown H-matrix export {export!r}: {', '.join(self.EXPORTS)}")
         self.min_block = min_block
+        self.export = export
         fcs = [i for i in prunable_ops(master) if master.operators[i].opcode == "FULLY_CONNECTED"]
         super().__init__(master, calib, MagnitudeStrategy(), layers=layers or fcs, progress=progress)
 
@@ -371,6 +385,10 @@ class HMatrixCompressor(Compressor):
                 raise ValueError(f"op #{i} is {self.master.operators[i].opcode}; DE-HM takes FULLY_CONNECTED")
         self._float = {i: float_weights(self.master, i) for i in self.layers}
         self._forms: dict[tuple[int, float], Any] = {}
+        if self.export == "hmatrix":
+            from edged.adapt.calibration import layer_inputs
+
+            self._inputs = layer_inputs(self.master, self.calib.x)
 
     def form(self, i: int, eps: float):
         from edged.adapt.hmatrix import build_hmatrix
@@ -383,6 +401,11 @@ class HMatrixCompressor(Compressor):
     def candidate(self, levels: dict[int, float]) -> Graph:
         from edged.adapt.requantize import set_float_weights
 
+        if self.export == "hmatrix":
+            from edged.adapt.hmatrix_op import to_hmatrix_ops
+
+            forms = {i: self.form(i, eps) for i, eps in levels.items() if eps > 0}
+            return to_hmatrix_ops(self.master, None, forms, inputs=self._inputs)[0]
         g = copy.deepcopy(self.master)
         for i, eps in levels.items():
             if eps > 0:

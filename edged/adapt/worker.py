@@ -41,7 +41,9 @@ def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_bud
     if strategy in ("hmatrix", "svd"):
         from edged.adapt.compress import HMatrixCompressor, SvdCompressor
 
-        comp = (HMatrixCompressor if strategy == "hmatrix" else SvdCompressor)(graph, Calibration(calib))
+        # The daemon adapts only with the native engine, which runs the factors themselves.
+        comp = (HMatrixCompressor if strategy == "hmatrix" else SvdCompressor)(graph, Calibration(calib),
+                                                                              export="hmatrix")
         t1 = time.perf_counter()
         result = comp.search(kl_budget=kl_budget, steps=6)
         return _job_record(result, t1 - t0, time.perf_counter() - t1)

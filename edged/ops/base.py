@@ -57,16 +57,21 @@ class OpContext:
 
     def bias(self, n_out: int) -> np.ndarray:
         """The int32 bias vector (input 2) of a FULLY_CONNECTED or convolution, zeros if absent."""
-        b = self.input(2)
+        return self.bias_at(2, n_out)
+
+    def bias_at(self, k: int, n_out: int) -> np.ndarray:
+        """The int32 bias vector at input ``k``, zeros if absent."""
+        b = self.input(k)
         if b is None:
             return np.zeros(n_out, dtype=np.int32)
         if not b.is_constant or b.dtype != np.int32 or b.size != n_out:
             raise self.fail(f"bias must be a constant int32 vector of {n_out} entries (one per channel)")
         return b.data.astype(np.int32).reshape(-1)
 
-    def activation(self, out: Tensor) -> tuple[int, int]:
+    def activation(self, out: Tensor, act: str | None = None) -> tuple[int, int]:
+        """The clamp range of the fused activation (the op's own, unless ``act`` names one)."""
         scale, zp = self.scale_zp(out)
-        act = self.op.fused_activation
+        act = self.op.fused_activation if act is None else act
         try:
             return activation_range(act, scale, zp, out.dtype)
         except ValueError as exc:

@@ -41,7 +41,21 @@ def _check_structure(content: bytes, model: str, delegates: bool) -> bool:
     except BackendUnavailableError:
         return delegates
     graph = read_tflite(content, name=model)
+    _check_edged_ops(graph, model)
     return _check_sparse_weights(graph, model, delegates)
+
+
+def _check_edged_ops(graph, model: str) -> None:
+    """edged's own operators (EDGED_HMATRIX) are custom ops LiteRT does not have."""
+    from edged.ops.hmatrix import CUSTOM_CODE
+
+    for i, op in enumerate(graph.operators):
+        if op.opcode == "CUSTOM" and op.custom_code == CUSTOM_CODE:
+            raise UnsupportedModelError(
+                f"{model}: operator #{i} is {CUSTOM_CODE}, edged's H-matrix layer, which only the native "
+                "engine runs: use --engine native, or write the model with `edged compress --export "
+                "factors` or `--export dense` for LiteRT"
+            )
 
 
 def _check_sparse_weights(graph, model: str, delegates: bool) -> bool:

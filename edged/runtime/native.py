@@ -24,7 +24,11 @@ class NativeEngine(Engine):
     def __init__(
         self, graph: Graph, model: str = "<model>", variant: int | None = None, layout: LayoutPolicy = "auto"
     ) -> None:
-        floats = [t.name for t in graph.tensors if t.is_constant and t.dtype.kind == "f"]
+        # A float model shows in its weights (input 1 of FULLY_CONNECTED, CONV_2D, ...); other
+        # float constants can be an int8 op's parameters (EDGED_HMATRIX's mid-feature scales).
+        weights = {op.inputs[1] for op in graph.operators if len(op.inputs) > 1 and op.inputs[1] >= 0}
+        floats = [graph.tensors[i].name for i in sorted(weights)
+                  if graph.tensors[i].is_constant and graph.tensors[i].dtype.kind == "f"]
         if floats:
             raise UnsupportedModelError(
                 f"{model}: the model has float weights ('{floats[0]}'): it is not int8-quantized. The "

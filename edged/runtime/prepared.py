@@ -32,12 +32,16 @@ class PreparedGraph:
     steps: list[Step]
 
 
+def op_key(op) -> str:
+    """What an operator module is registered under: the builtin name, or a custom op's code."""
+    return op.custom_code if op.opcode == "CUSTOM" and op.custom_code else op.opcode
+
+
 def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
     """Check every op is supported and prepare it; raise a precise error otherwise."""
     for i, op in enumerate(graph.operators):
-        if op.opcode not in OPS:
-            name = op.custom_code if op.opcode == "CUSTOM" and op.custom_code else op.opcode
-            raise UnsupportedOpError(name, i, model)
+        if op_key(op) not in OPS:
+            raise UnsupportedOpError(op_key(op), i, model)
     if len(graph.inputs) < 1:
         raise UnsupportedModelError(f"{model}: the graph has no inputs")
     for t in graph.input_tensors + graph.output_tensors:
@@ -56,7 +60,7 @@ def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
                 raise UnsupportedModelError(
                     f"{model}: operator #{i} ({op.opcode}) reads tensor {t} before it is computed"
                 )
-        module = OPS[op.opcode]
+        module = OPS[op_key(op)]
         try:
             params = module.prepare(ctx)
         except UnsupportedModelError:
@@ -64,7 +68,7 @@ def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
         except (ValueError, KeyError, TypeError) as exc:
             raise ctx.fail(f"malformed operator ({exc})") from exc
         acts = [t for t in op.inputs if t >= 0 and not graph.tensors[t].is_constant]
-        steps.append(Step(i, op.opcode, module, params, acts, op.outputs[0]))
+        steps.append(Step(i, op_key(op), module, params, acts, op.outputs[0]))
         available.add(op.outputs[0])
     for t in graph.outputs:
         if t not in available:
