@@ -395,7 +395,7 @@ class HMatrixCompressor(Compressor):
 
         key = (i, eps)
         if key not in self._forms:
-            self._forms[key] = build_hmatrix(self._float[i], eps, self.min_block)
+            self._forms[key] = build_hmatrix(self._float[i], eps, self.min_block, reorder=True)
         return self._forms[key]
 
     def candidate(self, levels: dict[int, float]) -> Graph:

@@ -55,16 +55,28 @@ class HMatrix:
     shape: tuple[int, int]
     leaves: list[Leaf]
     eps: float
+    # The tree is built on W[row_order][:, col_order]; leaf coordinates are in that order.
+    row_order: np.ndarray | None = None
+    col_order: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
-        return sum(leaf.nbytes for leaf in self.leaves)
+        perms = sum(4 * p.size for p in (self.row_order, self.col_order) if p is not None)
+        return sum(leaf.nbytes for leaf in self.leaves) + perms
+
+    def rows(self, leaf: Leaf) -> np.ndarray:
+        """Indices into the original matrix of a leaf's rows."""
+        idx = np.arange(leaf.row, leaf.row + leaf.shape[0])
+        return idx if self.row_order is None else self.row_order[idx]
+
+    def cols(self, leaf: Leaf) -> np.ndarray:
+        idx = np.arange(leaf.col, leaf.col + leaf.shape[1])
+        return idx if self.col_order is None else self.col_order[idx]
 
     def to_float(self) -> np.ndarray:
         out = np.zeros(self.shape)
         for leaf in self.leaves:
-            m, n = leaf.shape
-            out[leaf.row : leaf.row + m, leaf.col : leaf.col + n] = leaf.to_float()
+            out[np.ix_(self.rows(leaf), self.cols(leaf))] = leaf.to_float()
         return out
 
     def counts(self) -> dict[str, int]:
@@ -99,34 +111,49 @@ def _low_rank_leaf(row: int, col: int, u: np.ndarray, s: np.ndarray, vt: np.ndar
     return Leaf(row, col, (m, n), a=np.ascontiguousarray(a_q.T), a_scale=a_scale, b=b_q, b_scale=b_scale)
 
 
-def build_hmatrix(w: np.ndarray, eps: float, min_block: int = 32) -> HMatrix:
-    """The DE-HM form of ``w`` (float [m, n]) with relative Frobenius error eps (before int8)."""
+def build_hmatrix(w: np.ndarray, eps: float, min_block: int = 32, reorder: bool = False) -> HMatrix:
+    """The DE-HM form of ``w`` (float [m, n]) with relative Frobenius error eps (before int8).
+
+    A subdivision whose leaves together are not smaller than the block stored dense is undone
+    (one dense leaf). ``reorder`` also builds the tree on rows and columns sorted by the leading
+    singular vectors (a 1-D spectral ordering, which groups similar rows and columns so blocks
+    have lower rank) and keeps that ordering if it stores fewer bytes."""
     if not 0.0 < eps < 1.0:
         raise ValueError(f"the tolerance must be in (0, 1), got {eps}")
     w = np.asarray(w, dtype=np.float64)
     if w.ndim != 2 or w.size == 0:
         raise ValueError(f"an H-matrix needs a non-empty 2-D matrix, got shape {list(w.shape)}")
-    leaves: list[Leaf] = []
+    shape = (int(w.shape[0]), int(w.shape[1]))
+    best = HMatrix(shape, _tree(w, eps, min_block), eps)
+    if reorder:
+        u, _, vt = np.linalg.svd(w, full_matrices=False)
+        rows, cols = np.argsort(u[:, 0], kind="stable"), np.argsort(vt[0], kind="stable")
+        other = HMatrix(shape, _tree(w[rows][:, cols], eps, min_block), eps, rows, cols)
+        best = other if other.nbytes < best.nbytes else best
+    return best
 
-    def visit(row: int, col: int, block: np.ndarray) -> None:
+
+def _dense_leaf(row: int, col: int, block: np.ndarray) -> Leaf:
+    q, scale = _quantize_rows(block)
+    return Leaf(row, col, block.shape, dense=q, dense_scale=scale)
+
+
+def _tree(w: np.ndarray, eps: float, min_block: int) -> list[Leaf]:
+    def visit(row: int, col: int, block: np.ndarray) -> list[Leaf]:
         m, n = block.shape
         u, s, vt = np.linalg.svd(block, full_matrices=False)
         r = truncation_rank(s, eps)
         if r * (m + n) < m * n:
-            leaves.append(_low_rank_leaf(row, col, u, s, vt, r))
-            return
+            return [_low_rank_leaf(row, col, u, s, vt, r)]
         if min(m, n) >= 2 * min_block:
             hm, hn = m // 2, n // 2
-            visit(row, col, block[:hm, :hn])
-            visit(row, col + hn, block[:hm, hn:])
-            visit(row + hm, col, block[hm:, :hn])
-            visit(row + hm, col + hn, block[hm:, hn:])
-            return
-        q, scale = _quantize_rows(block)
-        leaves.append(Leaf(row, col, (m, n), dense=q, dense_scale=scale))
+            children = [*visit(row, col, block[:hm, :hn]), *visit(row, col + hn, block[:hm, hn:]),
+                        *visit(row + hm, col, block[hm:, :hn]), *visit(row + hm, col + hn, block[hm:, hn:])]
+            dense = _dense_leaf(row, col, block)
+            return children if sum(c.nbytes for c in children) < dense.nbytes else [dense]
+        return [_dense_leaf(row, col, block)]
 
-    visit(0, 0, w)
-    return HMatrix((int(w.shape[0]), int(w.shape[1])), leaves, eps)
+    return visit(0, 0, w)
 
 
 def truncated_svd(w: np.ndarray, rank: int) -> HMatrix:

@@ -65,11 +65,10 @@ def stage_matrices(hm: HMatrix, x_scale: float, x_zp: int, x_rows: np.ndarray):
     s_w1 = np.ones(r_total, np.float32)
     w2 = np.zeros((m, n + r_total))
     k = 0
-    for leaf in hm.leaves:
-        lm, ln = leaf.shape
-        rows, cols = slice(leaf.row, leaf.row + lm), slice(leaf.col, leaf.col + ln)
+    for leaf in hm.leaves:  # a reordered tree's leaves land back on the original rows and columns
+        rows, cols = hm.rows(leaf), hm.cols(leaf)
         if leaf.a is None:
-            w2[rows, cols] = leaf.to_float()
+            w2[np.ix_(rows, cols)] = leaf.to_float()
             continue
         if not leaf.rank:
             continue

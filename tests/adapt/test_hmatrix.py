@@ -27,13 +27,16 @@ def matrices(draw):
         w = 1.0 / (1.0 + 10 * np.abs(x - y)) + 0.01 * rng.normal(size=(m, n))
     else:
         w = rng.normal(size=(m, 3)) @ rng.normal(size=(3, n))
+    if draw(st.booleans()):  # scrambled rows and columns: what a reordering can undo
+        w = w[rng.permutation(m)][:, rng.permutation(n)]
     return w, draw(st.sampled_from([0.05, 0.1, 0.3, 0.6])), draw(st.sampled_from([4, 8, 32]))
 
 
-@given(matrices())
-def test_error_bound_holds_up_to_int8_rounding(case):
+@given(matrices(), st.booleans())
+def test_error_bound_holds_up_to_int8_rounding(case, reorder):
     w, eps, min_block = case
-    h = build_hmatrix(w, eps, min_block)
+    h = build_hmatrix(w, eps, min_block, reorder=reorder)
+    assert h.nbytes <= w.size + 4 * w.shape[0] + (4 * sum(w.shape) if h.row_order is not None else 0)
     covered = sum(leaf.shape[0] * leaf.shape[1] for leaf in h.leaves)
     assert covered == w.size  # the leaves tile the matrix
     # The bound is exact before int8 rounding; int8 factors add at most ~1 % relative error here.
@@ -63,6 +66,21 @@ def test_low_rank_structure_is_found_and_stored_smaller():
     svd = svd_at_bytes(smooth, hs.nbytes)
     assert svd.nbytes <= hs.nbytes
     assert np.linalg.norm(smooth - hs.to_float()) < np.linalg.norm(smooth - svd.to_float())
+
+
+def test_reordering_is_kept_only_when_it_stores_less():
+    x = np.linspace(0, 1, 256)
+    smooth = 1.0 / (0.01 + np.abs(x[:, None] - x[None, :]))
+    rng = np.random.default_rng(1)
+    rows, cols = rng.permutation(256), rng.permutation(256)
+    scrambled = smooth[rows][:, cols]  # the same matrix, its locality hidden
+    plain = build_hmatrix(scrambled, 0.01, min_block=16)
+    found = build_hmatrix(scrambled, 0.01, min_block=16, reorder=True)
+    assert found.row_order is not None and found.nbytes < 0.7 * plain.nbytes
+    assert np.linalg.norm(scrambled - found.to_float()) <= 0.02 * np.linalg.norm(scrambled)
+    noise = rng.normal(size=(128, 128))  # nothing to find: no ordering, one dense leaf
+    h = build_hmatrix(noise, 0.05, min_block=16, reorder=True)
+    assert h.row_order is None and h.counts() == {"low_rank": 0, "dense": 1}
 
 
 def test_bad_tolerances_are_refused():

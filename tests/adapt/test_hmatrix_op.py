@@ -35,9 +35,11 @@ def hmatrix_layers(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
     rows, cols = np.linspace(0, 1, m)[:, None], np.linspace(0, 1, n)[None, :]
     w = 0.05 / (1.0 + 20 * np.abs(rows - cols)) + 0.002 * rng.normal(size=(m, n))
+    if draw(st.booleans()):  # hide the locality; the reordering finds it again
+        w = w[rng.permutation(m)][:, rng.permutation(n)]
     set_float_weights(graph, 0, w)
     form = build_hmatrix(float_weights(graph, 0), draw(st.sampled_from([0.05, 0.2, 0.5])),
-                         min_block=draw(st.sampled_from([2, 4, 16])))
+                         min_block=draw(st.sampled_from([2, 4, 16])), reorder=draw(st.booleans()))
     calib = np.concatenate([inputs[0], rng.integers(-128, 128, (8, *inputs[0].shape[1:])).astype(np.int8)])
     h, layers = to_hmatrix_ops(graph, calib, {0: form}, min_saving=-10.0)
     return h, inputs, form, layers
