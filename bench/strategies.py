@@ -10,8 +10,10 @@ sensitivity under a KL budget ("pattern") and by the GATv2/REINFORCE policy
 Calibration is the first half of the bundled test split, accuracy the second
 half, clean and under sensor noise. Bytes are the weights as served: dense
 int8, block-CSR where pruning leaves it smaller, and for the low-rank forms the
-exported model (two FULLY_CONNECTED where the rank pays, else re-densified);
-"KL .05" is the per-layer tolerance the KL-budget search picks.
+exported model (two FULLY_CONNECTED where the rank pays, else re-densified),
+and for "hmatrix-op" the same H-matrices as edged's EDGED_HMATRIX layer (native
+engine only); "KL .05" is the per-layer tolerance the KL-budget search picks.
+A second table compares DE-HM with a truncated SVD of the same bytes per layer.
 Latency: batch-1 p50 of the native engine on the exported model, interleaved
 with the int8 model, as a ratio.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+import numpy as np
 
 from edged.adapt.calibration import Calibration
 from edged.adapt.compress import (
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 candidates.append((strategy, f"{s:.0%}", g, comp.kl(g), served_bytes(g)))
         for label, cls in (("svd", SvdCompressor), ("hmatrix", HMatrixCompressor)):
             comp = cls(graph, calib)
+            as_op = cls(graph, calib, export="hmatrix")
             budgets = [(f"eps {eps:g}", {i: eps for i in comp.layers}) for eps in TOLERANCES]
             found = comp.search(kl_budget=0.05, steps=8)
             budgets.append(("KL .05", {p.op_index: p.sparsity for p in found.layers if p.sparsity > 0}))
@@ -78,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                 # served as exported: two FULLY_CONNECTED where the rank pays, else re-densified
                 g = split_low_rank(graph, calib.x, levels)[0] if levels else graph
                 candidates.append((label, budget, g, comp.kl(g), served_bytes(g)))
+                if label == "hmatrix" and levels:  # the same forms as edged's EDGED_HMATRIX op
+                    g = as_op.candidate(levels)
+                    candidates.append(("hmatrix-op", budget, g, as_op.kl(g), served_bytes(g)))
         patterns = PatternCompressor(graph, calib)
         curves = patterns.sensitivity()
         for budget in (0.02, 0.05):
@@ -97,12 +105,51 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<11} {strategy:<10} {budget:>7} {row['accuracy']:>9.1%} "
                   f"{row['noise_accuracy']:>9.1%} {kl:>8.4f} {row['bytes']:>9} {row['ratio']:>6.2f} "
                   f"{row['latency_ratio']:>8.2f}")
+    equal = _equal_bytes()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"rows": rows, "hmatrix_vs_svd": equal}, f, indent=1)
     if args.plot:
         print(_plot(rows, args.plot))
     return 0
+
+
+def _equal_bytes() -> list[dict]:
+    """Per FULLY_CONNECTED layer: DE-HM's relative error at each tolerance, and the truncated SVD's
+    at the same bytes (int8 factors, float32 scales)."""
+    from edged.adapt.calibration import prunable_ops
+    from edged.adapt.hmatrix import build_hmatrix, svd_at_bytes
+    from edged.adapt.requantize import float_weights
+
+    out = []
+    print("\nDE-HM vs truncated SVD at equal bytes (relative Frobenius error of the int8 forms)")
+    print(f"{'layer':<28} {'eps':>5} {'leaves (low-rank/dense)':>24} {'bytes':>9} {'dense':>9} "
+          f"{'H error':>8} {'SVD error':>9}")
+    layers = []
+    for name in ("digits_mlp", "digits_cnn"):
+        graph = read_tflite(default_model_path(name))
+        layers += [(f"{name} #{i}", float_weights(graph, i)) for i in prunable_ops(graph)
+                   if graph.operators[i].opcode == "FULLY_CONNECTED"]
+    # For contrast, the structure H-matrices are made for: a smooth kernel matrix (full-rank
+    # diagonal, numerically low-rank far from it), rows and columns shuffled.
+    t = np.linspace(0, 1, 1024)
+    rng = np.random.default_rng(0)
+    kernel = 0.05 * np.exp(-200 * np.abs(t[:, None] - t[None, :]))
+    layers.append(("synthetic kernel", kernel[rng.permutation(1024)][:, rng.permutation(1024)]))
+    for label, w in layers:
+        for eps in (0.05, 0.1, 0.2, *TOLERANCES):
+            h = build_hmatrix(w, eps, reorder=True)
+            svd = svd_at_bytes(w, h.nbytes)
+            err = [float(np.linalg.norm(w - f.to_float()) / np.linalg.norm(w)) for f in (h, svd)]
+            counts = h.counts()
+            row = {"layer": f"{label} {w.shape[0]}x{w.shape[1]}", "eps": eps, **counts,
+                   "reordered": h.row_order is not None, "bytes": h.nbytes, "dense_bytes": w.size,
+                   "hmatrix_error": err[0], "svd_error": err[1]}
+            out.append(row)
+            note = "  reordered" if row["reordered"] else ""
+            print(f"{row['layer']:<28} {eps:>5g} {counts['low_rank']:>11}/{counts['dense']:<12} "
+                  f"{h.nbytes:>9} {w.size:>9} {err[0]:>8.3f} {err[1]:>9.3f}{note}")
+    return out
 
 
 def _plot(rows: list[dict], path: str) -> str:

@@ -385,17 +385,20 @@ class HMatrixCompressor(Compressor):
                 raise ValueError(f"op #{i} is {self.master.operators[i].opcode}; DE-HM takes FULLY_CONNECTED")
         self._float = {i: float_weights(self.master, i) for i in self.layers}
         self._forms: dict[tuple[int, float], Any] = {}
+        self._builders: dict[int, Any] = {}
         if self.export == "hmatrix":
             from edged.adapt.calibration import layer_inputs
 
             self._inputs = layer_inputs(self.master, self.calib.x)
 
     def form(self, i: int, eps: float):
-        from edged.adapt.hmatrix import build_hmatrix
+        from edged.adapt.hmatrix import HMatrixBuilder
 
         key = (i, eps)
         if key not in self._forms:
-            self._forms[key] = build_hmatrix(self._float[i], eps, self.min_block, reorder=True)
+            if i not in self._builders:  # one per layer: its block spectra serve every tolerance
+                self._builders[i] = HMatrixBuilder(self._float[i], self.min_block, reorder=True)
+            self._forms[key] = self._builders[i].build(eps)
         return self._forms[key]
 
     def candidate(self, levels: dict[int, float]) -> Graph:

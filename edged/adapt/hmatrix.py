@@ -3,7 +3,12 @@
 Each block B keeps the smallest rank r with ||B - B_r||_F <= eps * ||B||_F
 (truncated SVD). A block is split into four when the low-rank form is not
 cheaper than dense (r * (m + n) >= m * n) and both halves stay at least
-``min_block`` wide; otherwise it stays a dense leaf. Because every leaf is
+``min_block`` wide; otherwise it stays a dense leaf. Beyond that rule, a
+block whose four children store fewer bytes than its own low-rank form is
+split too, and a split whose leaves store no fewer bytes than the block kept
+dense is undone: on a sharp kernel matrix (1024x1024, exp(-200|x - y|),
+eps 0.05) the rule alone keeps an 857 KB rank-418 root where the tree stores
+under 50 KB. Because every leaf is
 within eps of its block, the whole matrix is: ||W - W_H||_F^2 = sum of the
 leaves' squared errors <= eps^2 * sum ||B||_F^2 = eps^2 * ||W||_F^2.
 
@@ -85,10 +90,14 @@ class HMatrix:
 
 
 def _quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row (zero point 0, levels -127..127)."""
-    peak = np.abs(x).max(axis=1)
-    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    return np.clip(np.round(x / scale[:, None]), -127, 127).astype(np.int8), scale
+    """Symmetric int8 per row (zero point 0, levels -127..127). Rows too small for a float32
+    scale (or all zero) quantize to zeros."""
+    scale = (np.abs(x).max(axis=1) / 127.0).astype(np.float32)
+    empty = scale == 0
+    scale[empty] = 1.0
+    q = np.clip(np.round(x / scale[:, None].astype(np.float64)), -127, 127).astype(np.int8)
+    q[empty] = 0
+    return q, scale
 
 
 def truncation_rank(s: np.ndarray, eps: float) -> int:
@@ -112,48 +121,70 @@ def _low_rank_leaf(row: int, col: int, u: np.ndarray, s: np.ndarray, vt: np.ndar
 
 
 def build_hmatrix(w: np.ndarray, eps: float, min_block: int = 32, reorder: bool = False) -> HMatrix:
-    """The DE-HM form of ``w`` (float [m, n]) with relative Frobenius error eps (before int8).
-
-    A subdivision whose leaves together are not smaller than the block stored dense is undone
-    (one dense leaf). ``reorder`` also builds the tree on rows and columns sorted by the leading
-    singular vectors (a 1-D spectral ordering, which groups similar rows and columns so blocks
-    have lower rank) and keeps that ordering if it stores fewer bytes."""
-    if not 0.0 < eps < 1.0:
-        raise ValueError(f"the tolerance must be in (0, 1), got {eps}")
-    w = np.asarray(w, dtype=np.float64)
-    if w.ndim != 2 or w.size == 0:
-        raise ValueError(f"an H-matrix needs a non-empty 2-D matrix, got shape {list(w.shape)}")
-    shape = (int(w.shape[0]), int(w.shape[1]))
-    best = HMatrix(shape, _tree(w, eps, min_block), eps)
-    if reorder:
-        u, _, vt = np.linalg.svd(w, full_matrices=False)
-        rows, cols = np.argsort(u[:, 0], kind="stable"), np.argsort(vt[0], kind="stable")
-        other = HMatrix(shape, _tree(w[rows][:, cols], eps, min_block), eps, rows, cols)
-        best = other if other.nbytes < best.nbytes else best
-    return best
+    """The DE-HM form of ``w`` (float [m, n]) with relative Frobenius error eps (before int8):
+    per block, the smallest of dense, low-rank and (when allowed) split. ``reorder`` also
+    builds the tree on rows and columns sorted by the leading singular vectors (a 1-D spectral
+    ordering, which groups similar rows and columns so blocks have lower rank) and keeps that
+    ordering if it stores fewer bytes."""
+    return HMatrixBuilder(w, min_block, reorder).build(eps)
 
 
-def _dense_leaf(row: int, col: int, block: np.ndarray) -> Leaf:
-    q, scale = _quantize_rows(block)
-    return Leaf(row, col, block.shape, dense=q, dense_scale=scale)
+class HMatrixBuilder:
+    """Builds the H-matrix of one matrix at any tolerance. The tree is chosen from the blocks'
+    singular values alone, computed once and shared by every tolerance; only the chosen
+    low-rank leaves are factorized."""
 
+    def __init__(self, w: np.ndarray, min_block: int = 32, reorder: bool = False) -> None:
+        w = np.asarray(w, dtype=np.float64)
+        if w.ndim != 2 or w.size == 0:
+            raise ValueError(f"an H-matrix needs a non-empty 2-D matrix, got shape {list(w.shape)}")
+        self.w, self.min_block = w, min_block
+        self.orders: list[tuple[np.ndarray | None, np.ndarray | None]] = [(None, None)]
+        if reorder:
+            u, _, vt = np.linalg.svd(w, full_matrices=False)
+            self.orders.append((np.argsort(u[:, 0], kind="stable"), np.argsort(vt[0], kind="stable")))
+        self._spectra: list[dict[tuple[int, int, int, int], np.ndarray]] = [{} for _ in self.orders]
 
-def _tree(w: np.ndarray, eps: float, min_block: int) -> list[Leaf]:
-    def visit(row: int, col: int, block: np.ndarray) -> list[Leaf]:
-        m, n = block.shape
-        u, s, vt = np.linalg.svd(block, full_matrices=False)
+    def build(self, eps: float) -> HMatrix:
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"the tolerance must be in (0, 1), got {eps}")
+        shape = (int(self.w.shape[0]), int(self.w.shape[1]))
+        best = None
+        for k, (rows, cols) in enumerate(self.orders):
+            w = self.w if rows is None else self.w[rows][:, cols]
+            nbytes, plan = self._plan(k, w, eps, 0, 0, *shape)
+            perms = 0 if rows is None else 4 * (rows.size + cols.size)
+            if best is None or nbytes + perms < best[0]:
+                best = (nbytes + perms, plan, w, rows, cols)
+        _, plan, w, rows, cols = best
+        return HMatrix(shape, [self._leaf(w, eps, *p) for p in plan], eps, rows, cols)
+
+    def _plan(self, k: int, w: np.ndarray, eps: float, row: int, col: int, m: int, n: int):
+        """(bytes, [(row, col, m, n, rank or None for dense)]) of the cheapest tree of a block."""
+        key = (row, col, m, n)
+        s = self._spectra[k].get(key)
+        if s is None:
+            s = self._spectra[k][key] = np.linalg.svd(w[row : row + m, col : col + n], compute_uv=False)
         r = truncation_rank(s, eps)
+        options = [(m * n + 4 * m, [(row, col, m, n, None)])]  # dense, one float32 scale per row
         if r * (m + n) < m * n:
-            return [_low_rank_leaf(row, col, u, s, vt, r)]
-        if min(m, n) >= 2 * min_block:
+            options.append((r * (m + n + 8), [(row, col, m, n, r)]))  # two scales per rank-1 term
+        if min(m, n) >= 2 * self.min_block:
             hm, hn = m // 2, n // 2
-            children = [*visit(row, col, block[:hm, :hn]), *visit(row, col + hn, block[:hm, hn:]),
-                        *visit(row + hm, col, block[hm:, :hn]), *visit(row + hm, col + hn, block[hm:, hn:])]
-            dense = _dense_leaf(row, col, block)
-            return children if sum(c.nbytes for c in children) < dense.nbytes else [dense]
-        return [_dense_leaf(row, col, block)]
+            parts = [self._plan(k, w, eps, row + dr, col + dc, pm, pn)
+                     for dr, dc, pm, pn in ((0, 0, hm, hn), (0, hn, hm, n - hn), (hm, 0, m - hm, hn),
+                                            (hm, hn, m - hm, n - hn))]
+            options.append((sum(p[0] for p in parts), [leaf for p in parts for leaf in p[1]]))
+        return min(options, key=lambda option: option[0])
 
-    return visit(0, 0, w)
+    @staticmethod
+    def _leaf(w: np.ndarray, eps: float, row: int, col: int, m: int, n: int, rank: int | None) -> Leaf:
+        block = w[row : row + m, col : col + n]
+        if rank is None:
+            q, scale = _quantize_rows(block)
+            return Leaf(row, col, (m, n), dense=q, dense_scale=scale)
+        u, s, vt = np.linalg.svd(block, full_matrices=False)
+        return _low_rank_leaf(row, col, u, s, vt, rank)
 
 
 def truncated_svd(w: np.ndarray, rank: int) -> HMatrix:

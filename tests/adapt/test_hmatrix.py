@@ -68,6 +68,16 @@ def test_low_rank_structure_is_found_and_stored_smaller():
     assert np.linalg.norm(smooth - hs.to_float()) < np.linalg.norm(smooth - svd.to_float())
 
 
+def test_a_split_is_kept_when_it_beats_a_low_rank_block():
+    t = np.linspace(0, 1, 1024)
+    sharp = np.exp(-200 * np.abs(t[:, None] - t[None, :]))  # low-rank at the root, far more so in parts
+    root_rank = truncation_rank(np.linalg.svd(sharp, compute_uv=False), 0.05)
+    assert root_rank * 2048 < sharp.size
+    h = build_hmatrix(sharp, 0.05)
+    assert h.counts()["low_rank"] > 1 and h.nbytes < 0.1 * root_rank * 2048
+    assert np.linalg.norm(sharp - h.to_float()) <= 0.06 * np.linalg.norm(sharp)
+
+
 def test_reordering_is_kept_only_when_it_stores_less():
     x = np.linspace(0, 1, 256)
     smooth = 1.0 / (0.01 + np.abs(x[:, None] - x[None, :]))
