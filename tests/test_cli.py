@@ -137,6 +137,16 @@ def test_compress_hmatrix_options(tmp_path, capsys):
 
     native = NativeEngine.from_file(tmp_path / "h.tflite").infer([x])[0]
     assert np.array_equal(native, LiteRTEngine.from_file(tmp_path / "h.tflite").infer([x])[0])
+    assert main([*args, "--strategy", "hmatrix", "--tolerance", "0.5", "--export", "hmatrix"]) == 0
+    assert "served as EDGED_HMATRIX: 3" in capsys.readouterr().out
+    from edged.runtime.reference import ReferenceEngine
+
+    native = NativeEngine.from_file(tmp_path / "h.tflite")
+    assert np.array_equal(native.infer([x])[0], ReferenceEngine(native.graph).run([x])[0])
+    assert main(["bench", out, "--runs", "20", "--json"]) != 0  # LiteRT cannot run it...
+    assert "--engine native" in capsys.readouterr().err
+    assert main(["bench", out, "--runs", "20", "--json", "--baseline", str(model)]) == 0  # ...its source
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["litert_model"] == str(model)
     assert main([*args, "--strategy", "hmatrix", "--tolerance", "1.5"]) != 0
     assert "--tolerance must be in (0, 1)" in capsys.readouterr().err
     assert main([*args, "--strategy", "magnitude", "--tolerance", "0.3"]) != 0

@@ -199,4 +199,7 @@ def test_hmatrix_strategy_adapts_through_the_same_cycle():
     assert outcome in ("swapped", "rejected"), [e.line() for e in ctrl.events]
     pruned = next(e for e in ctrl.events if e.kind == "pruned")
     assert pruned.numbers["kl"] <= 0.1
+    if outcome == "swapped":  # the daemon adapts on the native engine: it serves the H-matrix op itself
+        served = daemon.model.engines[0].graph
+        assert any(op.custom_code == "EDGED_HMATRIX" for op in served.operators)
     ctrl.stop()
