@@ -115,16 +115,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _equal_bytes() -> list[dict]:
-    """Per FULLY_CONNECTED layer: DE-HM's relative error at each tolerance, and the truncated SVD's
-    at the same bytes (int8 factors, float32 scales)."""
+    """Per FULLY_CONNECTED layer: DE-HM's relative error at each tolerance, the truncated SVD's
+    at the same bytes (int8 factors, float32 scales), and the SVD's bytes at the same tolerance."""
     from edged.adapt.calibration import prunable_ops
-    from edged.adapt.hmatrix import build_hmatrix, svd_at_bytes
+    from edged.adapt.hmatrix import build_hmatrix, svd_at_bytes, truncated_svd, truncation_rank
     from edged.adapt.requantize import float_weights
 
     out = []
     print("\nDE-HM vs truncated SVD at equal bytes (relative Frobenius error of the int8 forms)")
     print(f"{'layer':<28} {'eps':>5} {'leaves (low-rank/dense)':>24} {'bytes':>9} {'dense':>9} "
-          f"{'H error':>8} {'SVD error':>9}")
+          f"{'H error':>8} {'SVD error':>9} {'SVD bytes at eps':>16}")
     layers = []
     for name in ("digits_mlp", "digits_cnn"):
         graph = read_tflite(default_model_path(name))
@@ -135,20 +135,23 @@ def _equal_bytes() -> list[dict]:
     t = np.linspace(0, 1, 1024)
     rng = np.random.default_rng(0)
     kernel = 0.05 * np.exp(-200 * np.abs(t[:, None] - t[None, :]))
-    layers.append(("synthetic kernel", kernel[rng.permutation(1024)][:, rng.permutation(1024)]))
+    layers.append(("synthetic kernel", kernel))
+    layers.append(("same, shuffled", kernel[rng.permutation(1024)][:, rng.permutation(1024)]))
     for label, w in layers:
+        spectrum = np.linalg.svd(w, compute_uv=False)
         for eps in (0.05, 0.1, 0.2, *TOLERANCES):
             h = build_hmatrix(w, eps, reorder=True)
+            svd_bytes = truncated_svd(w, truncation_rank(spectrum, eps)).nbytes
             svd = svd_at_bytes(w, h.nbytes)
             err = [float(np.linalg.norm(w - f.to_float()) / np.linalg.norm(w)) for f in (h, svd)]
             counts = h.counts()
             row = {"layer": f"{label} {w.shape[0]}x{w.shape[1]}", "eps": eps, **counts,
                    "reordered": h.row_order is not None, "bytes": h.nbytes, "dense_bytes": w.size,
-                   "hmatrix_error": err[0], "svd_error": err[1]}
+                   "hmatrix_error": err[0], "svd_error": err[1], "svd_bytes_at_eps": svd_bytes}
             out.append(row)
             note = "  reordered" if row["reordered"] else ""
             print(f"{row['layer']:<28} {eps:>5g} {counts['low_rank']:>11}/{counts['dense']:<12} "
-                  f"{h.nbytes:>9} {w.size:>9} {err[0]:>8.3f} {err[1]:>9.3f}{note}")
+                  f"{h.nbytes:>9} {w.size:>9} {err[0]:>8.3f} {err[1]:>9.3f} {svd_bytes:>16}{note}")
     return out
 
 
