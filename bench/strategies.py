@@ -13,7 +13,7 @@ int8, block-CSR where pruning leaves it smaller, and for the low-rank forms the
 exported model (two FULLY_CONNECTED where the rank pays, else re-densified),
 and for "hmatrix-op" the same H-matrices as edged's EDGED_HMATRIX layer (native
 engine only); "KL .05" is the per-layer tolerance the KL-budget search picks.
-A second table compares DE-HM with a truncated SVD of the same bytes per layer.
+bench/hmatrix.py compares DE-HM with a truncated SVD per layer.
 Latency: batch-1 p50 of the native engine on the exported model, interleaved
 with the int8 model, as a ratio.
 """
@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import numpy as np
 
 from edged.adapt.calibration import Calibration
 from edged.adapt.compress import (
@@ -105,54 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<11} {strategy:<10} {budget:>7} {row['accuracy']:>9.1%} "
                   f"{row['noise_accuracy']:>9.1%} {kl:>8.4f} {row['bytes']:>9} {row['ratio']:>6.2f} "
                   f"{row['latency_ratio']:>8.2f}")
-    equal = _equal_bytes()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"rows": rows, "hmatrix_vs_svd": equal}, f, indent=1)
+            json.dump(rows, f, indent=1)
     if args.plot:
         print(_plot(rows, args.plot))
     return 0
-
-
-def _equal_bytes() -> list[dict]:
-    """Per FULLY_CONNECTED layer: DE-HM's relative error at each tolerance, the truncated SVD's
-    at the same bytes (int8 factors, float32 scales), and the SVD's bytes at the same tolerance."""
-    from edged.adapt.calibration import prunable_ops
-    from edged.adapt.hmatrix import build_hmatrix, svd_at_bytes, truncated_svd, truncation_rank
-    from edged.adapt.requantize import float_weights
-
-    out = []
-    print("\nDE-HM vs truncated SVD at equal bytes (relative Frobenius error of the int8 forms)")
-    print(f"{'layer':<28} {'eps':>5} {'leaves (low-rank/dense)':>24} {'bytes':>9} {'dense':>9} "
-          f"{'H error':>8} {'SVD error':>9} {'SVD bytes at eps':>16}")
-    layers = []
-    for name in ("digits_mlp", "digits_cnn"):
-        graph = read_tflite(default_model_path(name))
-        layers += [(f"{name} #{i}", float_weights(graph, i)) for i in prunable_ops(graph)
-                   if graph.operators[i].opcode == "FULLY_CONNECTED"]
-    # For contrast, the structure H-matrices are made for: a smooth kernel matrix (full-rank
-    # diagonal, numerically low-rank far from it), rows and columns shuffled.
-    t = np.linspace(0, 1, 1024)
-    rng = np.random.default_rng(0)
-    kernel = 0.05 * np.exp(-200 * np.abs(t[:, None] - t[None, :]))
-    layers.append(("synthetic kernel", kernel))
-    layers.append(("same, shuffled", kernel[rng.permutation(1024)][:, rng.permutation(1024)]))
-    for label, w in layers:
-        spectrum = np.linalg.svd(w, compute_uv=False)
-        for eps in (0.05, 0.1, 0.2, *TOLERANCES):
-            h = build_hmatrix(w, eps, reorder=True)
-            svd_bytes = truncated_svd(w, truncation_rank(spectrum, eps)).nbytes
-            svd = svd_at_bytes(w, h.nbytes)
-            err = [float(np.linalg.norm(w - f.to_float()) / np.linalg.norm(w)) for f in (h, svd)]
-            counts = h.counts()
-            row = {"layer": f"{label} {w.shape[0]}x{w.shape[1]}", "eps": eps, **counts,
-                   "reordered": h.row_order is not None, "bytes": h.nbytes, "dense_bytes": w.size,
-                   "hmatrix_error": err[0], "svd_error": err[1], "svd_bytes_at_eps": svd_bytes}
-            out.append(row)
-            note = "  reordered" if row["reordered"] else ""
-            print(f"{row['layer']:<28} {eps:>5g} {counts['low_rank']:>11}/{counts['dense']:<12} "
-                  f"{h.nbytes:>9} {w.size:>9} {err[0]:>8.3f} {err[1]:>9.3f} {svd_bytes:>16}{note}")
-    return out
 
 
 def _plot(rows: list[dict], path: str) -> str:
