@@ -33,7 +33,7 @@ from edged.adapt.compress import (
     float_bytes,
     served_bytes,
 )
-from edged.adapt.lowrank_export import split_low_rank
+from edged.adapt.lowrank_export import split_hmatrix
 from edged.adapt.patterns import PatternCompressor
 from edged.adapt.policy import train_policy
 from edged.benchmark import measure
@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             found = comp.search(kl_budget=0.05, steps=8)
             budgets.append(("KL .05", {p.op_index: p.sparsity for p in found.layers if p.sparsity > 0}))
             for budget, levels in budgets:
-                # served as exported: two FULLY_CONNECTED where the rank pays, else re-densified
-                g = split_low_rank(graph, calib.x, levels)[0] if levels else graph
+                # served as exported: FULLY_CONNECTED pieces where the rank pays, else as it was
+                forms = {i: comp.form(i, eps) for i, eps in levels.items()}
+                g = split_hmatrix(graph, calib.x, forms)[0] if levels else graph
                 candidates.append((label, budget, g, comp.kl(g), served_bytes(g)))
                 if label == "hmatrix" and levels:  # the same forms as edged's EDGED_HMATRIX op
                     g = as_op.candidate(levels)

@@ -59,15 +59,17 @@ def compress(args: argparse.Namespace) -> int:
             else:
                 result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
             if args.export == "factors":
-                from edged.adapt.lowrank_export import split_low_rank
+                from edged.adapt.lowrank_export import split_hmatrix
 
-                levels = {p.op_index: p.sparsity for p in result.layers if p.sparsity > 0}
+                forms = {p.op_index: comp.form(p.op_index, p.sparsity)
+                         for p in result.layers if p.sparsity > 0}
                 splits = []
-                if levels:
-                    result.graph, splits = split_low_rank(graph, calib.x, levels)
+                if forms:
+                    result.graph, splits = split_hmatrix(graph, calib.x, forms,
+                                                         sparse_storage=args.sparse_encoding)
                 result.kl = comp.kl(result.graph)
                 for sp in splits:
-                    print(f"  op #{sp.op_index} served as two FULLY_CONNECTED of rank {sp.rank}: "
+                    print(f"  op #{sp.op_index} served as FULLY_CONNECTED pieces of total rank {sp.rank}: "
                           f"{sp.factor_bytes} instead of {sp.dense_bytes} weight bytes")
             if args.export == "hmatrix":
                 from edged.ops.hmatrix import CUSTOM_CODE

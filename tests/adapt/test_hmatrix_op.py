@@ -60,6 +60,35 @@ def test_native_equals_the_numpy_spec(variant, case, layout):
     assert np.array_equal(expected, got), f"{int(np.sum(expected != got))} outputs differ"
 
 
+@pytest.mark.parametrize("eps", [0.02, 0.1])
+def test_hierarchical_layers_export_as_standard_pieces_litert_runs_bit_exactly(eps):
+    from edged.adapt.lowrank_export import split_hmatrix
+    from edged.kernel_bench import fc_layer
+    from edged.sparse.tflite_encoding import sparsify_fc_weights
+
+    layer = fc_layer(256, 256)
+    t = np.linspace(0, 1, 256)
+    set_float_weights(layer.graph, 0, 0.05 * np.exp(-60 * np.abs(t[:, None] - t[None, :])))
+    form = build_hmatrix(float_weights(layer.graph, 0), eps, min_block=32)
+    counts = form.counts()
+    assert counts["low_rank"] > 1 and (counts["dense"] > 0) == (eps < 0.05)  # both export shapes
+    x = np.random.default_rng(0).integers(-128, 128, (64, 256)).astype(np.int8)
+    if counts["dense"]:  # the dense leaves' FC pays only with its zero blocks stored away
+        assert split_hmatrix(layer.graph, x, {0: form})[1] == []
+    g, (split,) = split_hmatrix(layer.graph, x, {0: form}, sparse_storage=True)
+    assert [op.opcode for op in g.operators].count("FULLY_CONNECTED") == (3 if counts["dense"] else 2)
+    assert split.factor_bytes < 0.8 * 256 * 256
+    native = NativeEngine(g).infer([x])[0]
+    assert np.array_equal(native, LiteRTEngine(write_tflite(g)).infer([x])[0])
+    encoded = sparsify_fc_weights(g)  # LiteRT's sparse kernel, and its rounding, on every piece
+    assert len(encoded) == len(g.operators) - (1 if counts["dense"] else 0)
+    assert np.array_equal(NativeEngine(g).infer([x])[0], LiteRTEngine(write_tflite(g)).infer([x])[0])
+    op_form = NativeEngine(to_hmatrix_ops(layer.graph, x, {0: form})[0]).infer([x])[0]
+    dense = NativeEngine(layer.graph).infer([x])[0].astype(int)
+    for out in (native, op_form):  # both forms stay close to the layer they replace
+        assert np.abs(out.astype(int) - dense).mean() < 3
+
+
 def test_mlp_as_hmatrix_ops_is_smaller_faithful_and_refused_by_litert():
     graph = read_tflite(default_model_path("digits_mlp"))
     images, labels = load_digits_test()
