@@ -98,6 +98,7 @@ def compress(args: argparse.Namespace) -> int:
 
 
 def _compress_patterns(args, graph, calib) -> int:
+    from edged.adapt.calibration import prunable_ops
     from edged.adapt.patterns import PatternCompressor
 
     if args.tolerance is not None:
@@ -106,18 +107,17 @@ def _compress_patterns(args, graph, calib) -> int:
         raise EdgedError("give --sparsity or --kl-budget")
     t0 = time.perf_counter()
     try:
-        comp = PatternCompressor(graph, calib, progress=lambda m: print(f"  {m}", file=sys.stderr))
+        blocks = _auto_blocks(graph, prunable_ops(graph), 0.75) if args.block == "auto" else None
+        comp = PatternCompressor(graph, calib, blocks, progress=lambda m: print(f"  {m}", file=sys.stderr))
         if args.policy == "learned":
             from edged.adapt.compress import CompressResult, LayerPlan
             from edged.adapt.policy import train_policy
-            from edged.sparse.block_csr import BlockShape
-
             if args.kl_budget is None:
                 raise ValueError("the learned policy takes a --kl-budget")
             learned = train_policy(comp, args.kl_budget, time_budget_s=args.time_budget_s)
             print(f"  policy: {learned.candidates} candidates measured in {learned.seconds:.1f} s")
             graph_out = comp.candidate(learned.levels)
-            plans = [LayerPlan(i, BlockShape(1, 1), v) for i, v in learned.levels.items()]
+            plans = [LayerPlan(i, comp.block_shapes[i], v) for i, v in learned.levels.items()]
             result = CompressResult(graph_out, plans, learned.kl, learned.sparsity, [])
         else:
             result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
@@ -125,9 +125,12 @@ def _compress_patterns(args, graph, calib) -> int:
         raise EdgedError(str(exc)) from exc
     for p in result.layers:
         op = graph.operators[p.op_index]
-        what = ("3x3 kernel patterns (4 of 9 taps)" if op.opcode == "CONV_2D" else
-                f"{p.sparsity:.0%} of its units removed")
-        print(f"  op #{p.op_index} {op.opcode:<16} {what if p.sparsity > 0 else 'kept as is'}")
+        action = comp.action(p.op_index, p.sparsity)
+        described = {"channels": f"{action.ratio:.0%} of its output channels removed",
+                "kernel3x3": "3x3 kernel patterns (4 of 9 taps)",
+                "blocks": f"{action.ratio:.0%} of its {p.block} blocks pruned"}
+        what = described.get(action.family, "kept as is")
+        print(f"  op #{p.op_index} {op.opcode:<16} {what}")
     return _write_compressed(args, graph, comp, result, t0, patterns=True)
 
 

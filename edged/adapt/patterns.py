@@ -1,18 +1,22 @@
 """Pattern pruning (after AutoSculpt): shapes of sparsity that every runtime turns into speed.
 
-Two pattern families, each exported as a plain int8 model:
+Three pattern families, each exported as a plain int8 model:
 
-* **channel removal**: whole output units of a FULLY_CONNECTED whose only
-  consumer is another FULLY_CONNECTED are taken out, with the matching input
-  columns of the consumer. The model is physically smaller, so dense LiteRT
-  gets faster too, and the remaining arithmetic is untouched (bit-exact).
-* **3x3 kernel patterns**: each 3x3 CONV_2D kernel keeps 4 of its 9 taps,
-  the centre always, in one of a small library of the most frequent
-  shapes (chosen per kernel by retained norm), then the layer is re-quantized.
+* **channels**: whole output channels of a FULLY_CONNECTED or CONV_2D taken
+  out of the model with everything that carries them (edged.adapt.channels;
+  layers tied by a residual ADD share one mask). The model is physically
+  smaller, so dense LiteRT gets faster too.
+* **kernel3x3**: each 3x3 CONV_2D kernel keeps 4 of its 9 taps, the centre
+  always, in one of a small library of the most frequent shapes (chosen per
+  kernel by retained norm), then the layer is re-quantized.
+* **blocks**: magnitude-ranked blocks in the shape the kernel planner reports
+  fastest for the layer (edged.runtime.advice; 16x4 when not given), which
+  the native engine's block-sparse kernels skip.
 
-``PatternCompressor`` allocates a family and ratio per layer from each layer's
-sensitivity under a KL budget or target, like the other strategies; this is
-the greedy baseline a learned policy would have to beat.
+Every layer gets a list of actions (family, ratio). ``PatternCompressor``
+measures each action's output KL alone (sensitivity) and allocates one action
+per layer under a KL budget or target, like the other strategies: the greedy
+baseline that edged.adapt.policy's learned allocation is measured against.
 """
 
 from __future__ import annotations
@@ -20,12 +24,25 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from edged.adapt.calibration import Calibration
-from edged.adapt.compress import Compressor, MagnitudeStrategy
+from edged.adapt.calibration import Calibration, prunable_ops
+from edged.adapt.channels import (
+    ChannelGroup,
+    channel_group,
+    channel_scores,
+    removable_groups,
+    remove_group_channels,
+)
+from edged.adapt.compress import DEFAULT_BLOCK, Compressor, MagnitudeStrategy
 from edged.model.ir import Graph
+from edged.sparse.block_csr import BlockShape
+
+CHANNEL_RATIOS = (0.25, 0.5, 0.75)
+BLOCK_RATIOS = (0.5, 0.75, 0.9)
 
 CENTRE = 4  # index of the centre tap in a flattened 3x3 kernel
 ALL_PATTERNS = [tuple(sorted((CENTRE, *rest))) for rest in itertools.combinations(
@@ -53,112 +70,118 @@ def kernel_patterns(weights: np.ndarray, library_size: int = 8) -> tuple[np.ndar
     return keep, [ALL_PATTERNS[k] for k in library]
 
 
-def removable_channels(graph: Graph) -> dict[int, int]:
-    """FULLY_CONNECTED op -> its only consumer, also a FULLY_CONNECTED: where units can be removed."""
-    consumers = graph.consumers()
-    out = {}
-    for i, op in enumerate(graph.operators):
-        if op.opcode != "FULLY_CONNECTED" or op.outputs[0] in graph.outputs:
-            continue
-        users = consumers.get(op.outputs[0], [])
-        if len(users) == 1 and graph.operators[users[0]].opcode == "FULLY_CONNECTED" \
-                and graph.operators[users[0]].inputs[0] == op.outputs[0]:
-            out[i] = users[0]
-    return out
-
-
 def remove_channels(graph: Graph, op_index: int, keep: np.ndarray) -> Graph:
-    """A copy of ``graph`` without the output units of ``op_index`` where ``keep`` is False."""
-    pairs = removable_channels(graph)
-    if op_index not in pairs:
-        raise ValueError(
-            f"op #{op_index} has no FULLY_CONNECTED as its only consumer; units cannot be removed"
-        )
-    keep = np.asarray(keep, dtype=bool)
-    g = copy.deepcopy(graph)
-    op, nxt = g.operators[op_index], g.operators[pairs[op_index]]
-    w = g.tensors[op.inputs[1]]
-    if keep.shape != (w.shape[0],) or not keep.any():
-        raise ValueError(f"keep must be {w.shape[0]} booleans with at least one True")
-    w.data, w.shape = w.data[keep], (int(keep.sum()), *w.shape[1:])
-    if w.quant.scale.size > 1:
-        w.quant.scale, w.quant.zero_point = w.quant.scale[keep], w.quant.zero_point[keep]
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        b = g.tensors[op.inputs[2]]
-        b.data, b.shape = b.data[keep], (int(keep.sum()),)
-        if b.quant is not None and b.quant.scale.size > 1:
-            b.quant.scale, b.quant.zero_point = b.quant.scale[keep], b.quant.zero_point[keep]
-    mid = g.tensors[op.outputs[0]]
-    mid.shape = (*mid.shape[:-1], int(keep.sum()))
-    if mid.shape_signature is not None:
-        mid.shape_signature = (*mid.shape_signature[:-1], int(keep.sum()))
-    w2 = g.tensors[nxt.inputs[1]]
-    w2.data, w2.shape = w2.data[:, keep], (w2.shape[0], int(keep.sum()))
-    return g
+    """A copy of ``graph`` without the output channels of ``op_index`` (and of the layers tied to
+    it) where ``keep`` is False."""
+    return remove_group_channels(graph, channel_group(graph, op_index), keep)
+
+
+@dataclass(frozen=True)
+class Action:
+    family: str  # "none", "channels", "kernel3x3" or "blocks"
+    ratio: float  # share of channels / blocks removed (kernel3x3: 5/9 of the taps)
+
+    def __str__(self) -> str:
+        return "kept as is" if self.family == "none" else f"{self.family} {self.ratio:.0%}"
+
+
+NONE = Action("none", 0.0)
 
 
 class PatternCompressor(Compressor):
-    """Per layer, the pattern family that fits it (unit removal for FC -> FC, 3x3 kernel
-    patterns for CONV_2D) at a level chosen by sensitivity under the budget."""
+    """Per layer, one action among the pattern families that fit it, allocated by sensitivity.
 
-    grid = (0.0, 0.25, 0.5, 0.75)  # share of units removed; a 3x3 conv takes 5/9 at any level > 0
+    A level (what the shared search allocates) is the share of the model's prunable weights
+    the action removes, so "the largest level within tau" is the most pruning."""
 
-    def __init__(self, master: Graph, calib: Calibration, progress=None) -> None:
-        pairs = removable_channels(master)
-        convs = [i for i, op in enumerate(master.operators) if op.opcode == "CONV_2D"
-                 and master.tensors[op.inputs[1]].shape[1:3] == (3, 3)]
-        layers = sorted([*pairs, *convs])
+    def __init__(self, master: Graph, calib: Calibration, blocks: dict[int, BlockShape] | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.groups: dict[int, ChannelGroup] = removable_groups(master)
+        layers = prunable_ops(master)
         if not layers:
-            raise ValueError("no layer fits a pattern: FC feeding an FC, or a 3x3 CONV_2D")
-        self.pairs = pairs
-        super().__init__(master, calib, MagnitudeStrategy(), layers=layers, progress=progress)
+            raise ValueError("no layer fits a pattern: the model has no FULLY_CONNECTED / CONV_2D "
+                             "with int8 weights")
+        self.block_shapes = {i: (blocks or {}).get(i, DEFAULT_BLOCK) for i in layers}
+        super().__init__(master, calib, MagnitudeStrategy(), self.block_shapes, layers=layers,
+                         progress=progress)
+
+    # -- actions
 
     def _prepare(self) -> None:
-        self._unit_order: dict[int, np.ndarray] = {}
+        super()._prepare()  # magnitude block rankings, for the blocks family
+        g = self.master
+        total = sum(g.tensors[g.operators[i].inputs[1]].size for i in self.layers)
+        self.actions: dict[int, dict[float, Action]] = {}
         self._conv_keep: dict[int, np.ndarray] = {}
+        self._channel_order = {k: np.argsort(channel_scores(g, grp), kind="stable")
+                               for k, grp in self.groups.items()}
         for i in self.layers:
-            op = self.master.operators[i]
-            w = self.master.tensors[op.inputs[1]].data.astype(np.float64)
-            if op.opcode == "CONV_2D":
+            op = g.operators[i]
+            w = g.tensors[op.inputs[1]]
+            removed = {NONE: 0}
+            if i in self.groups:
+                per_channel = self._channel_weights(self.groups[i])
+                for r in CHANNEL_RATIOS:
+                    removed[Action("channels", r)] = round(r * self.groups[i].channels) * per_channel
+            if op.opcode == "CONV_2D" and w.shape[1:3] == (3, 3):
                 self._conv_keep[i], _ = kernel_patterns(self._float_weights(i))
-                continue
-            # A unit matters by what it receives, how active it is, and what it sends on.
-            nxt = self.master.tensors[self.master.operators[self.pairs[i]].inputs[1]].data.astype(np.float64)
-            out_norm = np.abs(nxt).sum(axis=0)
-            activity = self.stats[self.pairs[i]].input_norm
-            score = np.abs(w).sum(axis=1) * out_norm * (activity + 1e-12)
-            self._unit_order[i] = np.argsort(score, kind="stable")
+                removed[Action("kernel3x3", 5 / 9)] = w.size * 5 // 9
+            for r in BLOCK_RATIOS:
+                removed[Action("blocks", r)] = round(r * w.size)
+            levels: dict[float, Action] = {}
+            for action, n in sorted(removed.items(), key=lambda kv: kv[1]):
+                level = n / total
+                while level in levels:  # equal savings stay distinct levels
+                    level = np.nextafter(level, 1.0)
+                levels[float(level)] = action
+            self.actions[i] = levels
+
+    def _channel_weights(self, group: ChannelGroup) -> int:
+        """Weights that leave with one channel: its producers' rows, its readers' columns."""
+        g = self.master
+        n = sum(g.tensors[g.operators[p].inputs[1]].size // group.channels for p in group.producers)
+        for reader, spatial in group.readers:
+            w = g.tensors[g.operators[reader].inputs[1]]
+            n += w.size // w.shape[-1] * spatial
+        for d in group.depthwise:
+            n += g.tensors[g.operators[d].inputs[1]].size // group.channels
+        return n
+
+    def action(self, i: int, level: float) -> Action:
+        return self.actions[i].get(level, NONE) if level > 0 else NONE
+
+    def levels(self, i: int) -> list[float]:
+        return list(self.actions[i])
+
+    # -- candidates
 
     def candidate(self, levels: dict[int, float]) -> Graph:
         from edged.adapt.requantize import requantize_layer
 
-        g = self.master
-        # Convolutions first (no shape changes), then unit removal, last op first, so indices hold.
-        conv_done = copy.deepcopy(g)
-        for i, level in levels.items():
-            if level > 0 and i in self._conv_keep:
-                requantize_layer(conv_done, i, self._conv_keep[i])
-        g = conv_done
-        for i in sorted((i for i in levels if i in self._unit_order and levels[i] > 0), reverse=True):
-            order = self._unit_order[i]
-            keep = np.ones(order.size, dtype=bool)
-            keep[order[: round(levels[i] * order.size)]] = False
-            g = remove_channels(g, i, keep)
+        chosen = {i: self.action(i, level) for i, level in levels.items()}
+        g = copy.deepcopy(self.master)
+        for i, act in chosen.items():  # weight masks first: no shape changes
+            if act.family == "kernel3x3":
+                requantize_layer(g, i, self._conv_keep[i])
+            elif act.family == "blocks":
+                requantize_layer(g, i, self._ranking[i].mask(act.ratio))
+        for i, act in chosen.items():  # then channels; tensor and op indices never move
+            if act.family == "channels":
+                group = self.groups[i]
+                keep = np.ones(group.channels, dtype=bool)
+                keep[self._channel_order[i][: round(act.ratio * group.channels)]] = False
+                g = remove_group_channels(g, group, keep)
         return g
 
-    def overall_sparsity(self, levels: dict[int, float]) -> float:
-        """Share of the prunable weights removed (units take their consumer's columns along)."""
-        total = removed = 0
+    def sensitivity(self) -> dict[int, dict[float, float]]:
+        """Output KL with each layer alone taking each of its actions."""
+        curves = {}
         for i in self.layers:
-            w = self.master.tensors[self.master.operators[i].inputs[1]]
-            total += w.size
-            level = levels.get(i, 0.0)
-            if level <= 0:
-                continue
-            if i in self._conv_keep:
-                removed += w.size * 5 // 9
-            else:
-                nxt = self.master.tensors[self.master.operators[self.pairs[i]].inputs[1]]
-                units = round(level * w.shape[0])
-                removed += units * (w.size // w.shape[0]) + units * nxt.shape[0]
-        return removed / total
+            curves[i] = {lv: 0.0 if lv == 0 else self.kl(self.candidate({i: lv})) for lv in self.levels(i)}
+            points = ", ".join(f"{self.action(i, lv)}:{k:.4f}" for lv, k in curves[i].items())
+            self.progress(f"sensitivity of op #{i}: {points}")
+        return curves
+
+    def overall_sparsity(self, levels: dict[int, float]) -> float:
+        """Share of the prunable weights removed (channels take their readers' columns along)."""
+        return float(sum(levels.get(i, 0.0) for i in self.layers))

@@ -1,17 +1,26 @@
-"""A learned allocation for pattern pruning (after AutoSculpt): GATv2 features, REINFORCE policy.
+"""A learned allocation for pattern pruning (after AutoSculpt): a GATv2 encoder and a policy
+trained together by REINFORCE with a baseline.
 
-The model is a graph: one node per patternable layer (features: op type,
-size, FLOPs share, and its measured sensitivity at every level), edges along
-the data flow between those layers, self-loops included. A GATv2 layer
-(attention e_ij = a . LeakyReLU(W [h_i || h_j])) mixes each node with its
-neighbours; a linear head gives each node a distribution over the levels.
-Episodes sample one level per layer, build the candidate, and score it:
-reward = share of weights removed, minus a penalty when the output KL on the
-calibration data exceeds the budget. REINFORCE with a moving-average baseline
-trains the head; the GATv2 weights are seeded random projections held fixed
-(the graphs here have a handful of nodes, too few to train an encoder on).
-Training stops at ``time_budget_s``; the best candidate seen is kept, even if
-training is interrupted.
+The model is a graph: one node per prunable layer, with features (op type,
+parameters, FLOPs, input and output width, measured share of the model's
+latency, and its one-shot sensitivity: the output KL of each action alone);
+edges follow the data flow between those layers (through pooling, reshapes
+and ADDs), self-loops included. One GATv2 layer (Brody et al.: attention
+e_ij = a . LeakyReLU(W_l h_i + W_r h_j), softmax over neighbours, message
+W_r h_j, ELU) encodes each node with its neighbours; each of the node's
+actions (edged.adapt.patterns: family and ratio) is scored bilinearly
+against the encoding, h_i . U phi(action), so layers with different action
+sets share one head. Every parameter (W_l, W_r, a, U) is trained, with the
+analytic gradients below (checked against finite differences in the tests).
+
+Reward of an allocation: the share of weights removed and the share of
+latency saved (each action's latency change measured once on the native
+engine, so training is reproducible from a seed), minus a penalty when the
+output KL on the calibration data exceeds the budget. Training stops at a
+time budget or an episode cap; the best allocation within the budget is kept
+whenever it stops. The graphs here have 2-3 nodes, so the learned policy has
+little structure to exploit; bench/strategies.py reports how it compares
+with the greedy allocation, which stays the default.
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edged.adapt.patterns import PatternCompressor
+
+FAMILIES = ("none", "channels", "kernel3x3", "blocks")
+DIM = 16
 
 
 @dataclass
@@ -36,28 +48,56 @@ class PolicyResult:
     history: list[float] = field(default_factory=list)  # mean reward per batch of episodes
 
 
+# ---------------------------------------------------------------- the encoder
+
+
 def _leaky(x: np.ndarray) -> np.ndarray:
     return np.where(x > 0, x, 0.2 * x)
 
 
-def node_features(comp: PatternCompressor, curves: dict[int, dict[float, float]]) -> np.ndarray:
-    g = comp.master
-    total = sum(g.tensors[g.operators[i].inputs[1]].size for i in comp.layers)
-    rows = []
-    for i in comp.layers:
-        op = g.operators[i]
-        w = g.tensors[op.inputs[1]]
-        out = g.tensors[op.outputs[0]]
-        flops = w.size * int(np.prod(out.shape[1:-1], dtype=np.int64) if op.opcode == "CONV_2D" else 1)
-        sens = [np.log1p(curves[i][level]) for level in comp.grid]
-        rows.append([op.opcode == "FULLY_CONNECTED", op.opcode == "CONV_2D", w.size / total,
-                     np.log10(flops), *sens])
-    x = np.asarray(rows, dtype=np.float64)
-    return (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+@dataclass
+class Gatv2:
+    """One GATv2 layer's weights; ``forward`` keeps what ``backward`` needs."""
+
+    w_l: np.ndarray  # [features, DIM]
+    w_r: np.ndarray
+    a: np.ndarray  # [DIM]
+
+    @classmethod
+    def init(cls, features: int, rng: np.random.Generator, dim: int = DIM) -> Gatv2:
+        s = 1 / np.sqrt(features)
+        return cls(rng.normal(0, s, (features, dim)), rng.normal(0, s, (features, dim)),
+                   rng.normal(0, 1 / np.sqrt(dim), dim))
+
+    def forward(self, x: np.ndarray, adj: np.ndarray) -> tuple[np.ndarray, dict]:
+        zl, zr = x @ self.w_l, x @ self.w_r
+        u = zl[:, None, :] + zr[None, :, :]  # [i, j, DIM]
+        e = np.where(adj, _leaky(u) @ self.a, -np.inf)
+        alpha = np.exp(e - e.max(axis=1, keepdims=True))
+        alpha /= alpha.sum(axis=1, keepdims=True)
+        out = alpha @ zr
+        h = np.where(out > 0, out, np.expm1(np.minimum(out, 0)))
+        return h, {"x": x, "zr": zr, "u": u, "alpha": alpha, "out": out}
+
+    def backward(self, dh: np.ndarray, cache: dict) -> Gatv2:
+        """Gradients of a scalar with d/dh = ``dh``, as a Gatv2 of the same shapes."""
+        x, zr, u, alpha, out = cache["x"], cache["zr"], cache["u"], cache["alpha"], cache["out"]
+        dout = dh * np.where(out > 0, 1.0, np.exp(np.minimum(out, 0)))
+        dzr = alpha.T @ dout
+        dalpha = dout @ zr.T
+        de = alpha * (dalpha - np.sum(alpha * dalpha, axis=1, keepdims=True))  # zero off the neighbourhood
+        da = np.einsum("ij,ijd->d", de, _leaky(u))
+        du = de[:, :, None] * self.a[None, None, :] * np.where(u > 0, 1.0, 0.2)
+        dzl = du.sum(axis=1)
+        dzr = dzr + du.sum(axis=0)
+        return Gatv2(x.T @ dzl, x.T @ dzr, da)
+
+
+# ---------------------------------------------------------------- the graph
 
 
 def adjacency(comp: PatternCompressor) -> np.ndarray:
-    """Data-flow edges between the patternable layers (a layer reaches the next one it feeds)."""
+    """Data-flow edges between the prunable layers (a layer reaches the nearest ones it feeds)."""
     g = comp.master
     producers = g.producers()
     n = len(comp.layers)
@@ -66,7 +106,7 @@ def adjacency(comp: PatternCompressor) -> np.ndarray:
     for k, i in enumerate(comp.layers):
         frontier = [g.operators[i].inputs[0]]
         seen = set()
-        while frontier:  # walk back to the nearest patternable producer
+        while frontier:  # walk back to the nearest prunable producers (through ADDs, both ways)
             t = frontier.pop()
             p = producers.get(t)
             if p is None or p in seen:
@@ -79,67 +119,159 @@ def adjacency(comp: PatternCompressor) -> np.ndarray:
     return adj
 
 
-def gatv2(h: np.ndarray, adj: np.ndarray, rng: np.random.Generator, dim: int = 16) -> np.ndarray:
-    """One GATv2 layer with seeded weights: attention over neighbours, then ELU."""
-    w = rng.normal(0, 1 / np.sqrt(h.shape[1]), (2 * h.shape[1], dim))
-    a = rng.normal(0, 1 / np.sqrt(dim), dim)
-    wv = rng.normal(0, 1 / np.sqrt(h.shape[1]), (h.shape[1], dim))
-    n = h.shape[0]
-    e = np.full((n, n), -np.inf)
-    for i in range(n):
-        for j in range(n):
-            if adj[i, j]:
-                e[i, j] = _leaky(np.concatenate([h[i], h[j]]) @ w) @ a
-    alpha = np.exp(e - e.max(axis=1, keepdims=True))
-    alpha /= alpha.sum(axis=1, keepdims=True)
-    out = alpha @ (h @ wv)
-    return np.where(out > 0, out, np.exp(np.minimum(out, 0)) - 1)
+def measured_latency(comp: PatternCompressor, runs: int = 200) -> tuple[float, dict[int, dict[float, float]]]:
+    """The master's batch-1 p50 (µs) and, per layer and action, the change when that action alone
+    is applied, measured on the native engine in interleaved runs."""
+    from edged.benchmark import measure
+    from edged.runtime.native import NativeEngine
+
+    x = comp.calib.x[:1]
+    base = NativeEngine(comp.master)
+    deltas: dict[int, dict[float, float]] = {}
+    master_us = []
+    for i in comp.layers:
+        engines = {"master": base}
+        for level in comp.levels(i):
+            if level > 0:
+                engines[str(level)] = NativeEngine(comp.candidate({i: level}))
+        stats = measure(engines, [x], runs=runs, warmup=10)
+        master_us.append(stats["master"].p50_us)
+        deltas[i] = {lv: (stats[str(lv)].p50_us - stats["master"].p50_us if lv > 0 else 0.0)
+                     for lv in comp.levels(i)}
+    return float(np.median(master_us)), deltas
+
+
+def node_features(comp: PatternCompressor, curves: dict[int, dict[float, float]],
+                  deltas: dict[int, dict[float, float]], master_us: float) -> np.ndarray:
+    g = comp.master
+    total = sum(g.tensors[g.operators[i].inputs[1]].size for i in comp.layers)
+    rows = []
+    for i in comp.layers:
+        op = g.operators[i]
+        w, x, y = (g.tensors[t] for t in (op.inputs[1], op.inputs[0], op.outputs[0]))
+        flops = w.size * int(np.prod(y.shape[1:-1], dtype=np.int64) if op.opcode == "CONV_2D" else 1)
+        share = -min(deltas[i].values()) / master_us  # the most latency this layer can give back
+        by_family = {f: min([np.log1p(curves[i][lv]) for lv, a in comp.actions[i].items() if a.family == f],
+                            default=0.0) for f in FAMILIES[1:]}
+        rows.append([op.opcode == "FULLY_CONNECTED", op.opcode == "CONV_2D", w.size / total, np.log10(flops),
+                     np.log2(x.shape[-1]), np.log2(y.shape[-1]), share, *by_family.values()])
+    x = np.asarray(rows, dtype=np.float64)
+    return (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+
+
+def action_features(comp: PatternCompressor, curves, deltas, master_us: float) -> dict[int, np.ndarray]:
+    """phi(action) per layer: [family one-hot, ratio, log1p(KL alone), latency saved share, 1]."""
+    out = {}
+    for i in comp.layers:
+        rows = []
+        for level, act in comp.actions[i].items():
+            onehot = [act.family == f for f in FAMILIES]
+            rows.append([*onehot, act.ratio, np.log1p(100 * curves[i][level]), -deltas[i][level] / master_us,
+                         1.0])
+        out[i] = np.asarray(rows, dtype=np.float64)
+    return out
+
+
+# ---------------------------------------------------------------- training
+
+
+KL_FEATURE = len(FAMILIES) + 1  # index of log1p(100 KL) in phi
+
+
+@dataclass
+class _Policy:
+    enc: Gatv2
+    u: np.ndarray  # [DIM + 1, action features]: the encoding, plus a constant for a shared prior
+
+    @classmethod
+    def init(cls, features: int, action_features: int, rng: np.random.Generator, dim: int = DIM) -> _Policy:
+        u = rng.normal(0, 0.1, (dim + 1, action_features))
+        u[-1, KL_FEATURE] = -1.0  # start out preferring the actions that cost least KL alone
+        return cls(Gatv2.init(features, rng, dim), u)
+
+    def probs(self, x, adj, phi):
+        h, cache = self.enc.forward(x, adj)
+        h = np.concatenate([h, np.ones((h.shape[0], 1))], axis=1)
+        out = []
+        for k, f in enumerate(phi):
+            logits = f @ (self.u.T @ h[k])
+            p = np.exp(logits - logits.max())
+            out.append(p / p.sum())
+        return out, h, cache
+
+    def grad_log_prob(self, choice, probs, h, cache, phi) -> tuple[Gatv2, np.ndarray]:
+        """d/dparams of sum_k log pi(choice_k)."""
+        dh = np.zeros_like(h)
+        du = np.zeros_like(self.u)
+        for k, (c, p, f) in enumerate(zip(choice, probs, phi, strict=True)):
+            g = -p
+            g[c] += 1.0  # d log softmax / d logits
+            direction = f.T @ g  # [action features]
+            du += np.outer(h[k], direction)
+            dh[k] = self.u @ direction
+        return self.enc.backward(dh[:, :-1], cache), du
 
 
 def train_policy(comp: PatternCompressor, kl_budget: float, time_budget_s: float = 20.0,
-                 episodes_per_batch: int = 8, learning_rate: float = 0.3, seed: int = 0,
-                 curves: dict[int, dict[float, float]] | None = None) -> PolicyResult:
-    """Learn per-layer levels maximizing removed weights with output KL within ``kl_budget``."""
+                 episodes_per_batch: int = 8, learning_rate: float = 0.05, seed: int = 0,
+                 curves: dict[int, dict[float, float]] | None = None, max_episodes: int | None = None,
+                 latency: tuple[float, dict[int, dict[float, float]]] | None = None,
+                 latency_weight: float = 0.5) -> PolicyResult:
+    """Learn one action per layer: most weights and latency removed with output KL within
+    ``kl_budget``. ``curves`` (sensitivity) and ``latency`` (measured_latency) are measured
+    when not given; pass them to reproduce a run exactly from its seed."""
     if kl_budget <= 0:
         raise ValueError(f"the KL budget must be positive, got {kl_budget}")
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     curves = curves or comp.sensitivity()
-    h = gatv2(node_features(comp, curves), adjacency(comp), rng)
-    levels = np.asarray(comp.grid)
-    head = np.zeros((h.shape[1], levels.size))
+    master_us, deltas = latency or measured_latency(comp)
+    x, adj = node_features(comp, curves, deltas, master_us), adjacency(comp)
+    phi = [action_features(comp, curves, deltas, master_us)[i] for i in comp.layers]
+    levels = [list(comp.actions[i]) for i in comp.layers]
+    policy = _Policy.init(x.shape[1], phi[0].shape[1], rng)
     baseline = None
     best: PolicyResult | None = None
     history = []
     episodes = 0
-    cache: dict[tuple[int, ...], tuple[float, float]] = {}
-    while time.perf_counter() - t0 < time_budget_s:
-        logits = h @ head
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        grad = np.zeros_like(head)
+    cache: dict[tuple[int, ...], tuple[float, float, float]] = {}
+
+    def stop() -> bool:
+        return (time.perf_counter() - t0 >= time_budget_s
+                or (max_episodes is not None and episodes >= max_episodes))
+
+    while not stop():
+        probs, h, enc_cache = policy.probs(x, adj, phi)
+        grads = []
         rewards = []
         for _ in range(episodes_per_batch):
-            choice = tuple(int(rng.choice(levels.size, p=p)) for p in probs)
+            choice = tuple(int(rng.choice(p.size, p=p)) for p in probs)
+            alloc = {i: levels[k][c] for k, (i, c) in enumerate(zip(comp.layers, choice, strict=True))}
             if choice not in cache:
-                alloc = {layer: float(levels[c]) for layer, c in zip(comp.layers, choice, strict=True)}
-                cache[choice] = (comp.overall_sparsity(alloc), comp.kl(comp.candidate(alloc)))
-            sparsity, kl = cache[choice]
-            reward = sparsity - 2.0 * max(0.0, kl - kl_budget) / kl_budget
+                saved = -sum(deltas[i][lv] for i, lv in alloc.items()) / master_us
+                cache[choice] = (comp.overall_sparsity(alloc), saved, comp.kl(comp.candidate(alloc)))
+            sparsity, saved, kl = cache[choice]
+            over = min(1.0, max(0.0, kl - kl_budget) / kl_budget)  # bounded: one wild episode must not
+            reward = (1 - latency_weight) * sparsity + latency_weight * saved - 2.0 * over  # swamp a batch
             rewards.append(reward)
             episodes += 1
             if kl <= kl_budget and (best is None or reward > best.reward):
-                alloc = {layer: float(levels[c]) for layer, c in zip(comp.layers, choice, strict=True)}
                 best = PolicyResult(alloc, sparsity, kl, reward, episodes, 0.0)
-            adv = reward - (baseline if baseline is not None else reward)
-            for k, c in enumerate(choice):  # d log softmax / d head = h_k (onehot - p)
-                grad += adv * np.outer(h[k], np.eye(levels.size)[c] - probs[k])
+            grads.append((reward, policy.grad_log_prob(choice, probs, h, enc_cache, phi)))
+            if stop():
+                break
         mean = float(np.mean(rewards))
         baseline = mean if baseline is None else 0.8 * baseline + 0.2 * mean
-        head += learning_rate * grad / episodes_per_batch
+        step = learning_rate / len(grads)
+        for reward, (g_enc, g_u) in grads:  # ascend the advantage-weighted log-likelihood
+            adv = reward - baseline
+            policy.enc.w_l += step * adv * g_enc.w_l
+            policy.enc.w_r += step * adv * g_enc.w_r
+            policy.enc.a += step * adv * g_enc.a
+            policy.u += step * adv * g_u
         history.append(mean)
     if best is None:
-        none = {layer: 0.0 for layer in comp.layers}
+        none = {i: 0.0 for i in comp.layers}
         best = PolicyResult(none, 0.0, 0.0, 0.0, episodes, 0.0)
     best.episodes, best.seconds, best.history = episodes, time.perf_counter() - t0, history
     best.candidates = len(cache)
