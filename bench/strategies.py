@@ -4,9 +4,9 @@
 
 int8 only; pruning by magnitude and by QSA (unstructured, at several
 sparsities); truncated SVD and DE-HM H-matrices (at several tolerances);
-pattern pruning (unit removal, 3x3 kernel patterns) allocated greedily from
-sensitivity under a KL budget ("pattern") and by the GATv2/REINFORCE policy
-("learned", 10 s of training each).
+pattern pruning (whole channels, 3x3 kernel patterns, planner block shapes)
+allocated greedily from sensitivity under a KL budget ("pattern") and by the
+GATv2/REINFORCE policy ("learned", 10 s of training each).
 Calibration is the first half of the bundled test split, accuracy the second
 half, clean and under sensor noise. Bytes are the weights as served: dense
 int8, block-CSR where pruning leaves it smaller, and for the low-rank forms the
@@ -14,8 +14,8 @@ exported model (two FULLY_CONNECTED where the rank pays, else re-densified),
 and for "hmatrix-op" the same H-matrices as edged's EDGED_HMATRIX layer (native
 engine only); "KL .05" is the per-layer tolerance the KL-budget search picks.
 bench/hmatrix.py compares DE-HM with a truncated SVD per layer.
-Latency: batch-1 p50 of the native engine on the exported model, interleaved
-with the int8 model, as a ratio.
+Latency: batch-1 p50 on the exported model over the int8 model's, interleaved,
+on the native engine and (where it runs the file) on LiteRT.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from edged.adapt.compress import (
 )
 from edged.adapt.lowrank_export import split_hmatrix
 from edged.adapt.patterns import PatternCompressor
-from edged.adapt.policy import train_policy
+from edged.adapt.policy import measured_latency, train_policy
 from edged.benchmark import measure
 from edged.corruptions import corrupt
 from edged.data import default_model_path, digits_for, load_digits_test
-from edged.model.tflite import read_tflite
+from edged.model.tflite import read_tflite, write_tflite
+from edged.runtime.litert import LiteRTEngine
 from edged.runtime.native import NativeEngine
 from edged.sparse.block_csr import BlockShape
 
@@ -57,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     noisy = corrupt(images, "noise", 1.0, seed=7)
     rows = []
     print(f"{'model':<11} {'strategy':<10} {'budget':>7} {'accuracy':>9} {'noise acc':>9} {'KL':>8} "
-          f"{'bytes':>9} {'ratio':>6} {'latency':>8}")
+          f"{'bytes':>9} {'ratio':>6} {'latency':>8} {'LiteRT':>7}")
     for name in ("digits_mlp", "digits_cnn"):
         graph = read_tflite(default_model_path(name))
         x, xn = digits_for(graph, images), digits_for(graph, noisy)
         calib = Calibration(x[:half], labels[:half])
         clean_judge = Compressor(graph, Calibration(x[half:], labels[half:]), STRATEGIES["magnitude"]())
         noise_judge = Compressor(graph, Calibration(xn[half:], labels[half:]), STRATEGIES["magnitude"]())
-        base = NativeEngine(graph)
+        base, base_litert = NativeEngine(graph), LiteRTEngine(write_tflite(graph))
         candidates = [("int8", "-", graph, 0.0, served_bytes(graph))]
         for strategy in ("magnitude", "qsa"):
             comp = Compressor(graph, calib, STRATEGIES[strategy](), BlockShape(1, 1))
@@ -86,24 +87,32 @@ def main(argv: list[str] | None = None) -> int:
                     g = as_op.candidate(levels)
                     candidates.append(("hmatrix-op", budget, g, as_op.kl(g), served_bytes(g)))
         patterns = PatternCompressor(graph, calib)
-        curves = patterns.sensitivity()
-        for budget in (0.02, 0.05):
+        curves, latency = patterns.sensitivity(), measured_latency(patterns)
+        for budget in (0.02, 0.05, 0.1):
             found = patterns.search(kl_budget=budget, steps=6)
+            chosen = {p.op_index: p.sparsity for p in found.layers}
             candidates.append(("pattern", f"KL {budget:g}", found.graph, found.kl, served_bytes(found.graph)))
-            learned = train_policy(patterns, budget, time_budget_s=10.0, curves=curves)
+            learned = train_policy(patterns, budget, time_budget_s=10.0, curves=curves, latency=latency)
             g = patterns.candidate(learned.levels)
             candidates.append(("learned", f"KL {budget:g}", g, learned.kl, served_bytes(g)))
+            for label, levels in (("greedy", chosen), ("learned", learned.levels)):
+                picks = ", ".join(f"#{i} {patterns.action(i, lv)}" for i, lv in levels.items())
+                print(f"  {name} KL {budget:g} {label}: {picks}")
         for strategy, budget, g, kl, nbytes in candidates:
-            engine = NativeEngine(g)
-            stats = measure({"c": engine, "b": base}, [x[:1]], runs=400)
+            engines = {"c": NativeEngine(g), "b": base, "lb": base_litert}
+            if strategy != "hmatrix-op":  # LiteRT runs everything else as it is
+                engines["lc"] = LiteRTEngine(write_tflite(g))
+            stats = measure(engines, [x[:1]], runs=400)
             row = {"model": name, "strategy": strategy, "budget": budget,
                    "accuracy": clean_judge.accuracy(g), "noise_accuracy": noise_judge.accuracy(g), "kl": kl,
                    "bytes": int(nbytes), "ratio": float_bytes(graph) / nbytes,
-                   "latency_ratio": stats["c"].p50_us / stats["b"].p50_us}
+                   "latency_ratio": stats["c"].p50_us / stats["b"].p50_us,
+                   "litert_latency_ratio": stats["lc"].p50_us / stats["lb"].p50_us if "lc" in stats else None}
             rows.append(row)
+            litert = f"{row['litert_latency_ratio']:>7.2f}" if "lc" in stats else f"{'-':>7}"
             print(f"{name:<11} {strategy:<10} {budget:>7} {row['accuracy']:>9.1%} "
                   f"{row['noise_accuracy']:>9.1%} {kl:>8.4f} {row['bytes']:>9} {row['ratio']:>6.2f} "
-                  f"{row['latency_ratio']:>8.2f}")
+                  f"{row['latency_ratio']:>8.2f} {litert}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=1)

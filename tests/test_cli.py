@@ -153,3 +153,22 @@ def test_compress_hmatrix_options(tmp_path, capsys):
     assert "applies to the hmatrix and svd" in capsys.readouterr().err
     assert main([*args, "--strategy", "svd"]) != 0
     assert "give one of --tolerance" in capsys.readouterr().err
+
+
+def test_compress_patterns_greedy_and_learned(tmp_path, capsys):
+    model, x, calib = _calibration_file(tmp_path, 60)
+    out = str(tmp_path / "p.tflite")
+    args = ["compress", str(model), "--strategy", "pattern", "--calib", str(calib), "-o", out,
+            "--block", "16x4"]
+    assert main([*args, "--kl-budget", "0.05"]) == 0
+    text = capsys.readouterr().out
+    assert "output channels removed" in text
+    from edged.runtime.litert import LiteRTEngine
+    from edged.runtime.native import NativeEngine
+
+    native = NativeEngine.from_file(out).infer([x])[0]
+    assert np.array_equal(native, LiteRTEngine.from_file(out).infer([x])[0])
+    assert main([*args, "--kl-budget", "0.05", "--policy", "learned", "--time-budget-s", "1"]) == 0
+    assert "candidates measured" in capsys.readouterr().out
+    assert main([*args, "--sparsity", "0.5", "--policy", "learned"]) != 0
+    assert "takes a --kl-budget" in capsys.readouterr().err

@@ -316,6 +316,11 @@ class Compressor:
             alloc = self.allocate(curves, taus[-1])
             best = (alloc, self.kl(self.candidate(alloc)))
         alloc, kl = best
+        if kl_budget is not None and self.overall_sparsity(alloc) == 0:
+            gentlest = min(((k, i) for i, c in curves.items() for lv, k in c.items() if lv > 0), default=None)
+            where = f": the gentlest step, on op #{gentlest[1]}, costs KL {gentlest[0]:.5f}" \
+                if gentlest else ""
+            raise ValueError(f"no layer can be compressed within the KL budget {kl_budget:g}{where}")
         layers = [LayerPlan(i, self.blocks[i], alloc[i], curves[i]) for i in self.layers]
         return CompressResult(self.candidate(alloc), layers, kl, self.overall_sparsity(alloc), curve)
 

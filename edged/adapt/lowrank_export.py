@@ -112,7 +112,7 @@ def split_hmatrix(graph: Graph, calib_x: np.ndarray | None, forms: dict[int, HMa
         op = graph.operators[i]
         m, n = hm.shape
         a_f, b_f, d_f = _pieces(hm)
-        if n % 16 == 0 and b_f.shape[0] % 16:  # zero features: A's depth too can take 1x16 blocks
+        if sparse_storage and n % 16 == 0 and b_f.shape[0] % 16:  # zero features: A's depth too takes 1x16
             pad = 16 - b_f.shape[0] % 16
             a_f, b_f = np.pad(a_f, ((0, 0), (0, pad))), np.pad(b_f, ((0, pad), (0, 0)))
         r = b_f.shape[0]

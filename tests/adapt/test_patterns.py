@@ -103,3 +103,11 @@ def test_gatv2_and_policy_gradients_match_finite_differences():
             down = objective()
             param[idx] = old
             assert abs((up - down) / 2e-6 - grad[idx]) < 1e-5 * max(1.0, abs(grad[idx]))
+
+
+def test_a_budget_no_layer_can_meet_is_a_clear_error():
+    graph = read_tflite(default_model_path("digits_cnn"))
+    x, labels = _data(graph)
+    comp = PatternCompressor(graph, Calibration(x[:60], labels[:60]))
+    with pytest.raises(ValueError, match=r"no layer can be compressed within the KL budget 1e-09: .*op #\d"):
+        comp.search(kl_budget=1e-9, steps=4)
