@@ -76,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             comp = cls(graph, calib)
             as_op = cls(graph, calib, export="hmatrix")
             budgets = [(f"eps {eps:g}", {i: eps for i in comp.layers}) for eps in TOLERANCES]
-            found = comp.search(kl_budget=0.05, steps=8)
-            budgets.append(("KL .05", {p.op_index: p.sparsity for p in found.layers if p.sparsity > 0}))
+            try:
+                found = comp.search(kl_budget=0.05, steps=8)
+                budgets.append(("KL .05", {p.op_index: p.sparsity for p in found.layers if p.sparsity > 0}))
+            except ValueError as exc:
+                print(f"  {name} {label} KL .05: {exc}")
             for budget, levels in budgets:
                 # served as exported: FULLY_CONNECTED pieces where the rank pays, else as it was
                 forms = {i: comp.form(i, eps) for i, eps in levels.items()}

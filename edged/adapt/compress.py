@@ -317,10 +317,13 @@ class Compressor:
             best = (alloc, self.kl(self.candidate(alloc)))
         alloc, kl = best
         if kl_budget is not None and self.overall_sparsity(alloc) == 0:
-            gentlest = min(((k, i) for i, c in curves.items() for lv, k in c.items() if lv > 0), default=None)
-            where = f": the gentlest step, on op #{gentlest[1]}, costs KL {gentlest[0]:.5f}" \
-                if gentlest else ""
-            raise ValueError(f"no layer can be compressed within the KL budget {kl_budget:g}{where}")
+            steps_that_save = [(k, i) for i, c in curves.items() for lv, k in c.items()
+                               if lv > 0 and self.overall_sparsity({i: lv}) > 0]
+            if not steps_that_save:
+                raise ValueError("no layer can be compressed: no level of any layer saves weights")
+            k, i = min(steps_that_save)
+            raise ValueError(f"no layer can be compressed within the KL budget {kl_budget:g}: the gentlest "
+                             f"step that saves weights, on op #{i}, costs KL {k:.5f}")
         layers = [LayerPlan(i, self.blocks[i], alloc[i], curves[i]) for i in self.layers]
         return CompressResult(self.candidate(alloc), layers, kl, self.overall_sparsity(alloc), curve)
 

@@ -116,7 +116,8 @@ def to_hmatrix_ops(graph: Graph, calib_x: np.ndarray | None, forms: dict[int, HM
         w1, s_w1, s_mid, w2_f = stage_matrices(hm, x_scale, x_zp, inputs[i].reshape(-1, n))
         w2, s_w2 = _sym_rows(w2_f)
         stored = int(np.count_nonzero(w1) + np.count_nonzero(w2))
-        if w1.shape[0] == 0 or stored >= (1.0 - min_saving) * m * n:
+        scales = 4 * w1.shape[0]  # the mid features' scales; both forms have per-row ones
+        if w1.shape[0] == 0 or stored + scales >= (1.0 - min_saving) * m * n:
             set_float_weights(g, i, hm.to_float())
             continue
         base = len(g.tensors)
