@@ -85,6 +85,23 @@ def stage_matrices(hm: HMatrix, x_scale: float, x_zp: int, x_rows: np.ndarray):
     return w1, s_w1, s_mid, w2
 
 
+def checked_inputs(graph: Graph, forms: dict[int, HMatrix], calib_x: np.ndarray | None,
+                   inputs: dict[int, np.ndarray] | None) -> dict[int, np.ndarray]:
+    """Check each form fits its FULLY_CONNECTED; the layers' int8 calibration inputs."""
+    for i, hm in forms.items():
+        op = graph.operators[i]
+        if op.opcode != "FULLY_CONNECTED":
+            raise ValueError(f"op #{i} is {op.opcode}, not FULLY_CONNECTED")
+        if hm.shape != graph.tensors[op.inputs[1]].shape:
+            raise ValueError(f"op #{i}: the H-matrix is {hm.shape}, the weights "
+                             f"{graph.tensors[op.inputs[1]].shape}")
+    if inputs is not None:
+        return inputs
+    if calib_x is None:
+        raise ValueError("an H-matrix layer needs calibration inputs")
+    return layer_inputs(graph, calib_x)
+
+
 def to_hmatrix_ops(graph: Graph, calib_x: np.ndarray | None, forms: dict[int, HMatrix],
                    min_saving: float = 0.0, inputs: dict[int, np.ndarray] | None = None,
                    ) -> tuple[Graph, list[HMatrixLayer]]:
@@ -96,13 +113,7 @@ def to_hmatrix_ops(graph: Graph, calib_x: np.ndarray | None, forms: dict[int, HM
     low-rank leaf; otherwise it stays a FULLY_CONNECTED holding the re-densified H-matrix."""
     from edged.adapt.requantize import set_float_weights
 
-    for i in forms:
-        if graph.operators[i].opcode != "FULLY_CONNECTED":
-            raise ValueError(f"op #{i} is {graph.operators[i].opcode}, not FULLY_CONNECTED")
-    if inputs is None:
-        if calib_x is None:
-            raise ValueError("the mid features need calibration inputs")
-        inputs = layer_inputs(graph, calib_x)
+    inputs = checked_inputs(graph, forms, calib_x, inputs)
     g = copy.deepcopy(graph)
     report = []
     new_ops: dict[int, Operator] = {}
@@ -110,8 +121,6 @@ def to_hmatrix_ops(graph: Graph, calib_x: np.ndarray | None, forms: dict[int, HM
         op = g.operators[i]
         x_t, w_t = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
         m, n = w_t.shape
-        if hm.shape != (m, n):
-            raise ValueError(f"op #{i}: the H-matrix is {hm.shape}, the weights {(m, n)}")
         x_scale, x_zp = float(x_t.quant.scale[0]), int(x_t.quant.zero_point[0])
         w1, s_w1, s_mid, w2_f = stage_matrices(hm, x_scale, x_zp, inputs[i].reshape(-1, n))
         w2, s_w2 = _sym_rows(w2_f)

@@ -26,6 +26,7 @@ import numpy as np
 
 from edged.adapt.calibration import layer_inputs
 from edged.adapt.hmatrix import HMatrix, truncated_svd, truncation_rank
+from edged.adapt.hmatrix_op import checked_inputs
 from edged.adapt.requantize import float_weights
 from edged.model.ir import Graph, Operator, Quantization, Tensor
 
@@ -94,17 +95,7 @@ def split_hmatrix(graph: Graph, calib_x: np.ndarray | None, forms: dict[int, HMa
     or the layers' int8 inputs from edged.adapt.calibration.layer_inputs). ``sparse_storage``:
     the file will store the pieces' zero blocks away (edged.sparse.tflite_encoding), so only
     their nonzero blocks count against the dense layer."""
-    for i, hm in forms.items():
-        op = graph.operators[i]
-        if op.opcode != "FULLY_CONNECTED":
-            raise ValueError(f"op #{i} is {op.opcode}, not FULLY_CONNECTED")
-        if hm.shape != graph.tensors[op.inputs[1]].shape:
-            raise ValueError(f"op #{i}: the H-matrix is {hm.shape}, the weights "
-                             f"{graph.tensors[op.inputs[1]].shape}")
-    if inputs is None:
-        if calib_x is None:
-            raise ValueError("splitting a layer needs calibration inputs")
-        inputs = layer_inputs(graph, calib_x)
+    inputs = checked_inputs(graph, forms, calib_x, inputs)
     g = copy.deepcopy(graph)
     splits = []
     new_ops: dict[int, list[Operator]] = {}
