@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from edged.adapt.calibration import Calibration
+from edged.adapt.calibration import Calibration, prunable_ops
 from edged.adapt.compress import STRATEGIES, Compressor, QsaStrategy
 from edged.adapt.qsa import QsaConfig
 from edged.model.tflite import read_tflite, write_tflite
@@ -34,7 +34,8 @@ def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_bud
     if strategy == "pattern":
         from edged.adapt.patterns import PatternCompressor
 
-        comp = PatternCompressor(graph, Calibration(calib))
+        shapes = blocks if isinstance(blocks, dict) else {i: blocks for i in prunable_ops(graph)}
+        comp = PatternCompressor(graph, Calibration(calib), shapes)  # the planner's block shapes
         t1 = time.perf_counter()
         result = comp.search(kl_budget=kl_budget, steps=6)
         return _job_record(result, t1 - t0, time.perf_counter() - t1)
