@@ -136,9 +136,9 @@ def _plot(rows: list[dict], path: str) -> str:
     for col, model in enumerate(("digits_mlp", "digits_cnn")):
         for strategy in dict.fromkeys(r["strategy"] for r in rows):
             pts = [r for r in rows if r["model"] == model and r["strategy"] == strategy]
-            axes[0][col].plot([r["bytes"] for r in pts], [r["accuracy"] for r in pts], "o-", label=strategy)
-            axes[1][col].plot([r["latency_ratio"] for r in pts], [r["accuracy"] for r in pts], "o-",
-                              label=strategy)
+            for ax, key in ((axes[0][col], "bytes"), (axes[1][col], "latency_ratio")):
+                pts = sorted(pts, key=lambda r, key=key: r[key])  # a front, not the run order
+                ax.plot([r[key] for r in pts], [r["accuracy"] for r in pts], "o-", label=strategy)
         axes[0][col].set_title(model)
         axes[0][col].set_xlabel("weight bytes as served")
         axes[1][col].set_xlabel("native p50 / int8 p50")
