@@ -28,11 +28,10 @@ from edged.adapt.calibration import Calibration
 from edged.adapt.compress import (
     STRATEGIES,
     Compressor,
-    HMatrixCompressor,
-    SvdCompressor,
     float_bytes,
     served_bytes,
 )
+from edged.adapt.factorize import HMatrixCompressor, SvdCompressor
 from edged.adapt.lowrank_export import split_hmatrix
 from edged.adapt.patterns import PatternCompressor
 from edged.adapt.policy import measured_latency, train_policy

@@ -17,10 +17,9 @@ def compress(args: argparse.Namespace) -> int:
         STRATEGIES,
         Compressor,
         CompressResult,
-        HMatrixCompressor,
         LayerPlan,
-        SvdCompressor,
     )
+    from edged.adapt.factorize import HMatrixCompressor, SvdCompressor
     from edged.sparse.block_csr import BlockShape
 
     graph = _load_graph(args.model)

@@ -40,7 +40,7 @@ def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_bud
         result = comp.search(kl_budget=kl_budget, steps=6)
         return _job_record(result, t1 - t0, time.perf_counter() - t1)
     if strategy in ("hmatrix", "svd"):
-        from edged.adapt.compress import HMatrixCompressor, SvdCompressor
+        from edged.adapt.factorize import HMatrixCompressor, SvdCompressor
 
         # The daemon adapts only with the native engine, which runs the factors themselves.
         comp = (HMatrixCompressor if strategy == "hmatrix" else SvdCompressor)(graph, Calibration(calib),

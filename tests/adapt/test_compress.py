@@ -116,7 +116,7 @@ def test_qsa_strategy_scores_with_the_trained_importance(mlp):
 
 
 def test_hmatrix_and_svd_candidates_run_bit_exactly_and_respect_the_budget(mlp):
-    from edged.adapt.compress import HMatrixCompressor, SvdCompressor
+    from edged.adapt.factorize import HMatrixCompressor, SvdCompressor
 
     graph, calib = mlp
     for cls in (HMatrixCompressor, SvdCompressor):

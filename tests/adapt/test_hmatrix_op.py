@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edged.adapt.calibration import Calibration
-from edged.adapt.compress import HMatrixCompressor, served_bytes
+from edged.adapt.compress import served_bytes
+from edged.adapt.factorize import HMatrixCompressor
 from edged.adapt.hmatrix import build_hmatrix
 from edged.adapt.hmatrix_op import hmatrix_options, to_hmatrix_ops
 from edged.adapt.requantize import float_weights, set_float_weights
