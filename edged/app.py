@@ -184,6 +184,9 @@ class App:
                 return self._import(cfg, store, name, source, content)
             except StoreWriteError as exc:
                 self.metrics.store_write_failures.inc()
+                if same and serving.sha256 == sha256_hex(content):
+                    log.warning("cannot store %s: %s; it is already served, unstored", source, exc)
+                    return None
                 if serving is not None:
                     raise
                 if not store.versions(name):
