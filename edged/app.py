@@ -402,9 +402,13 @@ class App:
             else:
                 store = ModelStore(cfg.store.state_dir)
                 pointer = store.pointer(old.name) or {}
-                version = store.add(old.name, content, parent=old.version, made_by=made_by)
-                model = self._load(cfg, content, old.name, version.version)
-                store.set_current(old.name, version.version, source_sha256=pointer.get("source_sha256"))
+                try:
+                    version = store.add(old.name, content, parent=old.version, made_by=made_by)
+                    model = self._load(cfg, content, old.name, version.version)
+                    store.set_current(old.name, version.version, source_sha256=pointer.get("source_sha256"))
+                except StoreWriteError:
+                    self.metrics.store_write_failures.inc()
+                    raise
             self.server.swap(model)
             self.metrics.swaps.inc()
             log.info("deployed %s version %s -> %s (%s)", old.name, old.version, model.version, made_by)

@@ -140,15 +140,21 @@ class PeerGuard:
         parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
         last = parts[-1]
         try:
-            user, fd = last.get("User-Id"), last.get(zmq.SRCFD)
-        except zmq.ZMQError:  # no properties: not a CURVE connection, ZAP already vetted it
+            user = last.get("User-Id")
+        except zmq.ZMQError:  # no user id: not a CURVE session (the socket admits only CURVE)
             return [p.bytes for p in parts]
+        try:
+            fd = last.get(zmq.SRCFD)
+        except zmq.ZMQError:  # a libzmq without it: removed keys are still refused, not closed
+            fd = -1
         if user not in self.allowed:
             peer = self._peers.pop(fd, None)
-            if _shutdown_connection(fd, peer.address if peer else _peer_address(fd)):
+            if fd >= 0 and _shutdown_connection(fd, peer.address if peer else _peer_address(fd)):
                 self._count(1)
-            log.warning("CURVE: dropped a message from removed key %s; connection closed", user)
+            log.warning("CURVE: dropped a message from removed key %s and closed its connection", user)
             return None
+        if fd < 0:
+            return [p.bytes for p in parts]
         routing_id = parts[0].bytes
         peer = self._peers.get(fd)
         if peer is None or peer.routing_id != routing_id or peer.user != user:
