@@ -106,7 +106,10 @@ class ModelStore:
         d = self._dir(name)
         if not d.is_dir():
             return []
-        return sorted((p.name for p in d.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
+        try:
+            return sorted((p.name for p in d.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
+        except OSError as exc:
+            raise StoreError(f"cannot list the versions in {d}: {exc.strerror or exc}") from exc
 
     def get(self, name: str, version: str) -> Version:
         """A version after checking its files and hash; raises StoreError."""
