@@ -328,40 +328,72 @@ def test_healthz_reports_not_ready_with_503():
         server.server_close()
 
 
+def test_connections_past_the_bound_close_the_oldest_and_scrapes_get_in():
+    from edged.metrics_http import MetricsHTTPServer
+
+    registry = CollectorRegistry()
+    Counter("x_events", "Events", registry=registry).inc()
+    server = MetricsHTTPServer(registry, "127.0.0.1:0", max_connections=4).start()
+    port = server.server_address[1]
+    held = []
+    try:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        for s in held:
+            s.settimeout(10)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert "x_events_total 1.0" in r.read().decode()
+        assert held[0].recv(1) == b""  # the oldest made room
+    finally:
+        for s in held:
+            s.close()
+        server.shutdown()
+        server.server_close()
+
+
 # -- 7. CURVE: a removed key loses its open connection -------------------------------------
+
+
+class CurveSetup:
+    """A CURVE daemon whose authorized_keys_dir allows the given client names."""
+
+    def __init__(self, daemons, tmp_path: Path, names: tuple[str, ...]) -> None:
+        from edged.cli import main
+        from edged.serve.auth import load_keypair, load_public_key
+
+        keys, self.allowed, self.clients = tmp_path / "keys", tmp_path / "allowed", tmp_path / "clients"
+        assert main(["keys", "generate", str(keys), "--name", "server"]) == 0
+        self.allowed.mkdir()
+        for name in names:
+            assert main(["keys", "generate", str(self.clients), "--name", name]) == 0
+            shutil.copy(self.clients / f"{name}.key", self.allowed / f"{name}.key")
+        self.d = daemons(
+            sections={
+                "security": {
+                    "curve": True,
+                    "server_secret_key": str(keys / "server.key_secret"),
+                    "authorized_keys_dir": str(self.allowed),
+                }
+            }
+        )
+        self.d.start(wait_ready=False)
+        self.server_key = load_public_key(keys / "server.key")
+        self._load_keypair = load_keypair
+
+    def keypair(self, name: str) -> tuple[bytes, bytes]:
+        return self._load_keypair(self.clients / f"{name}.key_secret")
+
+    def client(self, name: str, timeout_ms: int = 500, retries: int = 40) -> Client:
+        return Client(self.d.endpoint, timeout_ms=timeout_ms, retries=retries,
+                      server_public_key=self.server_key, client_keys=self.keypair(name))
 
 
 @pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 def test_removed_curve_key_loses_its_open_connection_on_reload(daemons, tmp_path):
-    from edged.cli import main
-    from edged.serve.auth import load_keypair, load_public_key
-
-    keys, allowed, clients = tmp_path / "keys", tmp_path / "allowed", tmp_path / "clients"
-    assert main(["keys", "generate", str(keys), "--name", "server"]) == 0
-    allowed.mkdir()
-    for name in ("kept", "removed", "silent"):
-        assert main(["keys", "generate", str(clients), "--name", name]) == 0
-        shutil.copy(clients / f"{name}.key", allowed / f"{name}.key")
-    d = daemons(
-        sections={
-            "security": {
-                "curve": True,
-                "server_secret_key": str(keys / "server.key_secret"),
-                "authorized_keys_dir": str(allowed),
-            }
-        }
-    )
-    d.start(wait_ready=False)
-    server_key = load_public_key(keys / "server.key")
-
-    def client(name: str, timeout_ms: int, retries: int) -> Client:
-        keypair = load_keypair(clients / f"{name}.key_secret")
-        return Client(d.endpoint, timeout_ms=timeout_ms, retries=retries, server_public_key=server_key,
-                      client_keys=keypair)
-
-    silent = _raw_curve_dealer(d.endpoint, server_key, load_keypair(clients / "silent.key_secret"))
+    setup = CurveSetup(daemons, tmp_path, ("kept", "removed", "silent"))
+    d, allowed = setup.d, setup.allowed
+    silent = _raw_curve_dealer(d.endpoint, setup.server_key, setup.keypair("silent"))
     try:
-        with client("kept", 500, 40) as kept, client("removed", 500, 40) as removed:
+        with setup.client("kept") as kept, setup.client("removed") as removed:
             assert kept.health()["ready"] and removed.health()["ready"]
             x = sample_x(2)
             removed.infer(x)
@@ -382,6 +414,21 @@ def test_removed_curve_key_loses_its_open_connection_on_reload(daemons, tmp_path
         silent.close(linger=0)
     assert d.metric("edged_curve_disconnects_total") >= 2
     assert d.metric("edged_requests_total", op="infer", status="ok") == 2
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+def test_reload_of_a_config_truncated_before_security_fails_and_keeps_the_keys(daemons, tmp_path):
+    setup = CurveSetup(daemons, tmp_path, ("board",))
+    d = setup.d
+    with setup.client("board") as board:
+        assert board.health()["ready"]
+        # CURVE stays on (restart-only); the keys must not be read from "" (the daemon's cwd)
+        text = d.config.read_text()
+        d.config.write_text(text.split("[security]", 1)[0])
+        assert sighup_and_wait(d)["failed"] == 1
+        assert "security.authorized_keys_dir" in d.log()
+    with setup.client("board") as fresh:  # a new connection: a new handshake against the kept keys
+        assert fresh.health()["ready"]
 
 
 def _raw_curve_dealer(endpoint: str, server_key: bytes, keypair: tuple[bytes, bytes]) -> zmq.Socket:
