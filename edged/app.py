@@ -23,17 +23,19 @@ from typing import Any
 import prometheus_client
 import zmq
 
-from edged.config import RELOADABLE, Config, changed_keys, load_config
+from edged.config import RELOADABLE, Config, changed_keys, check_config, load_config
 from edged.errors import EdgedError
 from edged.metrics import Metrics, serve_http
 from edged.runtime.probe import probe_model
 from edged.serve.feedback import FeedbackLog
 from edged.serve.served import ServedModel, load_model, read_model_file
 from edged.serve.server import Server
-from edged.store import ModelStore, StoreError, sha256_hex
+from edged.store import ModelStore, StoreError, StoreWriteError, sha256_hex
 from edged.systemd import Notifier, Watchdog, watchdog_interval
 
 log = logging.getLogger("edged")
+
+HEALTH_STALL_S = 10.0  # /healthz: an I/O loop or batch stuck this long is unhealthy (without a watchdog)
 
 
 def default_model() -> Path:
@@ -71,6 +73,7 @@ class App:
         self.auth = None
         self.http = None
         self.watchdog: Watchdog | None = None
+        self.watchdog_timeout: float | None = None
         self._wake = threading.Event()
         self._swap_lock = threading.Lock()  # serializes reload and deploy; never taken by requests
         self._stop_requested = False
@@ -179,15 +182,65 @@ class App:
         if content is not None and (pointer is None or pointer.get("source_sha256") != sha256_hex(content)):
             try:
                 return self._import(cfg, store, name, source, content)
+            except StoreWriteError as exc:
+                self.metrics.store_write_failures.inc()
+                if same and serving.sha256 == sha256_hex(content):
+                    log.warning("cannot store %s: %s; it is already served, unstored", source, exc)
+                    return None
+                if serving is not None:
+                    raise
+                if not store.versions(name):
+                    return self._unstored(cfg, name, source, content, exc)
+                log.warning("cannot store %s: %s; serving the stored versions", source, exc)
             except EdgedError as exc:
                 if serving is not None or not store.versions(name):
                     raise
                 log.error("cannot import %s: %s; serving the store's versions", source, exc)
         if serving is None:
-            return self._from_store(cfg, store, name)
+            return self._start_from_store(cfg, store, name, source, content)
         if same and pointer is not None and pointer["version"] == serving.version:
             return None
         return self._load_version(cfg, store, name, store.current(name) or "")
+
+    def _start_from_store(
+        self, cfg: Config, store: ModelStore, name: str, source: Path, content: bytes | None
+    ) -> ServedModel:
+        """The stored version to start with; if none loads, the configured file re-imported."""
+        try:
+            return self._from_store(cfg, store, name)
+        except EdgedError as exc:
+            if content is None:
+                raise
+            log.error("%s; re-importing %s", exc, source)
+        try:
+            model = self._import(cfg, store, name, source, content)
+        except StoreWriteError as exc:
+            self.metrics.store_write_failures.inc()
+            return self._unstored(cfg, name, source, content, exc)
+        self.metrics.store_repairs.inc()
+        msg = f"NO STORED VERSION OF {name} LOADED; re-imported {source} as version {model.version}"
+        log.error("%s", msg)
+        self.notifier.status(msg[:400])
+        return model
+
+    def _unstored(self, cfg: Config, name: str, source: Path, content: bytes, exc: Exception) -> ServedModel:
+        """Serve the configured file without a store version: better than not serving."""
+        log.warning("%s; serving %s unstored (it is not kept across restarts)", exc, source)
+        return self._load(cfg, content, name, sha256_hex(content)[:12], probe=True)
+
+    def _prune(self, cfg: Config, name: str) -> None:
+        """Keep store.keep_versions versions; never fatal (a read-only store keeps them all)."""
+        if not cfg.store.state_dir:
+            return
+        serving = self.server.model.version if self.server is not None else None
+        try:
+            removed = ModelStore(cfg.store.state_dir).prune(name, cfg.store.keep_versions, serving)
+        except (StoreError, OSError) as exc:
+            log.warning("cannot prune old versions of %s: %s", name, exc)
+            return
+        if removed:
+            self.metrics.store_pruned.inc(len(removed))
+            log.info("pruned %s version(s) %s", name, ", ".join(removed))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -203,23 +256,30 @@ class App:
             from edged.serve.auth import Authenticator, load_keypair
 
             curve_keys = load_keypair(cfg.security.server_secret_key)
-            self.auth = Authenticator(self.context, cfg.security.authorized_keys_dir)
+            self.auth = Authenticator(
+                self.context,
+                cfg.security.authorized_keys_dir,
+                on_disconnect=self.metrics.curve_disconnects.inc,
+            )
             self.auth.start()
         self.server = Server(
             model, cfg.server, self.metrics, self.feedback, context=self.context, curve_keys=curve_keys
         )
+        if self.auth is not None:
+            self.server.peer_guard = self.auth.guard
         if cfg.metrics.listen:
             try:
-                self.http = serve_http(self.metrics, cfg.metrics.listen)
+                self.http = serve_http(self.metrics, cfg.metrics.listen, health=self.http_health)
             except OSError as exc:
                 raise EdgedError(f"metrics.listen: cannot listen on {cfg.metrics.listen}: {exc}") from exc
         self.server.start()
         self.server.ready = True  # right after bind: requests that waited for the bind are served
+        self._prune(cfg, model.name)
         status = self.status_line()
         log.info("%s", status)
         self.notifier.ready(status)
         self._start_adaptation(model)
-        timeout = watchdog_interval()
+        timeout = self.watchdog_timeout = watchdog_interval()
         if timeout is not None:
             self.watchdog = Watchdog(self.notifier, timeout, lambda: self.server.healthy(timeout / 2))
             self.watchdog.start()
@@ -257,6 +317,22 @@ class App:
         a = self.cfg.adapt
         log.info("adaptation on: %s strategy, KL budget %g", a.strategy, a.kl_budget)
 
+    def http_health(self) -> tuple[bool, dict]:
+        """For /healthz: ready, and no I/O loop or worker stalled (the watchdog's test)."""
+        server = self.server
+        if server is None:
+            return False, {"state": "starting"}
+        state = "draining" if server.draining else ("serving" if server.ready else "starting")
+        stall_s = self.watchdog_timeout / 2 if self.watchdog_timeout else HEALTH_STALL_S
+        healthy = server.healthy(stall_s)
+        model = server.model
+        fields = {
+            "state": state if healthy else "stalled",
+            "model_name": model.name,
+            "model_version": model.version,
+        }
+        return state == "serving" and healthy, fields
+
     def status_line(self) -> str:
         m = self.server.model
         curve = " (CURVE)" if self.cfg.security.curve else ""
@@ -282,17 +358,23 @@ class App:
             if ignored:
                 log.warning("reload: %s change(s) need a restart; ignored now", ", ".join(ignored))
             applied = self._merge(new_cfg)
+            check_config(applied)  # e.g. curve stays on (restart-only) but the keys dir went missing
+            if self.auth is not None:
+                from edged.serve.auth import read_authorized_keys
+
+                read_authorized_keys(applied.security.authorized_keys_dir)  # fail before anything moves
             model = self.resolve(applied, old)
+            if self.auth is not None:  # last step that can fail: nothing is applied before it
+                self.auth.reload(applied.security.authorized_keys_dir)
             self.cfg = applied
             setup_logging(applied.log.level)
             self.server.settings = applied.server
-            if self.auth is not None:
-                self.auth.reload(applied.security.authorized_keys_dir)
             if model is not None:
                 self.server.swap(model)
                 self.metrics.swaps.inc()
                 log.info("swapped %s version %s -> %s", model.name, old.version, model.version)
                 self._start_adaptation(model)  # a new master from the config
+            self._prune(applied, self.server.model.name)
             self.metrics.reloads.labels("swapped" if model else "unchanged").inc()
             ok = True
             status = self.status_line()
@@ -320,12 +402,17 @@ class App:
             else:
                 store = ModelStore(cfg.store.state_dir)
                 pointer = store.pointer(old.name) or {}
-                version = store.add(old.name, content, parent=old.version, made_by=made_by)
-                model = self._load(cfg, content, old.name, version.version)
-                store.set_current(old.name, version.version, source_sha256=pointer.get("source_sha256"))
+                try:
+                    version = store.add(old.name, content, parent=old.version, made_by=made_by)
+                    model = self._load(cfg, content, old.name, version.version)
+                    store.set_current(old.name, version.version, source_sha256=pointer.get("source_sha256"))
+                except StoreWriteError:
+                    self.metrics.store_write_failures.inc()
+                    raise
             self.server.swap(model)
             self.metrics.swaps.inc()
             log.info("deployed %s version %s -> %s (%s)", old.name, old.version, model.version, made_by)
+            self._prune(cfg, model.name)
             self.notifier.status(self.status_line())
             return model
 

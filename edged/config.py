@@ -64,6 +64,7 @@ class MetricsSection:
 @dataclass(frozen=True)
 class StoreSection:
     state_dir: str = ""  # "" = no model store: serve the model file directly
+    keep_versions: int = 5  # newest versions kept; the served one and its predecessor always stay
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ _CHECKS = {
     "server.drain_timeout_s": _in(0, 600),
     "server.feedback_window": _in(0, 1_000_000),
     "metrics.listen": _listen,
+    "store.keep_versions": _in(1, 1_000_000),
     "log.level": _one_of(LOG_LEVELS),
 }
 
@@ -243,8 +245,13 @@ def _build(values: dict[str, dict[str, Any]]) -> Config:
     for name, cls in _SECTION_TYPES.items():
         sections[name] = dataclasses.replace(cls(), **values.get(name, {}))
     cfg = Config(**sections)
-    _check_security(cfg)
+    check_config(cfg)
     return cfg
+
+
+def check_config(cfg: Config) -> None:
+    """Checks across keys; run again on the merged config of a reload."""
+    _check_security(cfg)
 
 
 def _check_security(cfg: Config) -> None:
@@ -283,8 +290,17 @@ def parse_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) 
     return _build(values)
 
 
+# Keys a config file must set (a flag may stand in): without them a truncated or
+# emptied file would silently mean "the defaults", e.g. the bundled demo model.
+REQUIRED = {"model.path": '"" serves the bundled model; or pass --model'}
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read the TOML file (if any) and apply flag overrides."""
+    """Read the TOML file (if any) and apply flag overrides.
+
+    A file that is empty, or lacks a REQUIRED key that no flag supplies, is an
+    error: on a reload it keeps the running config instead of resetting to defaults.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -294,7 +310,25 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
-    return parse_config(data, overrides)
+    cfg = parse_config(data, overrides)  # bad values first: they name the key
+    if path is not None:
+        _check_required(path, data, overrides or {})
+    return cfg
+
+
+def _check_required(path: str | Path, data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    if not data:
+        raise ConfigError(
+            "--config", f"{path} has no settings (empty or truncated?); it must set at least [model] path"
+        )
+    for key, hint in REQUIRED.items():
+        section, name = key.split(".")
+        table = data.get(section)
+        if overrides.get(key) is None and not (isinstance(table, dict) and name in table):
+            raise ConfigError(
+                key,
+                f"missing from {path} (truncated file?): set [{section}] {name} ({hint})",
+            )
 
 
 # Keys that take effect on reload (SIGHUP); the others need a restart.
@@ -310,6 +344,7 @@ RELOADABLE = frozenset(
         "server.request_timeout_ms",
         "log.level",
         "security.authorized_keys_dir",
+        "store.keep_versions",
     }
 )
 

@@ -183,6 +183,16 @@ class Metrics:
             "edged_model_load_failures", "Model versions that failed to load", registry=r
         )
         self.reloads = Counter("edged_reloads", "Reloads (SIGHUP), by result", ["result"], registry=r)
+        self.store_write_failures = Counter(
+            "edged_store_write_failures", "Model store writes the file system refused", registry=r
+        )
+        self.store_repairs = Counter(
+            "edged_store_repairs", "Configured model re-imported because no stored version loaded", registry=r
+        )
+        self.store_pruned = Counter("edged_store_pruned_versions", "Old model versions deleted", registry=r)
+        self.curve_disconnects = Counter(
+            "edged_curve_disconnects", "Connections closed because their client key was removed", registry=r
+        )
         self.feedback = Counter(
             "edged_feedback", "Ground-truth labels received, by outcome", ["outcome", *mv], registry=r
         )
@@ -191,10 +201,8 @@ class Metrics:
         r.register(ProcessCollector())
 
 
-def serve_http(metrics: Metrics, listen: str):
-    """Start the scrape endpoint on HOST:PORT; returns the HTTP server (call .shutdown())."""
-    from prometheus_client import start_http_server
+def serve_http(metrics: Metrics, listen: str, health=None):
+    """Start the scrape endpoint on HOST:PORT; returns the server (call .shutdown(), .server_close())."""
+    from edged.metrics_http import MetricsHTTPServer
 
-    host, _, port = listen.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=metrics.registry)
-    return server
+    return MetricsHTTPServer(metrics.registry, listen, health).start()

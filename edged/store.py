@@ -11,6 +11,11 @@ so it is either complete or absent. The pointer is replaced by writing a
 temporary file, fsyncing it, renaming it over ``current`` and fsyncing the
 directory: after a crash it names the old or the new version, never half of
 one. Versions are numbered 1, 2, 3, ... in the order they were added.
+
+Writes that the file system refuses (read-only, full, no permission) raise
+``StoreWriteError``, so the daemon can keep serving what is stored. ``prune``
+keeps the newest versions, and never the served one or its last good
+predecessor (the version a rollback returns to).
 """
 
 from __future__ import annotations
@@ -38,6 +43,18 @@ _TMP_PREFIX = ".tmp-"
 
 class StoreError(EdgedError):
     """A version or pointer is missing, incomplete or corrupt."""
+
+
+class StoreWriteError(StoreError):
+    """The state directory refused a write (EROFS, ENOSPC, EACCES, ...)."""
+
+
+@contextlib.contextmanager
+def _writing(what: str):
+    try:
+        yield
+    except OSError as exc:
+        raise StoreWriteError(f"cannot write {what}: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,10 @@ class ModelStore:
         d = self._dir(name)
         if not d.is_dir():
             return []
-        return sorted((p.name for p in d.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
+        try:
+            return sorted((p.name for p in d.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
+        except OSError as exc:
+            raise StoreError(f"cannot list the versions in {d}: {exc.strerror or exc}") from exc
 
     def get(self, name: str, version: str) -> Version:
         """A version after checking its files and hash; raises StoreError."""
@@ -144,8 +164,17 @@ class ModelStore:
         digest = sha256_hex(content)
         existing = self.find(name, digest)
         if existing is not None:
-            return self.get(name, existing)
+            try:
+                return self.get(name, existing)
+            except StoreError as exc:  # its bytes rotted: store them afresh as a new version
+                log.error("%s; storing the bytes again as a new version", exc)
         d = self._dir(name)
+        with _writing(f"a new version of {name} in {d}"):
+            return self._write_version(d, name, content, digest, parent, made_by)
+
+    def _write_version(
+        self, d: Path, name: str, content: bytes, digest: str, parent: str | None, made_by: dict[str, Any]
+    ) -> Version:
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / f"{_TMP_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
         tmp.mkdir()
@@ -188,15 +217,73 @@ class ModelStore:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         tmp = d / f"{_TMP_PREFIX}{POINTER_FILE}-{os.getpid()}-{time.monotonic_ns()}"
-        _write_synced(tmp, json.dumps(data).encode())
-        os.replace(tmp, d / POINTER_FILE)
-        _fsync_dir(d)
+        with _writing(f"the current pointer of {name} in {d}"):
+            try:
+                _write_synced(tmp, json.dumps(data).encode())
+                os.replace(tmp, d / POINTER_FILE)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            _fsync_dir(d)
 
     def remove(self, name: str, version: str) -> None:
         """Delete a version that is not current (e.g. one that failed to load)."""
         if self.current(name) == version:
             raise StoreError(f"{name} version {version} is current; it cannot be removed")
         shutil.rmtree(self._dir(name) / version, ignore_errors=True)
+
+    def parent(self, name: str, version: str) -> str | None:
+        try:
+            parent = json.loads((self._dir(name) / version / META_FILE).read_text()).get("parent")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return parent if isinstance(parent, str) else None
+
+    def last_good_predecessor(self, name: str, version: str) -> str | None:
+        """The nearest ancestor of ``version`` whose files check out (the rollback target)."""
+        chain = self._ancestors_to_last_good(name, version)
+        return chain[-1] if chain else None
+
+    def _ancestors_to_last_good(self, name: str, version: str) -> list[str]:
+        """Ancestors of ``version``, nearest first, up to the first that checks out ([] if none)."""
+        chain: list[str] = []
+        v = self.parent(name, version)
+        while v is not None and v not in chain and v != version:
+            chain.append(v)
+            try:
+                self.get(name, v)
+                return chain
+            except StoreError:
+                v = self.parent(name, v)
+        return []
+
+    def prune(self, name: str, keep: int, serving: str | None = None) -> list[str]:
+        """Delete all but the ``keep`` newest versions; returns the deleted ones.
+
+        Never deleted: the current version, the served one (``serving``) and the
+        last good predecessor of each (with any corrupt versions between them).
+        A version that cannot be deleted stays (the next prune tries again).
+        """
+        versions = self.versions(name)
+        protected = set(versions[-keep:]) if keep > 0 else set()
+        for v in {self.current(name), serving} - {None}:
+            protected.add(v)
+            # corrupt versions between it and its last good predecessor stay: they link the two
+            protected.update(self._ancestors_to_last_good(name, v))
+        removed = []
+        for v in versions:
+            if v in protected:
+                continue
+            try:
+                # renamed first, so a crash mid-delete leaves a temporary to clean, not half a version
+                doomed = self._dir(name) / f"{_TMP_PREFIX}pruned-{v}"
+                os.rename(self._dir(name) / v, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+            except OSError as exc:
+                log.warning("cannot prune %s version %s: %s", name, v, exc.strerror or exc)
+                continue
+            removed.append(v)
+        return removed
 
     def candidates(self, name: str) -> list[str]:
         """Versions to try on start: current, its ancestors, then the rest newest first."""
@@ -205,11 +292,7 @@ class ModelStore:
         v = self.current(name)
         while v is not None and v not in order and v in versions:
             order.append(v)
-            try:
-                parent = json.loads((self._dir(name) / v / META_FILE).read_text()).get("parent")
-            except (OSError, ValueError, AttributeError):
-                parent = None
-            v = parent if isinstance(parent, str) else None
+            v = self.parent(name, v)
         order += [v for v in reversed(versions) if v not in order]
         return order
 

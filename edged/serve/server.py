@@ -85,6 +85,8 @@ class Server:
         self._leftover: list[Job] = []
         self._replies = _REPLIES.format(id(self))
         self._runner = BatchRunner(metrics, self.feedback)
+        # Under CURVE: edged.serve.auth.PeerGuard, which drops messages of removed client keys.
+        self.peer_guard = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -198,7 +200,10 @@ class Server:
                     for _ in range(_MAX_RECV_PER_TURN):
                         if not router.get(zmq.EVENTS) & zmq.POLLIN:
                             break
-                        job = self._handle(router, router.recv_multipart(zmq.NOBLOCK))
+                        frames = self._recv(router)
+                        if frames is None:  # a removed CURVE key's message, dropped
+                            continue
+                        job = self._handle(router, frames)
                         if job is not None:
                             admitted.append(job)
                     if admitted:
@@ -218,6 +223,11 @@ class Server:
         finally:
             router.close(linger=_CLOSE_LINGER_MS)
             pull.close(linger=0)
+
+    def _recv(self, router: zmq.Socket) -> list | None:
+        if self.peer_guard is None:
+            return router.recv_multipart(zmq.NOBLOCK)
+        return self.peer_guard.recv(router)
 
     def _refuse_unread(self, router: zmq.Socket) -> None:
         """At shutdown: answer what clients already sent, until they pause (at most 1 s)."""

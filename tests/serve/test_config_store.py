@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edged.config import ConfigError, load_config, parse_config
-from edged.store import ModelStore, StoreError
+from edged.store import ModelStore, StoreError, StoreWriteError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,11 +46,25 @@ def test_bad_values_name_the_key(data, key, words):
 
 def test_flags_override_file(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[server]\nbind = "tcp://127.0.0.1:7000"\nmax_batch = 4\n')
+    path.write_text('[model]\npath = "m.tflite"\n[server]\nbind = "tcp://127.0.0.1:7000"\nmax_batch = 4\n')
     cfg = load_config(path, {"server.bind": "tcp://127.0.0.1:7001", "model.path": None})
     assert cfg.server.bind == "tcp://127.0.0.1:7001" and cfg.server.max_batch == 4
     with pytest.raises(ConfigError, match=r"server\.bind"):
         load_config(path, {"server.bind": "nope"})
+
+
+@pytest.mark.parametrize("text", ["", "# all commented out\n", "[server]\nworkers = 2\n", "[model]\n"])
+def test_empty_or_partial_file_is_an_error_not_the_defaults(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "[model] path" in str(info.value)
+    if text.strip() and not text.startswith("#"):
+        assert info.value.key == "model.path"
+        assert load_config(path, {"model.path": "m.tflite"}).model.path == "m.tflite"  # --model stands in
+    path.write_text('[model]\npath = ""\n')  # explicitly the bundled model
+    assert load_config(path).model.path == ""
 
 
 def test_unreadable_config(tmp_path):
@@ -95,3 +109,32 @@ def test_store_detects_corruption_and_ignores_partial_writes(tmp_path):
     assert store.current("m") is None
     assert store.candidates("m") == ["2", "1"]
     json.loads((d / "1" / "meta.json").read_text())
+
+
+def test_store_prunes_to_keep_but_never_the_served_version_or_its_last_good_predecessor(tmp_path):
+    store = ModelStore(tmp_path)
+    parent = None
+    for i in range(6):
+        parent = store.add("m", f"v{i}".encode(), parent=parent, made_by={}).version
+    store.set_current("m", "3")  # e.g. rolled back: newer versions exist
+    (tmp_path / "models" / "m" / "2" / "model.tflite").write_bytes(b"rot")  # 3's parent is corrupt
+    assert store.last_good_predecessor("m", "3") == "1"
+    assert store.prune("m", keep=2, serving="6") == ["4"]
+    assert store.versions("m") == ["1", "2", "3", "5", "6"]  # 5, 6 newest; 3 current, 1 its last good parent
+    assert store.prune("m", keep=2, serving="6") == []
+    assert not [p for p in (tmp_path / "models" / "m").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_store_stores_rotten_bytes_again_as_a_new_version(tmp_path):
+    store = ModelStore(tmp_path)
+    v1 = store.add("m", b"one", parent=None, made_by={})
+    v1.path.write_bytes(b"0ne")
+    v2 = store.add("m", b"one", parent=None, made_by={})
+    assert v2.version == "2" and store.get("m", "2").path.read_bytes() == b"one"
+
+
+def test_store_write_errors_are_store_write_errors(tmp_path):
+    (tmp_path / "models").write_text("not a directory")  # every write under it fails
+    store = ModelStore(tmp_path)
+    with pytest.raises(StoreWriteError, match="cannot write a new version of m"):
+        store.add("m", b"one", parent=None, made_by={})

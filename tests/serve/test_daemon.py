@@ -259,7 +259,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(daemons):
     reason="bundled models not in this checkout",
 )
 def test_serves_the_bundled_model_by_default(daemons):
-    d = daemons(model=None).start()
+    d = daemons(model=None, sections={"model": {"path": ""}}).start()  # "" = the bundled model
     h = d.health()
     assert h["model_name"].startswith("digits_")
     c = MiniClient(d.endpoint)
