@@ -53,14 +53,15 @@ def effective_scales(ctx: OpContext, input_scale: float, output_scale: float) ->
     return float(np.float32(input_scale)) * scales.astype(np.float64) / float(np.float32(output_scale))
 
 
-def matmul_output(ctx: OpContext, units: int, depth: int) -> OutputType:
-    """The output of a product by a [units, depth] matrix: rows of ``depth`` inputs, ``units`` each out."""
+def matmul_output(ctx: OpContext, units: int, depth: int, keep_dims: bool) -> OutputType:
+    """The output of a product by a [units, depth] matrix: rows of ``depth`` inputs, ``units`` each out;
+    ``keep_dims`` keeps the input's leading axes, else the rows are flattened (TFLite's keep_num_dims)."""
     x = ctx.input(0)
     if x is None or not x.shape:
         raise ctx.malformed("input 0 is missing or a scalar")
     if units < 1 or depth < 1 or math.prod(x.shape) % depth:
         raise ctx.malformed(f"input {list(x.shape)} is not made of rows of the weight depth {depth}")
-    if ctx.op.options.get("keep_num_dims", False):
+    if keep_dims:
         if x.shape[-1] != depth:
             raise ctx.malformed(f"keep_num_dims needs the input's last axis to be the depth {depth}")
         return OutputType.of((*x.shape[:-1], units), x.dtype)
@@ -71,7 +72,7 @@ def infer_output(ctx: OpContext) -> OutputType:
     w = ctx.input(1)
     if w is None or len(w.shape) != 2:
         raise ctx.malformed("weights must be a 2-D [units, depth] tensor")
-    return matmul_output(ctx, *w.shape)
+    return matmul_output(ctx, *w.shape, bool(ctx.op.options.get("keep_num_dims", False)))
 
 
 def prepare(ctx: OpContext) -> FullyConnectedParams:
