@@ -174,13 +174,14 @@ static int valid(const edged_op* op) {
       return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count);
     case EDGED_OP_CONCATENATION: {
       if (op->n_in < 1 || op->n_in > 8 || op->outer < 0 || op->inner < 1) return 0;
+      const int64_t outer = op->outer > 0 ? op->outer : 1; /* the kernel runs outer 0 as 1 */
       int64_t total = 0;
       for (int32_t k = 0; k < op->n_in; ++k) {
-        if (op->axis_size[k] < 0 || volume(op->outer, op->axis_size[k], op->inner) > op->in_stride[k])
+        if (op->axis_size[k] < 0 || volume(outer, op->axis_size[k], op->inner) > op->in_stride[k])
           return 0;
         total += op->axis_size[k]; /* at most 8 * INT32_MAX: no overflow */
       }
-      return strides_ok(op, op->n_in) && volume(op->outer, total, op->inner) <= op->out_stride;
+      return strides_ok(op, op->n_in) && volume(outer, total, op->inner) <= op->out_stride;
     }
     case EDGED_OP_PAD:
       for (int k = 0; k < 3; ++k)
@@ -204,8 +205,10 @@ static int valid(const edged_op* op) {
 size_t edged_scratch_size(const edged_op* op, int32_t batch) {
   if (op == NULL) return 0;
   if (op->kind == EDGED_OP_HMATRIX) return edged_hmatrix_scratch_size(op, batch);
-  /* CONV_2D samples run one after another and reuse the same scratch. */
-  if (op->kind != EDGED_OP_CONV_2D || !spatial_ok(op)) return 0;
+  /* CONV_2D samples run one after another and reuse the same scratch. A depth
+   * past int32 is refused by validation; sizing it would wrap (to zero). */
+  if (op->kind != EDGED_OP_CONV_2D || !spatial_ok(op) || volume(op->filter_h, op->filter_w, op->in_c) > INT32_MAX)
+    return 0;
   return edged_conv_2d_scratch_size(op);
 }
 

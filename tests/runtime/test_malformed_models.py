@@ -14,6 +14,7 @@ from edged.errors import EdgedError, ModelFormatError, UnsupportedModelError
 from edged.model.builder import GraphBuilder
 from edged.model.tflite import read_tflite, write_tflite
 from edged.runtime.native import NativeEngine
+from edged.runtime.plan import Executor, PlanError
 from edged.runtime.probe import probe_model
 
 
@@ -142,3 +143,18 @@ def test_an_op_writing_a_graph_input_is_refused():
     graph.operators[0].outputs = [graph.inputs[0]]
     with pytest.raises(EdgedError, match="written twice"):
         NativeEngine(graph, "loop.tflite")
+
+
+def test_kernels_refuse_a_descriptor_that_outgrows_its_tensor_when_loading():
+    """The C extent checks stand behind the shape checks: a plan whose concatenation writes
+    past its output (as the short CONCATENATION once did) is refused before anything runs."""
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, 1, 1, 8), 0.1, 0)
+    x2 = b.input("x2", np.int8, (1, 1, 1, 8), 0.1, 0)
+    y = b.tensor("y", np.int8, (1, 1, 1, 16), 0.1, 0)
+    b.op("CONCATENATION", [x, x2], [y], axis=3)
+    b.output(y)
+    engine = NativeEngine.from_bytes(write_tflite(b.build()), "concat.tflite")
+    engine.plan.steps[0].params.axis_sizes = (8, 100)  # as if the shape check had let it through
+    with pytest.raises(PlanError, match=r"operator #0 \(CONCATENATION\): the native kernel rejects"):
+        Executor(engine.plan).check()
