@@ -158,3 +158,11 @@ def test_kernels_refuse_a_descriptor_that_outgrows_its_tensor_when_loading():
     engine.plan.steps[0].params.axis_sizes = (8, 100)  # as if the shape check had let it through
     with pytest.raises(PlanError, match=r"operator #0 \(CONCATENATION\): the native kernel rejects"):
         Executor(engine.plan).check()
+
+
+def test_every_op_module_infers_its_output():
+    """The load-time shape check is per op: an op module without infer_output would load unchecked."""
+    from edged.ops import OPS
+
+    missing = sorted(code for code, m in OPS.items() if not callable(getattr(m, "infer_output", None)))
+    assert missing == []
