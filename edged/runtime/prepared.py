@@ -68,7 +68,7 @@ def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
             params = module.prepare(ctx)
         except EdgedError:
             raise
-        except (ValueError, KeyError, TypeError, IndexError, ArithmeticError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError) as exc:
             # Whatever check an op module lacks, bad values in a file end here, named.
             raise ctx.malformed(f"malformed operator ({type(exc).__name__}: {exc})") from exc
         acts = [t for t in op.inputs if t >= 0 and not graph.tensors[t].is_constant]

@@ -1,6 +1,8 @@
+#!/usr/bin/env python3
 """Coverage-guided fuzzing of the model reader and planner (atheris, libFuzzer flags).
 
     python -m tests.fuzz.fuzz_models CORPUS_DIR [SEED_DIR ...] -max_total_time=60
+    tests/fuzz/fuzz_models.py -merge=1 NEW_DIR OLD_DIR   (libFuzzer re-runs this file itself)
 
 Each input is a .tflite file: it is read, planned for the native engine and,
 if that succeeds, run on zeros at batch 1 and 3. The only acceptable failure
@@ -15,8 +17,12 @@ from __future__ import annotations
 import os
 import random
 import sys
+from pathlib import Path
 
 import atheris
+
+if not __package__:  # run as a file (libFuzzer's -merge and -fork re-execute argv[0])
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 # A mutant may ask for any arena up to the limit, three times over for batch 3:
 # keep it well under libFuzzer's 2 GB RSS limit.

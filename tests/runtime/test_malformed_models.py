@@ -7,6 +7,10 @@ shape disagreed with the inputs, or a quantization parameter was not a number.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,6 +20,8 @@ from edged.model.tflite import read_tflite, write_tflite
 from edged.runtime.native import NativeEngine
 from edged.runtime.plan import Executor, PlanError
 from edged.runtime.probe import probe_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def short_concatenation(n: int = 100) -> bytes:
@@ -166,3 +172,31 @@ def test_every_op_module_infers_its_output():
 
     missing = sorted(code for code, m in OPS.items() if not callable(getattr(m, "infer_output", None)))
     assert missing == []
+
+
+REGRESSIONS = sorted((ROOT / "tests" / "fuzz" / "corpus" / "regressions").glob("*.tflite"))
+_LOAD_IN_CHILD = """
+import sys
+import numpy as np
+from edged.errors import EdgedError
+from edged.runtime.native import NativeEngine
+path = sys.argv[1]
+try:
+    engine = NativeEngine.from_bytes(open(path, "rb").read(), path)
+    for batch in (1, 3):
+        engine.infer([np.zeros((batch, *s.shape), s.dtype) for s in engine.inputs])
+    print("ok")
+except EdgedError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("path", REGRESSIONS, ids=[p.stem for p in REGRESSIONS])
+def test_mutants_that_once_crashed_or_raised_fail_with_an_edged_error(path):
+    """Structural mutants of the seed models on which loading once raised ZeroDivisionError,
+    OverflowError, AttributeError, a kernel RuntimeError, or killed the process (SIGSEGV,
+    SIGABRT: the *_corrupts_heap files). Loaded in a child so a crash fails this test, not pytest."""
+    done = subprocess.run([sys.executable, "-c", _LOAD_IN_CHILD, str(path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-1500:]}"
+    assert done.stdout.startswith("ModelFormatError") and path.name in done.stdout, done.stdout
