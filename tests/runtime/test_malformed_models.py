@@ -20,6 +20,7 @@ from edged.model.tflite import read_tflite, write_tflite
 from edged.runtime.native import NativeEngine
 from edged.runtime.plan import Executor, PlanError
 from edged.runtime.probe import probe_model
+from edged.serve.served import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,6 +51,10 @@ def test_short_concatenation_is_refused_by_the_probe_and_by_the_daemon_load():
     message = str(err.value)
     assert "operator #0 (CONCATENATION)" in message and "concat.tflite" in message
     assert "declared [1, 1, 1, 8], its inputs give [1, 1, 1, 200]" in message
+    # What the daemon calls after the probe (reload, deploy): it builds and warms the engines.
+    with pytest.raises(EdgedError, match=r"operator #0 \(CONCATENATION\)"):
+        load_model(content, name="concat", version="2", engine="native", workers=2, max_batch=4,
+                   warmup_runs=1, label="concat.tflite")
 
 
 def _unary(opcode: str, in_shape, out_shape, out_dtype=np.int8, **options) -> bytes:
