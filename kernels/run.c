@@ -169,7 +169,8 @@ static int valid(const edged_op* op) {
              extent_ok(op, op->count, op->count) &&
              op->zero_point >= -128 && op->zero_point <= 127;
     case EDGED_OP_REQUANTIZE:
-      return strides_ok(op, 1) && op->count >= 0 && shift_ok(op->shift) && extent_ok(op, op->count, op->count);
+      return strides_ok(op, 1) && op->count >= 0 && shift_ok(op->shift) &&
+             extent_ok(op, op->count, op->count);
     case EDGED_OP_DEQUANTIZE:
       return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count);
     case EDGED_OP_CONCATENATION: {
@@ -207,7 +208,8 @@ size_t edged_scratch_size(const edged_op* op, int32_t batch) {
   if (op->kind == EDGED_OP_HMATRIX) return edged_hmatrix_scratch_size(op, batch);
   /* CONV_2D samples run one after another and reuse the same scratch. A depth
    * past int32 is refused by validation; sizing it would wrap (to zero). */
-  if (op->kind != EDGED_OP_CONV_2D || !spatial_ok(op) || volume(op->filter_h, op->filter_w, op->in_c) > INT32_MAX)
+  if (op->kind != EDGED_OP_CONV_2D || !spatial_ok(op) ||
+      volume(op->filter_h, op->filter_w, op->in_c) > INT32_MAX)
     return 0;
   return edged_conv_2d_scratch_size(op);
 }
