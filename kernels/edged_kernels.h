@@ -262,6 +262,10 @@ size_t edged_scratch_size(const edged_op* op, int32_t batch);
  * read what an earlier one wrote. */
 int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch);
 
+/* The check edged_run does first, alone: 0, or the 1-based index of the
+ * first invalid descriptor. The planner calls it once when a model loads. */
+int32_t edged_validate(const edged_op* ops, int32_t n_ops, int32_t batch);
+
 /* edged_run, with the plan validated once and then executed `reps` times:
  * for measuring a plan (the autotuner, benchmarks) without per-call overhead. */
 int32_t edged_run_repeat(const edged_op* ops, int32_t n_ops, int32_t batch, int32_t reps);

@@ -3,12 +3,46 @@
  * Validation is O(channels) per op at most, never O(data): it exists so that
  * a planner bug surfaces as "op #k is invalid" in Python instead of a crash
  * or an out-of-bounds write in C. Everything is checked before anything
- * runs, so a rejected plan has written nothing. */
+ * runs, so a rejected plan has written nothing.
+ *
+ * The extent checks (extent_ok) are what keeps a kernel inside its buffers:
+ * per sample, every element an op reads from input k lies below
+ * in_stride[k] and every element it writes below out_stride, whatever the
+ * geometry fields say. Sizes are multiplied saturating, so no field values
+ * can wrap a product into a small number. */
 #include <math.h>
 
 #include "internal.h"
 
 static int pos(int32_t v) { return v >= 1; }
+
+/* a * b for sizes; a negative factor or an overflow gives INT64_MAX (never fits). */
+static int64_t smul(int64_t a, int64_t b) {
+  if (a < 0 || b < 0 || (a != 0 && b > INT64_MAX / a)) return INT64_MAX;
+  return a * b;
+}
+
+static int64_t volume(int64_t a, int64_t b, int64_t c) { return smul(smul(a, b), c); }
+
+/* Per sample, input 0 holds at least `in` elements and the output `out`. */
+static int extent_ok(const edged_op* op, int64_t in, int64_t out) {
+  return in <= op->in_stride[0] && out <= op->out_stride;
+}
+
+static int spatial_extent_ok(const edged_op* op) {
+  return extent_ok(op, volume(op->in_h, op->in_w, op->in_c), volume(op->out_h, op->out_w, op->out_c));
+}
+
+/* Every window coordinate a kernel computes, o * stride - pad + k * dilation
+ * (and its end, + filter), fits int32. */
+static int window_fits(int32_t out, int32_t stride, int32_t filter, int32_t dilation, int32_t pad) {
+  return pad >= 0 && (int64_t)(out - 1) * stride + (int64_t)(filter - 1) * dilation + filter <= INT32_MAX;
+}
+
+static int windows_fit(const edged_op* op, int32_t dilation_h, int32_t dilation_w) {
+  return window_fits(op->out_h, op->stride_h, op->filter_h, dilation_h, op->pad_top) &&
+         window_fits(op->out_w, op->stride_w, op->filter_w, dilation_w, op->pad_left);
+}
 
 static int act_ok(const edged_op* op) {
   return op->act_min >= -128 && op->act_max <= 127 && op->act_min <= op->act_max;
@@ -62,7 +96,8 @@ static int gemm_ok(const edged_op* op, int32_t depth) {
 
 static int hmatrix_ok(const edged_op* op) {
   if (!strides_ok(op, 1) || !pos(op->in_h) || !pos(op->in_c) || !pos(op->out_c) || !pos(op->mid_c) ||
-      (int64_t)op->in_c + op->mid_c > INT32_MAX || !act_ok(op))
+      (int64_t)op->in_c + op->mid_c > INT32_MAX || !act_ok(op) ||
+      !extent_ok(op, smul(op->in_h, op->in_c), smul(op->in_h, op->out_c)))
     return 0;
   /* The packed headers first: they prove out_c and mid_c, so the
    * per-channel arrays can then be read. */
@@ -86,10 +121,12 @@ static int valid(const edged_op* op) {
   switch (op->kind) {
     case EDGED_OP_FULLY_CONNECTED:
       return strides_ok(op, 1) && pos(op->in_h) && pos(op->in_c) && pos(op->out_c) &&
+             extent_ok(op, smul(op->in_h, op->in_c), smul(op->in_h, op->out_c)) &&
              act_ok(op) && gemm_ok(op, op->in_c) && per_channel_ok(op) &&
              (op->mode == EDGED_ROUND_UP || op->mode == EDGED_ROUND_AWAY);
     case EDGED_OP_CONV_2D: {
-      if (!strides_ok(op, 1) || !spatial_ok(op) || !pos(op->dilation_h) || !pos(op->dilation_w))
+      if (!strides_ok(op, 1) || !spatial_ok(op) || !pos(op->dilation_h) || !pos(op->dilation_w) ||
+          !spatial_extent_ok(op) || !windows_fit(op, op->dilation_h, op->dilation_w))
         return 0;
       const int64_t depth = (int64_t)op->filter_h * op->filter_w * op->in_c;
       /* The packed header first: it proves out_c, so the per-channel arrays
@@ -100,40 +137,53 @@ static int valid(const edged_op* op) {
     }
     case EDGED_OP_DEPTHWISE_CONV_2D:
       return strides_ok(op, 1) && spatial_ok(op) && pos(op->dilation_h) && pos(op->dilation_w) &&
+             spatial_extent_ok(op) && windows_fit(op, op->dilation_h, op->dilation_w) &&
              pos(op->depth_multiplier) && (int64_t)op->in_c * op->depth_multiplier == op->out_c &&
              op->weights != NULL && act_ok(op) && per_channel_ok(op) && input_offset_ok(op);
     case EDGED_OP_MAX_POOL_2D:
     case EDGED_OP_AVERAGE_POOL_2D:
       return strides_ok(op, 1) && spatial_ok(op) && op->in_c == op->out_c && act_ok(op) &&
+             spatial_extent_ok(op) && windows_fit(op, 1, 1) &&
              (int64_t)op->filter_h * op->filter_w <= (1 << 23) &&
              windows_ok(op->in_h, op->out_h, op->filter_h, op->stride_h, op->pad_top) &&
              windows_ok(op->in_w, op->out_w, op->filter_w, op->stride_w, op->pad_left);
     case EDGED_OP_MEAN:
       return strides_ok(op, 1) && pos(op->in_h) && pos(op->in_w) && pos(op->in_c) &&
              op->outer >= 0 && (int64_t)op->in_h * op->in_w <= (1 << 23) &&
+             extent_ok(op, volume(op->outer > 0 ? op->outer : 1, (int64_t)op->in_h * op->in_w, op->in_c),
+                       smul(op->outer > 0 ? op->outer : 1, op->in_c)) &&
              (op->mode == EDGED_MEAN_REFERENCE || op->mode == EDGED_MEAN_OPTIMIZED) &&
              shift_ok(op->shift);
     case EDGED_OP_ADD:
       return strides_ok(op, 2) && op->count >= 1 && act_ok(op) && op->left_shift >= 0 &&
+             extent_ok(op, op->count, op->count) && op->count <= op->in_stride[1] &&
              op->left_shift <= 30 && op->shift <= 0 && op->shift >= -31 && op->in_shift[0] <= 0 &&
              op->in_shift[0] >= -31 && op->in_shift[1] <= 0 && op->in_shift[1] >= -31;
     case EDGED_OP_SOFTMAX:
       return strides_ok(op, 1) && op->table != NULL && pos(op->in_c) && op->count >= 1 &&
-             op->count % op->in_c == 0;
+             op->count % op->in_c == 0 && extent_ok(op, op->count, op->count);
     case EDGED_OP_LOGISTIC:
-      return strides_ok(op, 1) && op->table != NULL && op->count >= 0;
+      return strides_ok(op, 1) && op->table != NULL && op->count >= 0 && extent_ok(op, op->count, op->count);
     case EDGED_OP_QUANTIZE:
       return strides_ok(op, 1) && op->count >= 0 && op->scale > 0.0f && isfinite(op->scale) &&
+             extent_ok(op, op->count, op->count) &&
              op->zero_point >= -128 && op->zero_point <= 127;
     case EDGED_OP_REQUANTIZE:
-      return strides_ok(op, 1) && op->count >= 0 && shift_ok(op->shift);
+      return strides_ok(op, 1) && op->count >= 0 && shift_ok(op->shift) &&
+             extent_ok(op, op->count, op->count);
     case EDGED_OP_DEQUANTIZE:
-      return strides_ok(op, 1) && op->count >= 0;
-    case EDGED_OP_CONCATENATION:
+      return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count);
+    case EDGED_OP_CONCATENATION: {
       if (op->n_in < 1 || op->n_in > 8 || op->outer < 0 || op->inner < 1) return 0;
-      for (int32_t k = 0; k < op->n_in; ++k)
-        if (op->axis_size[k] < 0) return 0;
-      return strides_ok(op, op->n_in);
+      const int64_t outer = op->outer > 0 ? op->outer : 1; /* the kernel runs outer 0 as 1 */
+      int64_t total = 0;
+      for (int32_t k = 0; k < op->n_in; ++k) {
+        if (op->axis_size[k] < 0 || volume(outer, op->axis_size[k], op->inner) > op->in_stride[k])
+          return 0;
+        total += op->axis_size[k]; /* at most 8 * INT32_MAX: no overflow */
+      }
+      return strides_ok(op, op->n_in) && volume(outer, total, op->inner) <= op->out_stride;
+    }
     case EDGED_OP_PAD:
       for (int k = 0; k < 3; ++k)
         if (op->pad_before[k] < 0 || op->pad_after[k] < 0) return 0;
@@ -141,9 +191,11 @@ static int valid(const edged_op* op) {
              (int64_t)op->in_h + op->pad_before[0] + op->pad_after[0] == op->out_h &&
              (int64_t)op->in_w + op->pad_before[1] + op->pad_after[1] == op->out_w &&
              (int64_t)op->in_c + op->pad_before[2] + op->pad_after[2] == op->out_c &&
+             spatial_extent_ok(op) &&
              op->output_offset >= -128 && op->output_offset <= 127;
     case EDGED_OP_COPY:
-      return strides_ok(op, 1) && op->count >= 0 && op->elem_size >= 0 && op->elem_size <= 64;
+      return strides_ok(op, 1) && op->count >= 0 && op->elem_size >= 0 && op->elem_size <= 64 &&
+             extent_ok(op, op->count, op->count);
     case EDGED_OP_HMATRIX:
       return hmatrix_ok(op);
     default:
@@ -154,8 +206,11 @@ static int valid(const edged_op* op) {
 size_t edged_scratch_size(const edged_op* op, int32_t batch) {
   if (op == NULL) return 0;
   if (op->kind == EDGED_OP_HMATRIX) return edged_hmatrix_scratch_size(op, batch);
-  /* CONV_2D samples run one after another and reuse the same scratch. */
-  if (op->kind != EDGED_OP_CONV_2D || !spatial_ok(op)) return 0;
+  /* CONV_2D samples run one after another and reuse the same scratch. A depth
+   * past int32 is refused by validation; sizing it would wrap (to zero). */
+  if (op->kind != EDGED_OP_CONV_2D || !spatial_ok(op) ||
+      volume(op->filter_h, op->filter_w, op->in_c) > INT32_MAX)
+    return 0;
   return edged_conv_2d_scratch_size(op);
 }
 
@@ -190,6 +245,10 @@ static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
     }
   }
   return 0;
+}
+
+int32_t edged_validate(const edged_op* ops, int32_t n_ops, int32_t batch) {
+  return n_ops <= 0 ? 0 : validate(ops, n_ops, batch);
 }
 
 int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch) {

@@ -1,8 +1,10 @@
 """Operator modules, found by naming convention: every module here with ``OPCODES``.
 
-Each module holds one op family: ``prepare`` (all float work, once),
-``reference`` (the numpy spec), and for ops with C kernels ``native_kind``,
-``pack`` (constant data shared by all executors) and ``describe`` (fills the C
+Each module holds one op family: ``infer_output`` (the output shape and dtype
+its inputs and options give, checked against the file at load: see
+edged.ops.base.check_op), ``prepare`` (all float work, once), ``reference``
+(the numpy spec), and for ops with C kernels ``native_kind``, ``pack``
+(constant data shared by all executors) and ``describe`` (fills the C
 descriptor).
 """
 

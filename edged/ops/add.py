@@ -19,7 +19,7 @@ from edged.model.quant import (
     vector_body,
     wrap_int32,
 )
-from edged.ops.base import OpContext, clamp_to
+from edged.ops.base import OpContext, OutputType, clamp_to
 
 OPCODES = ("ADD",)
 LEFT_SHIFT = 20
@@ -37,6 +37,17 @@ class AddParams:
     act_min: int
     act_max: int
     out_shape: tuple[int, ...]  # per sample
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    a, b = ctx.input(0), ctx.input(1)
+    if a is None or b is None:
+        raise ctx.malformed("ADD needs two inputs")
+    if a.shape != b.shape:
+        raise ctx.fail(f"broadcasting ADD ({list(a.shape)} + {list(b.shape)}) is not supported")
+    if a.dtype != b.dtype:
+        raise ctx.malformed(f"inputs are {a.dtype} and {b.dtype}")
+    return OutputType.of(a.shape, a.dtype)
 
 
 def prepare(ctx: OpContext) -> AddParams:

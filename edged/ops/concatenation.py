@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edged.ops.base import OpContext
+from edged.ops.base import OpContext, OutputType
 
 OPCODES = ("CONCATENATION",)
 MAX_INPUTS = 8
@@ -17,6 +17,25 @@ class ConcatParams:
     axis: int  # of the full shape, batch axis included (>= 1)
     out_shape: tuple[int, ...]
     axis_sizes: tuple[int, ...]
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    inputs = [ctx.input(k) for k in range(len(ctx.op.inputs))]
+    if not inputs or any(t is None for t in inputs):
+        raise ctx.malformed("an input is missing")
+    first = inputs[0]
+    rank = len(first.shape)
+    axis = ctx.option("axis", 0, -rank, rank - 1) % rank
+    for t in inputs:
+        if t.dtype != first.dtype or len(t.shape) != rank:
+            raise ctx.malformed(f"input '{t.name}' {t.dtype} {list(t.shape)} does not stack on "
+                                f"'{first.name}' {first.dtype} {list(first.shape)}")
+        if any(d != e for k, (d, e) in enumerate(zip(t.shape, first.shape, strict=True)) if k != axis):
+            raise ctx.malformed(f"input '{t.name}' {list(t.shape)} differs from {list(first.shape)} "
+                                f"off the concatenation axis {axis}")
+    shape = list(first.shape)
+    shape[axis] = sum(t.shape[axis] for t in inputs)
+    return OutputType.of(shape, first.dtype)
 
 
 def prepare(ctx: OpContext) -> ConcatParams:

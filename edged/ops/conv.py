@@ -12,7 +12,16 @@ from edged.model.quant import (
     quantize_multipliers,
     vector_body,
 )
-from edged.ops.base import OpContext, clamp_to, describe_requantization, nhwc, same_padding
+from edged.ops.base import (
+    MAX_WINDOW,
+    OpContext,
+    OutputType,
+    clamp_to,
+    describe_requantization,
+    nhwc,
+    same_padding,
+    window_output,
+)
 
 OPCODES = ("CONV_2D", "DEPTHWISE_CONV_2D")
 # LiteRT's depthwise kernel requantizes channels in SIMD blocks of 8 (ties up)
@@ -38,6 +47,28 @@ class ConvParams:
     dilation: tuple[int, int]
     pad: tuple[int, int]  # top, left
     depth_multiplier: int
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    x, w = ctx.input(0), ctx.input(1)
+    if x is None or w is None or len(x.shape) != 4 or len(w.shape) != 4:
+        raise ctx.malformed("input and filter must be 4-D (NHWC, and [out, h, w, in] or [1, h, w, out])")
+    n, in_h, in_w, in_c = x.shape
+    if ctx.op.opcode == "DEPTHWISE_CONV_2D":
+        one, kh, kw, out_c = w.shape
+        if one != 1 or out_c % in_c:
+            raise ctx.malformed(f"depthwise filter {list(w.shape)} does not fit {in_c} input channels")
+        ctx.option("depth_multiplier", 0, 0)
+    else:
+        out_c, kh, kw, filter_in = w.shape
+        if filter_in != in_c:
+            raise ctx.malformed(f"filter {list(w.shape)} does not fit {in_c} input channels")
+    stride = ctx.option("stride_h", 1, 1, MAX_WINDOW), ctx.option("stride_w", 1, 1, MAX_WINDOW)
+    dilation = (ctx.option("dilation_h_factor", 1, 1, MAX_WINDOW),
+                ctx.option("dilation_w_factor", 1, 1, MAX_WINDOW))
+    out_h, _ = window_output(ctx, in_h, kh, stride[0], dilation[0], "h")
+    out_w, _ = window_output(ctx, in_w, kw, stride[1], dilation[1], "w")
+    return OutputType.of((n, out_h, out_w, out_c), x.dtype)
 
 
 def prepare(ctx: OpContext) -> ConvParams:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ from edged.model.quant import (
     quantize_multiplier,
     quantize_multipliers,
 )
-from edged.ops.base import OpContext, clamp_to, describe_requantization
+from edged.ops.base import OpContext, OutputType, clamp_to, describe_requantization
 
 OPCODES = ("FULLY_CONNECTED",)
 
@@ -50,6 +51,28 @@ def effective_scales(ctx: OpContext, input_scale: float, output_scale: float) ->
     if scales.size != n_out:
         raise ctx.fail(f"weights have {scales.size} scales for {n_out} output channels")
     return float(np.float32(input_scale)) * scales.astype(np.float64) / float(np.float32(output_scale))
+
+
+def matmul_output(ctx: OpContext, units: int, depth: int, keep_dims: bool) -> OutputType:
+    """The output of a product by a [units, depth] matrix: rows of ``depth`` inputs, ``units`` each out;
+    ``keep_dims`` keeps the input's leading axes, else the rows are flattened (TFLite's keep_num_dims)."""
+    x = ctx.input(0)
+    if x is None or not x.shape:
+        raise ctx.malformed("input 0 is missing or a scalar")
+    if units < 1 or depth < 1 or math.prod(x.shape) % depth:
+        raise ctx.malformed(f"input {list(x.shape)} is not made of rows of the weight depth {depth}")
+    if keep_dims:
+        if x.shape[-1] != depth:
+            raise ctx.malformed(f"keep_num_dims needs the input's last axis to be the depth {depth}")
+        return OutputType.of((*x.shape[:-1], units), x.dtype)
+    return OutputType.of((math.prod(x.shape) // depth, units), x.dtype)
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    w = ctx.input(1)
+    if w is None or len(w.shape) != 2:
+        raise ctx.malformed("weights must be a 2-D [units, depth] tensor")
+    return matmul_output(ctx, *w.shape, bool(ctx.op.options.get("keep_num_dims", False)))
 
 
 def prepare(ctx: OpContext) -> FullyConnectedParams:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edged.model.quant import multiply_by_quantized_multiplier_half_up, quantize_multipliers
-from edged.ops.base import OpContext, clamp_to, describe_requantization
+from edged.ops.base import OpContext, OutputType, clamp_to, describe_requantization
+from edged.ops.fully_connected import matmul_output
 
 CUSTOM_CODE = "EDGED_HMATRIX"
 OPCODES = (CUSTOM_CODE,)
@@ -85,6 +86,19 @@ def _per_row_scales(ctx: OpContext, t, rows: int, what: str) -> np.ndarray:
     if scale.size != rows or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         raise ctx.fail(f"{what} needs {rows} positive scales, one per row")
     return scale
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    w1, w2 = ctx.input(1), ctx.input(3)
+    if w1 is None or w2 is None or len(w1.shape) != 2 or len(w2.shape) != 2:
+        raise ctx.malformed("inputs 1 and 3 must be the 2-D stage weights W1 [R, n] and W2 [m, n + R]")
+    (r, n), (m, width) = w1.shape, w2.shape
+    if width != n + r:
+        raise ctx.fail(f"W2 is {m}x{width} but W1 is {r}x{n}: W2 must have n + R = {n + r} columns")
+    x = ctx.input(0)
+    # Rows of the input's last axis keep their leading axes; other inputs are flattened, as in FC.
+    keep_dims = x is not None and bool(x.shape) and x.shape[-1] == w1.shape[1]
+    return matmul_output(ctx, w2.shape[0], w1.shape[1], keep_dims)
 
 
 def prepare(ctx: OpContext) -> HMatrixParams:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edged.model.quant import round_half_away
-from edged.ops.base import OpContext
+from edged.ops.base import OpContext, OutputType, same_as_input
 from edged.ops.libm import expf
 
 OPCODES = ("LOGISTIC",)
@@ -28,6 +28,10 @@ def lookup_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> 
     table = np.empty(256, dtype=np.int8)
     table[vals.astype(np.int8).view(np.uint8)] = np.clip(quantized, -128, 127)
     return table
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    return same_as_input(ctx)
 
 
 def prepare(ctx: OpContext) -> LogisticParams:

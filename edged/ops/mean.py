@@ -17,7 +17,7 @@ from edged.model.quant import (
     quantize_multiplier,
     vector_body,
 )
-from edged.ops.base import OpContext
+from edged.ops.base import OpContext, OutputType
 
 OPCODES = ("MEAN",)
 BLOCK = 16
@@ -35,6 +35,22 @@ class MeanParams:
     input_zero_point: int
     output_zero_point: int
     out_shape: tuple[int, ...]  # per sample
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    x, axes = ctx.input(0), ctx.input(1)
+    if x is None or axes is None or not axes.is_constant or axes.dtype.kind not in "iu":
+        raise ctx.malformed("reduction axes must be a constant integer tensor")
+    rank = len(x.shape)
+    values = [int(a) for a in axes.data.reshape(-1)]
+    if not values or any(not -rank <= a < rank for a in values):
+        raise ctx.malformed(f"axes {values} are not axes of a rank-{rank} tensor")
+    reduced = {a % rank for a in values}
+    if ctx.op.options.get("keep_dims", False):
+        shape = tuple(1 if a in reduced else d for a, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for a, d in enumerate(x.shape) if a not in reduced)
+    return OutputType.of(shape, x.dtype)
 
 
 def prepare(ctx: OpContext) -> MeanParams:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edged.ops.base import OpContext
+from edged.ops.base import OpContext, OutputType
 
 OPCODES = ("PAD",)
 
@@ -16,6 +16,18 @@ class PadParams:
     paddings: tuple[tuple[int, int], ...]  # per axis, batch axis included
     value: int
     in_shape: tuple[int, ...]
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    x, pads = ctx.input(0), ctx.input(1)
+    if x is None or pads is None or not pads.is_constant or pads.dtype.kind not in "iu":
+        raise ctx.malformed("paddings must be a constant integer tensor")
+    if pads.shape != (len(x.shape), 2):
+        raise ctx.malformed(f"paddings {list(pads.shape)} must be [{len(x.shape)}, 2] for the input's rank")
+    paddings = [(int(a), int(b)) for a, b in pads.data.reshape(-1, 2)]
+    if any(a < 0 or b < 0 for a, b in paddings):
+        raise ctx.malformed(f"negative paddings {paddings}")
+    return OutputType.of([d + a + b for d, (a, b) in zip(x.shape, paddings, strict=True)], x.dtype)
 
 
 def prepare(ctx: OpContext) -> PadParams:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edged.ops.base import OpContext, clamp_to, nhwc, same_padding
+from edged.ops.base import MAX_WINDOW, OpContext, OutputType, clamp_to, nhwc, same_padding, window_output
 
 OPCODES = ("MAX_POOL_2D", "AVERAGE_POOL_2D")
 
@@ -21,6 +21,25 @@ class PoolParams:
     pad: tuple[int, int]
     act_min: int
     act_max: int
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    x = ctx.input(0)
+    if x is None or len(x.shape) != 4:
+        raise ctx.malformed("input must be a 4-D NHWC tensor")
+    n, in_h, in_w, c = x.shape
+    out = []
+    for axis, size, filter_key, stride_key in (("h", in_h, "filter_height", "stride_h"),
+                                               ("w", in_w, "filter_width", "stride_w")):
+        f = ctx.option(filter_key, 0, 1, MAX_WINDOW)
+        stride = ctx.option(stride_key, 1, 1, MAX_WINDOW)
+        o, pad = window_output(ctx, size, f, stride, 1, axis)
+        # Every window must hold an input pixel (TFLite fails the op otherwise); the
+        # first and the last window bound all the others.
+        if not (f - pad > 0 and -pad < size and (o - 1) * stride - pad < size):
+            raise ctx.malformed(f"a {axis} pooling window holds no input pixel")
+        out.append(o)
+    return OutputType.of((n, *out, c), x.dtype)
 
 
 def prepare(ctx: OpContext) -> PoolParams:

@@ -17,7 +17,7 @@ from edged.model.quant import (
     round_half_away,
     vector_body,
 )
-from edged.ops.base import OpContext
+from edged.ops.base import OpContext, OutputType, same_as_input
 
 OPCODES = ("QUANTIZE", "DEQUANTIZE")
 FLOAT_BLOCK = 8  # QUANTIZE float->int8 and DEQUANTIZE
@@ -32,6 +32,11 @@ class QuantizeParams:
     input_zero_point: int = 0
     multiplier: int = 0
     shift: int = 0
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    # QUANTIZE's output type is the op's parameter; DEQUANTIZE always gives float32.
+    return same_as_input(ctx, np.float32 if ctx.op.opcode == "DEQUANTIZE" else ctx.output().dtype)
 
 
 def prepare(ctx: OpContext) -> QuantizeParams:

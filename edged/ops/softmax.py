@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edged.model.quant import round_half_away
-from edged.ops.base import OpContext
+from edged.ops.base import OpContext, OutputType, same_as_input
 from edged.ops.libm import expf
 
 OPCODES = ("SOFTMAX",)
@@ -28,6 +28,13 @@ def exp_table(input_scale: float, beta: float) -> np.ndarray:
     table = np.empty(256, dtype=np.float32)
     table[255 - np.arange(256)] = expf(scale * vals)
     return table
+
+
+def infer_output(ctx: OpContext) -> OutputType:
+    beta = ctx.op.options.get("beta", 1.0)
+    if not isinstance(beta, (int, float)) or not np.isfinite(beta) or beta <= 0:
+        raise ctx.malformed(f"beta {beta!r} must be finite and positive")
+    return same_as_input(ctx)
 
 
 def prepare(ctx: OpContext) -> SoftmaxParams:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edged.errors import UnsupportedModelError
+from edged.errors import ModelFormatError, UnsupportedModelError
 from edged.model.ir import Graph
 from edged.model.tflite import read_tflite
 from edged.runtime.engine import Engine, TensorSpec
 from edged.runtime.layout import LayoutPolicy
-from edged.runtime.plan import Executor, Plan, build_plan
+from edged.runtime.plan import Executor, Plan, PlanError, build_plan
 from edged.runtime.prepared import prepare_graph
 
 
@@ -40,8 +40,16 @@ class NativeEngine(Engine):
             model,
         )
         self.graph = graph
-        self.plan: Plan = build_plan(prepare_graph(graph, model), variant, layout)
         self._local = threading.local()
+        try:
+            self.plan: Plan = build_plan(prepare_graph(graph, model), variant, layout)
+            # Lay the plan out once now: a descriptor the kernels would refuse is a load error,
+            # not a failure of the first request.
+            executor = Executor(self.plan)
+            executor.check()
+        except PlanError as exc:
+            raise ModelFormatError(f"{model}: {exc}") from exc
+        self._local.executor = executor
         self.taps = None  # edged.adapt.taps.Taps: copies of intermediates for a sample of runs
 
     @classmethod

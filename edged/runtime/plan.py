@@ -24,6 +24,14 @@ from edged.sparse.block_csr import BlockShape
 ALIGN = 64
 
 
+class PlanError(ValueError):
+    """A step the planner cannot turn into a valid C descriptor (the model's values are out of range)."""
+
+    def __init__(self, step: Step, reason: str) -> None:
+        self.step = step
+        super().__init__(f"operator #{step.index} ({step.opcode}): {reason}")
+
+
 @dataclass
 class Plan:
     prepared: PreparedGraph
@@ -70,12 +78,15 @@ def build_plan(
         native.append(kind is not None)
         if kind is None:
             continue
-        choice = choose_layout(prepared.graph, step, variant, layout, cache)
-        if choice is not None:
-            layouts[step.index] = choice
-            shared[step.index] = module.pack(step.params, variant, choice.layout)
-        else:
-            shared[step.index] = module.pack(step.params, variant) if hasattr(module, "pack") else {}
+        try:
+            choice = choose_layout(prepared.graph, step, variant, layout, cache)
+            if choice is not None:
+                layouts[step.index] = choice
+                shared[step.index] = module.pack(step.params, variant, choice.layout)
+            else:
+                shared[step.index] = module.pack(step.params, variant) if hasattr(module, "pack") else {}
+        except (ValueError, OverflowError, IndexError, ArithmeticError) as exc:
+            raise PlanError(step, f"cannot pack its weights ({type(exc).__name__}: {exc})") from exc
         shared[step.index]["kind"] = kind
     return Plan(prepared, variant, native, alias, batch_pinned(prepared), shared, layouts)
 
@@ -175,6 +186,7 @@ class Executor:
         self._ops = ffi.new("edged_op[]", max(len(native_steps), 1))
         self._keep: list[Any] = []
         self._segments: list[_Segment] = []
+        self.descriptor_steps: list[Step] = []  # the step of each C descriptor
         scratch_bytes = 0
         k = 0
         for step, native in zip(plan.steps, plan.native, strict=True):
@@ -183,18 +195,12 @@ class Executor:
             if not native:
                 self._segments.append(_Segment(False, step.index, 1))
                 continue
-            d = self._ops[k]
-            shared = plan.shared[step.index]
-            d.kind = shared["kind"]
-            d.variant = plan.variant
-            d.n_in = len(step.activation_inputs)
-            for j, t in enumerate(step.activation_inputs):
-                getattr(d, "in")[j] = self._pointer(t)
-                d.in_stride[j] = self._per_sample_bytes(t) // self.graph.tensors[t].dtype.itemsize
-            d.out = self._pointer(step.output)
-            out_t = self.graph.tensors[step.output]
-            d.out_stride = self._per_sample_bytes(step.output) // out_t.dtype.itemsize
-            self._keep.extend(step.module.describe(step.params, d, shared) or [])
+            try:
+                self._describe_step(step, self._ops[k])
+            except (OverflowError, ValueError, IndexError, TypeError) as exc:
+                # cffi refuses a value that does not fit its C field (an int32 geometry field).
+                raise PlanError(step, f"a value does not fit its kernel descriptor ({exc})") from exc
+            self.descriptor_steps.append(step)
             scratch_bytes = max(scratch_bytes, lib.edged_scratch_size(self._ops + k, self.capacity))
             if self._segments and self._segments[-1].native:
                 self._segments[-1].count += 1
@@ -204,6 +210,30 @@ class Executor:
         self._scratch = np.zeros(scratch_bytes + ALIGN, dtype=np.uint8)
         for i in range(k):
             self._ops[i].scratch = address(self._scratch)
+
+    def _describe_step(self, step: Step, d: Any) -> None:
+        shared = self.plan.shared[step.index]
+        d.kind = shared["kind"]
+        d.variant = self.plan.variant
+        d.n_in = len(step.activation_inputs)
+        if d.n_in > len(d.in_stride):
+            raise ValueError(f"{d.n_in} inputs, the descriptor holds {len(d.in_stride)}")
+        for j, t in enumerate(step.activation_inputs):
+            getattr(d, "in")[j] = self._pointer(t)
+            d.in_stride[j] = self._per_sample_bytes(t) // self.graph.tensors[t].dtype.itemsize
+        d.out = self._pointer(step.output)
+        out_t = self.graph.tensors[step.output]
+        d.out_stride = self._per_sample_bytes(step.output) // out_t.dtype.itemsize
+        self._keep.extend(step.module.describe(step.params, d, shared) or [])
+
+    def check(self) -> None:
+        """Have C validate every descriptor now, as edged_run would before running; raise PlanError."""
+        for seg in self._segments:
+            if seg.native:
+                bad = lib.edged_validate(seg.ops, seg.count, 1)
+                if bad:
+                    step = self.descriptor_steps[seg.first + bad - 1]
+                    raise PlanError(step, "the native kernel rejects its descriptor (sizes out of range)")
 
     # -- running
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from edged.errors import UnsupportedModelError, UnsupportedOpError
+from edged.errors import EdgedError, UnsupportedModelError, UnsupportedOpError
 from edged.model.ir import Graph
 from edged.ops import OPS
-from edged.ops.base import OpContext
+from edged.ops.base import OpContext, check_op
+from edged.runtime.validate import check_graph
 
 
 @dataclass
@@ -38,10 +39,11 @@ def op_key(op) -> str:
 
 
 def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
-    """Check every op is supported and prepare it; raise a precise error otherwise."""
+    """Check every op is supported and consistent, and prepare it; raise a precise EdgedError otherwise."""
     for i, op in enumerate(graph.operators):
         if op_key(op) not in OPS:
             raise UnsupportedOpError(op_key(op), i, model)
+    check_graph(graph, model)
     if len(graph.inputs) < 1:
         raise UnsupportedModelError(f"{model}: the graph has no inputs")
     for t in graph.input_tensors + graph.output_tensors:
@@ -62,11 +64,13 @@ def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
                 )
         module = OPS[op_key(op)]
         try:
+            check_op(ctx, module)
             params = module.prepare(ctx)
-        except UnsupportedModelError:
+        except EdgedError:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ctx.fail(f"malformed operator ({exc})") from exc
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError) as exc:
+            # Whatever check an op module lacks, bad values in a file end here, named.
+            raise ctx.malformed(f"malformed operator ({type(exc).__name__}: {exc})") from exc
         acts = [t for t in op.inputs if t >= 0 and not graph.tensors[t].is_constant]
         steps.append(Step(i, op_key(op), module, params, acts, op.outputs[0]))
         available.add(op.outputs[0])

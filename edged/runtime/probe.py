@@ -1,9 +1,10 @@
-"""Load and run an untrusted model once in a child process.
+"""Load and run an untrusted model in a child process.
 
 LiteRT validates a model's flatbuffer but still crashes the process on some
 corrupt files (seen here: a model with an empty subgraph list). A daemon must
 not die because somebody dropped a bad file in its path, so models that come
-from outside are first loaded, and run once on zeros, in a short-lived child.
+from outside are first loaded, and run on zeros (batch 1 and 2), in a
+short-lived child.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def _main() -> int:
     content = sys.stdin.buffer.read()
     try:
         e = NativeEngine.from_bytes(content, label) if engine == "native" else LiteRTEngine(content, label)
-        e.infer([np.zeros((1, *s.shape), s.dtype) for s in e.inputs])
+        # Batch 2 as well: a model whose per-sample layout is wrong overruns the second sample.
+        for batch in (1, 2):
+            e.infer([np.zeros((batch, *s.shape), s.dtype) for s in e.inputs])
     except EdgedError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -556,6 +556,7 @@ static void test_layout_ops(void) {
   op.in[0] = a0; op.in[1] = a1; op.in[2] = a2;
   guarded cy = guarded_new(2 * 7 * 3);
   op.out = cy.data;
+  op.in_stride[0] = 6; op.in_stride[1] = 24; op.in_stride[2] = 12; op.out_stride = 42;
   CHECK(edged_run(&op, 1, 1) == 0, "concat run");
   bad = 0;
   for (int o = 0; o < 2; ++o)
@@ -579,6 +580,7 @@ static void test_validation(void) {
   ops[0] = blank_op(EDGED_OP_COPY);
   int8_t buf[4] = {1, 2, 3, 4}, out[4];
   ops[0].in[0] = buf; ops[0].out = out; ops[0].count = 4;
+  ops[0].in_stride[0] = ops[0].out_stride = 4;
   ops[1] = blank_op(99);
   CHECK(edged_run(ops, 2, 1) == 2, "unknown kind must be rejected as op 2");
   ops[1] = blank_op(EDGED_OP_FULLY_CONNECTED); /* no weights */
@@ -587,6 +589,27 @@ static void test_validation(void) {
   CHECK(edged_run(ops, 1, 0) == 1, "batch 0 must be rejected");
   ops[0].act_min = 5; ops[0].act_max = 4; /* ignored by COPY */
   CHECK(edged_run(ops, 1, 1) == 0, "copy ignores act range");
+  ops[0].out_stride = 3; /* one element short of `count` */
+  CHECK(edged_run(ops, 1, 1) == 1, "an output stride shorter than the op writes must be rejected");
+  ops[0].out_stride = 4;
+  ops[1] = blank_op(EDGED_OP_CONCATENATION); /* output one slice shorter than its inputs */
+  ops[1].n_in = 2; ops[1].outer = 1; ops[1].inner = 1; ops[1].axis_size[0] = ops[1].axis_size[1] = 2;
+  ops[1].in[0] = ops[1].in[1] = buf; ops[1].out = out;
+  ops[1].in_stride[0] = ops[1].in_stride[1] = 2; ops[1].out_stride = 3;
+  CHECK(edged_run(ops, 2, 1) == 2, "a concatenation longer than its output must be rejected");
+  ops[1].out_stride = 4; ops[1].outer = 0; ops[1].inner = 2; /* found by fuzz_descriptors: outer 0 runs as 1 */
+  CHECK(edged_run(ops, 2, 1) == 2, "a concatenation with outer 0 is checked as outer 1");
+  ops[1].axis_size[1] = INT32_MAX; ops[1].inner = INT32_MAX; ops[1].outer = INT32_MAX;
+  CHECK(edged_run(ops, 2, 1) == 2, "sizes whose product wraps must be rejected");
+  /* Found by fuzz_descriptors: a CONV_2D depth (filter_h * filter_w * in_c) that wraps
+   * size_t to 0 divided by zero while sizing the scratch. */
+  ops[1] = blank_op(EDGED_OP_CONV_2D);
+  ops[1].in[0] = buf; ops[1].out = out;
+  ops[1].in_h = ops[1].in_w = ops[1].out_h = ops[1].out_w = ops[1].out_c = 1;
+  ops[1].stride_h = ops[1].stride_w = ops[1].dilation_h = ops[1].dilation_w = 1;
+  ops[1].filter_h = ops[1].filter_w = ops[1].in_c = 1 << 30;
+  CHECK(edged_scratch_size(&ops[1], 1) == 0, "a wrapping im2col depth needs no scratch");
+  CHECK(edged_run(ops, 2, 1) == 2, "a CONV_2D depth past int32 must be rejected");
   CHECK(edged_s8_gemm_packed_size(EDGED_VARIANT_COUNT, 4, 4) == 0, "unknown variant size");
   CHECK(edged_s8_gemm_pack(7, (const int8_t*)buf, NULL, 0, 2, 2, out) == -1, "unknown variant pack");
 }
