@@ -51,7 +51,8 @@ class ServerSection:
     max_delay_us: int = 200
     inline_max_us: int = 300
     request_timeout_ms: int = 10_000
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_request_batch: int = 256  # rows of one infer request; larger ones get BAD_INPUT
+    max_message_bytes: int = 1024 * 1024
     drain_timeout_s: float = 10.0
     feedback_window: int = 4096
 
@@ -204,6 +205,7 @@ _CHECKS = {
     "server.max_delay_us": _in(0, 1_000_000),
     "server.inline_max_us": _in(0, 1_000_000),
     "server.request_timeout_ms": _in(1, 3_600_000),
+    "server.max_request_batch": _in(1, 1_000_000),
     "server.max_message_bytes": _in(1024, 2**31 - 1),
     "server.drain_timeout_s": _in(0, 600),
     "server.feedback_window": _in(0, 1_000_000),

@@ -31,6 +31,7 @@ class Job:
     deadline_ns: int
     samples: int = field(init=False)
     answered: bool = field(default=False, init=False)  # set once its reply is handed on
+    queued: bool = field(default=False, init=False)  # handed to the queue (a worker answers it)
 
     def __post_init__(self) -> None:
         self.samples = int(self.inputs[0].shape[0])

@@ -53,8 +53,13 @@ class BatchRunner:
         send(error_frames(job, code, message))
         job.answered = True
 
-    def run(self, model: ServedModel, engine_index: int, jobs: list[Job], send: Send) -> None:
-        """Execute jobs as one batch on ``model``; every job gets exactly one reply."""
+    def run(self, model: ServedModel, engine_index: int, jobs: list[Job], send: Send, max_rows: int) -> None:
+        """Execute jobs as one batch on ``model``; every job gets exactly one reply.
+
+        The engine never sees more than ``max_rows`` rows in one call: a request
+        larger than that runs in slices, so the engine's buffers stay at the
+        size warm-up gave them.
+        """
         now = time.monotonic_ns()
         live = []
         for job in jobs:
@@ -79,10 +84,13 @@ class BatchRunner:
                 live.append(job)
         if not live:
             return
-        inputs = [np.concatenate([j.inputs[k] for j in live]) for k in range(len(model.inputs))]
+        if len(live) == 1:
+            inputs = live[0].inputs
+        else:
+            inputs = [np.concatenate([j.inputs[k] for j in live]) for k in range(len(model.inputs))]
         t0 = time.monotonic_ns()
         try:
-            outputs = model.engine(engine_index).infer(inputs)
+            outputs = _infer_in_chunks(model.engine(engine_index), inputs, max_rows)
         except InputError as exc:
             for job in live:
                 self.fail(send, job, model, p.ErrorCode.BAD_INPUT, str(exc))
@@ -124,8 +132,21 @@ class BatchRunner:
             start = end
 
 
-def match_inputs(model: ServedModel, tensors: list[p.Tensor]) -> list[np.ndarray]:
-    """Request tensors in model input order, checked against the model; raises InputError."""
+def _infer_in_chunks(engine, inputs: list[np.ndarray], max_rows: int) -> list[np.ndarray]:
+    rows = inputs[0].shape[0]
+    if rows <= max_rows:
+        return engine.infer(inputs)
+    parts = [engine.infer([x[i : i + max_rows] for x in inputs]) for i in range(0, rows, max_rows)]
+    return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+
+
+def match_inputs(model: ServedModel, tensors: list[p.Tensor], max_rows: int) -> list[np.ndarray]:
+    """Request tensors in model input order, checked against the model; raises InputError.
+
+    ``max_rows`` bounds the batch (rows) of one request (``server.max_request_batch``).
+    """
+    if model.wire_problem is not None:
+        raise InputError(model.wire_problem)
     specs = model.inputs
     if len(tensors) != len(specs):
         raise InputError(f"the model takes {len(specs)} input(s), got {len(tensors)}")
@@ -153,6 +174,11 @@ def match_inputs(model: ServedModel, tensors: list[p.Tensor]) -> list[np.ndarray
             raise InputError(f"input '{spec.name}': expected shape [{expected}], got {list(shape)}")
         if shape[0] < 1:
             raise InputError(f"input '{spec.name}' has an empty batch")
+        if shape[0] > max_rows:
+            raise InputError(
+                f"input '{spec.name}' has a batch of {shape[0]} rows; server.max_request_batch is "
+                f"{max_rows}: split the request"
+            )
         if shape[0] != ordered[0].array.shape[0]:
             raise InputError(f"inputs disagree on the batch size ({ordered[0].array.shape[0]} vs {shape[0]})")
         if t.array.dtype.kind == "f" and not np.all(np.isfinite(t.array)):

@@ -37,6 +37,15 @@ DATATYPES: dict[str, np.dtype] = {
     "FP32": np.dtype("<f4"),
 }
 _DATATYPE_OF = {(dt.kind, dt.itemsize): name for name, dt in DATATYPES.items()}
+# Open Inference names of dtypes a model may have but EDGED1 does not carry.
+_OTHER_NAMES = {
+    ("b", 1): "BOOL",
+    ("u", 2): "UINT16",
+    ("u", 4): "UINT32",
+    ("u", 8): "UINT64",
+    ("i", 8): "INT64",
+    ("f", 8): "FP64",
+}
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_TENSORS = 64
@@ -69,12 +78,25 @@ class ProtocolError(EdgedError):
 
 
 def datatype_of(dtype: np.dtype) -> str:
-    """The wire datatype name of a numpy dtype."""
+    """The wire datatype name of a numpy dtype; ProtocolError (INTERNAL) if EDGED1 has none."""
     dt = np.dtype(dtype)
     try:
         return _DATATYPE_OF[(dt.kind, dt.itemsize)]
     except KeyError:
         raise ProtocolError(ErrorCode.INTERNAL, f"dtype {dt} has no EDGED1 datatype") from None
+
+
+def on_wire(dtype: np.dtype) -> bool:
+    """Whether tensors of this dtype can be sent in EDGED1 messages."""
+    dt = np.dtype(dtype)
+    return (dt.kind, dt.itemsize) in _DATATYPE_OF
+
+
+def datatype_name(dtype: np.dtype) -> str:
+    """The Open Inference name of any dtype (the numpy name when it has none); never raises."""
+    dt = np.dtype(dtype)
+    key = (dt.kind, dt.itemsize)
+    return _DATATYPE_OF.get(key) or _OTHER_NAMES.get(key) or str(dt)
 
 
 # ---------------------------------------------------------------- messages
@@ -198,7 +220,7 @@ def _tensor(meta: Any, frame: bytes | memoryview, where: str, rid: str | None) -
     if name is not None and (not isinstance(name, str) or len(name) > 1024):
         raise _bad(f"{where}.name must be a string", rid, "field")
     datatype = meta.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise _bad(
             f"{where}.datatype must be one of {' '.join(DATATYPES)}, got {datatype!r}"[:300], rid, "field"
         )
@@ -243,8 +265,16 @@ def _split(frames: Sequence[bytes | memoryview]) -> tuple[dict[str, Any], Sequen
 # ---------------------------------------------------------------- server side
 
 
-def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
-    """Parse a request (envelope already removed); raises ProtocolError."""
+def decode_request(frames: Sequence[bytes | memoryview], max_bytes: int | None = None) -> Request:
+    """Parse a request (envelope already removed); raises ProtocolError.
+
+    ``max_bytes`` bounds the whole message: ZeroMQ's own limit applies to each
+    frame, not to their sum.
+    """
+    if max_bytes is not None:
+        size = sum(len(f) for f in frames)
+        if size > max_bytes:
+            raise _bad(f"the message is {size} bytes; the limit is {max_bytes}", reason="message_size")
     header, rest = _split(frames)
     rid = _request_id(header)
     op = header.get("op")

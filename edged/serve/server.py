@@ -14,6 +14,14 @@ Threads and the sockets each one owns:
 A request that arrives alone while every worker is idle runs right on the I/O
 thread when the model is fast (``inline_max_us``): for a model that takes tens
 of microseconds, handing it to another thread would cost more than running it.
+The estimate counts the request's rows, so a large request always goes to a
+worker and never holds up the I/O thread.
+
+No message can stop the I/O loop: an exception while handling one is logged,
+counted (``edged_internal_errors_total``) and answered INTERNAL, and the loop
+goes on. Should a thread die all the same, ``ready`` and ``healthy()`` turn
+False, so the readiness gauge drops and the systemd watchdog restarts the
+service.
 
 A swap is one reference assignment (``server.model = new``); batches already
 running finish on the model they read. Nothing on the request path takes a lock
@@ -22,6 +30,7 @@ that a swap or a reload holds.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -70,8 +79,9 @@ class Server:
         self.ctx = context or zmq.Context.instance()
         self.curve_keys = curve_keys
         self.queue = BatchQueue(settings.queue_size)
-        self.ready = False
+        self._ready = False
         self.draining = False
+        self._closing = False
         self.endpoint: str | None = None
         self.io_heartbeat_ns = time.monotonic_ns()
         # One state per worker thread, plus the last one for inline runs on the I/O thread.
@@ -121,6 +131,21 @@ class Server:
         )
         self._io_thread.start()
 
+    @property
+    def ready(self) -> bool:
+        """Set by the owner once serving may start; False again as soon as a thread has died."""
+        return self._ready and not self.dead_threads()
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+
+    def dead_threads(self) -> list[str]:
+        """Names of the server's threads that ended while it was meant to be serving."""
+        if self._io_thread is None or self._closing:
+            return []
+        return [t.name for t in (self._io_thread, *self._threads) if not t.is_alive()]
+
     def swap(self, model: ServedModel) -> ServedModel:
         """Serve ``model`` from the next batch on; returns the previous model."""
         old, self.model = self.model, model
@@ -141,6 +166,7 @@ class Server:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the workers, answer what is left with UNAVAILABLE, close the sockets."""
+        self._closing = True
         self.draining = True
         self.ready = False
         self._leftover = self.queue.close()
@@ -155,7 +181,9 @@ class Server:
             self._io_thread.join(max(1.0, end - time.monotonic()) + _CLOSE_LINGER_MS / 1000)
 
     def healthy(self, stall_s: float) -> bool:
-        """False if the I/O loop stopped turning or a worker is stuck in one batch."""
+        """False if a thread died, the I/O loop stopped turning or a worker is stuck in one batch."""
+        if self.dead_threads():
+            return False
         now = time.monotonic_ns()
         limit = int(stall_s * 1e9)
         if now - self.io_heartbeat_ns > limit:
@@ -190,19 +218,16 @@ class Server:
         try:
             while not self._stop_io.is_set():
                 self.io_heartbeat_ns = time.monotonic_ns()
-                events = dict(poller.poll(100))
-                if pull in events:
-                    self._forward(router, pull)
-                if router in events:
-                    admitted = []
-                    for _ in range(_MAX_RECV_PER_TURN):
-                        if not router.get(zmq.EVENTS) & zmq.POLLIN:
-                            break
-                        job = self._handle(router, router.recv_multipart(zmq.NOBLOCK))
-                        if job is not None:
-                            admitted.append(job)
-                    if admitted:
-                        self._dispatch(router, admitted)
+                try:
+                    self._turn(poller, router, pull)
+                except zmq.ContextTerminated:
+                    raise
+                except Exception:
+                    # Not tied to one message (those are answered in _handle_safely):
+                    # keep turning, but not in a hot loop if it repeats.
+                    log.exception("I/O loop turn failed")
+                    self.metrics.internal_errors.labels("io").inc()
+                    time.sleep(0.01)
             self._forward(router, pull)
             self._refuse_unread(router)
             for job in self._leftover:
@@ -219,6 +244,47 @@ class Server:
             router.close(linger=_CLOSE_LINGER_MS)
             pull.close(linger=0)
 
+    def _turn(self, poller: zmq.Poller, router: zmq.Socket, pull: zmq.Socket) -> None:
+        events = dict(poller.poll(100))
+        if pull in events:
+            self._forward(router, pull)
+        if router in events:
+            admitted = []
+            for _ in range(_MAX_RECV_PER_TURN):
+                if not router.get(zmq.EVENTS) & zmq.POLLIN:
+                    break
+                job = self._handle_safely(router, router.recv_multipart(zmq.NOBLOCK))
+                if job is not None:
+                    admitted.append(job)
+            if admitted:
+                try:
+                    self._dispatch(router, admitted)
+                except Exception:
+                    log.exception("dispatching %d request(s) failed", len(admitted))
+                    self.metrics.internal_errors.labels("io").inc()
+                    for job in admitted:
+                        if not job.answered and not job.queued:
+                            self._answer_internal(router, job.envelope, job.request_id)
+
+    def _handle_safely(self, router: zmq.Socket, frames: list) -> Job | None:
+        """``_handle``, except that a bug in it costs one INTERNAL reply, not the I/O thread."""
+        try:
+            return self._handle(router, frames)
+        except Exception:
+            log.exception("handling a message failed")
+            self.metrics.internal_errors.labels("io").inc()
+            split = 2 if len(frames) >= 2 and len(frames[1]) == 0 else 1
+            self._answer_internal(router, frames[:split], _peek_id(frames[split:]))
+            return None
+
+    def _answer_internal(self, router: zmq.Socket, envelope: list, request_id: str | None) -> None:
+        try:
+            self._count("unknown", p.ErrorCode.INTERNAL.value, None)
+            reply = p.ErrorReply(request_id, p.ErrorCode.INTERNAL.value, "internal error")
+            self._reply(router, envelope, reply)
+        except Exception:
+            log.exception("could not answer INTERNAL")
+
     def _refuse_unread(self, router: zmq.Socket) -> None:
         """At shutdown: answer what clients already sent, until they pause (at most 1 s)."""
         end = time.monotonic() + 1.0
@@ -228,7 +294,7 @@ class Server:
                     frames = router.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                job = self._handle(router, frames)  # draining: infer requests are refused here
+                job = self._handle_safely(router, frames)  # draining: infer requests are refused here
                 assert job is None
 
     def _forward(self, router: zmq.Socket, pull: zmq.Socket) -> None:
@@ -265,7 +331,7 @@ class Server:
         envelope = frames[:split]
         model = self.model
         try:
-            req = p.decode_request(frames[split:])
+            req = p.decode_request(frames[split:], self.settings.max_message_bytes)
         except p.ProtocolError as exc:
             self.metrics.bad_messages.labels(exc.reason).inc()
             log.debug("bad message: %s", exc.message)
@@ -324,7 +390,7 @@ class Server:
             )
             return None
         try:
-            arrays = match_inputs(model, req.inputs)
+            arrays = match_inputs(model, req.inputs, self.settings.max_request_batch)
         except InputError as exc:
             self._refuse(router, envelope, req.id, model, p.ErrorCode.BAD_INPUT, str(exc))
             return None
@@ -342,7 +408,7 @@ class Server:
         s, model = self.settings, self.model
         if (
             len(jobs) == 1
-            and 0 < model.batch1_us <= s.inline_max_us
+            and 0 < model.batch1_us * jobs[0].samples <= s.inline_max_us
             and len(self.queue) == 0
             and all(w.busy_since_ns == 0 for w in self._workers)
         ):
@@ -355,9 +421,10 @@ class Server:
                 self._send(router, frames)
 
             try:
-                self._runner.run(self.model, self._inline_index, jobs, send)
+                self._runner.run(self.model, self._inline_index, jobs, send, s.max_batch)
             except Exception:
                 log.exception("inline batch failed")
+                self.metrics.internal_errors.labels("io").inc()
                 if not jobs[0].answered:
                     send(error_frames(jobs[0], p.ErrorCode.INTERNAL, "internal error"))
             finally:
@@ -367,7 +434,8 @@ class Server:
             return
         for job in jobs:
             self._admitted += 1
-            if not self.queue.put_nowait(job):
+            job.queued = self.queue.put_nowait(job)
+            if not job.queued:
                 self._admitted -= 1
                 self._refuse(
                     router,
@@ -397,7 +465,13 @@ class Server:
         try:
             while True:
                 s = self.settings
-                jobs = self.queue.get_batch(s.max_batch, s.max_delay_us * 1000, self._pending_beyond)
+                try:
+                    jobs = self.queue.get_batch(s.max_batch, s.max_delay_us * 1000, self._pending_beyond)
+                except Exception:
+                    log.exception("worker %d could not take a batch", index)
+                    self.metrics.internal_errors.labels("worker").inc()
+                    time.sleep(0.01)
+                    continue
                 if not jobs:
                     if self.queue.closed:
                         return
@@ -405,9 +479,10 @@ class Server:
                 state.busy_since_ns = time.monotonic_ns()
                 try:
                     # self.model is read once: the whole batch runs on, and names, that version
-                    self._runner.run(self.model, index, jobs, send)
+                    self._runner.run(self.model, index, jobs, send, s.max_batch)
                 except Exception:  # a bug here must not kill the worker
                     log.exception("worker %d failed on a batch", index)
+                    self.metrics.internal_errors.labels("worker").inc()
                     for job in jobs:
                         if not job.answered:
                             send(error_frames(job, p.ErrorCode.INTERNAL, "internal error"))
@@ -417,3 +492,12 @@ class Server:
                     state.busy_since_ns = 0
         finally:
             push.close()
+
+
+def _peek_id(frames: list) -> str | None:
+    """The request id of a message, if its header has a readable one (for error replies)."""
+    try:
+        rid = json.loads(bytes(frames[1])).get("id")
+    except Exception:
+        return None
+    return rid if isinstance(rid, str) and len(rid) <= p.MAX_ID_CHARS else None
