@@ -181,6 +181,12 @@ class Metrics:
             ["thread"],
             registry=r,
         )
+        self.shed = Counter(
+            "edged_requests_shed",
+            "Infer requests refused OVERLOADED before queueing, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.replies_dropped = Counter(
             "edged_replies_dropped", "Replies that could not be delivered", ["reason"], registry=r
         )

@@ -5,7 +5,8 @@ Threads and the sockets each one owns:
 - the I/O thread owns the ROUTER (clients) and a PULL (replies from workers).
   It decodes requests, answers ``metadata``/``health``/``feedback`` itself,
   validates ``infer`` requests against the served model and queues them, or
-  replies OVERLOADED at once when the queue is full. It forwards worker replies
+  replies OVERLOADED at once when the queue is full (by count or bytes) or
+  when the work queued ahead means the request's deadline cannot be met. It forwards worker replies
   to clients; ROUTER_MANDATORY turns an unreachable peer into a counted drop.
 - each worker owns a PUSH to the I/O thread. It takes a micro-batch from the
   queue, reads the current model reference once, runs the batch (the C call
@@ -16,6 +17,12 @@ thread when the model is fast (``inline_max_us``): for a model that takes tens
 of microseconds, handing it to another thread would cost more than running it.
 The estimate counts the request's rows, so a large request always goes to a
 worker and never holds up the I/O thread.
+
+Admission is the one place backlog is counted: the ROUTER buffers at most
+``recv_hwm`` requests per client, and the I/O thread reads them
+promptly into the queue, where every request is either admitted with a
+deadline it can meet or refused. The wait ahead of a request is estimated
+from the rows queued and running and the measured time per row.
 
 No message can stop the I/O loop: an exception while handling one is logged,
 counted (``edged_internal_errors_total``) and answered INTERNAL, and the loop
@@ -52,11 +59,13 @@ log = logging.getLogger("edged.server")
 _REPLIES = "inproc://edged-replies-{}"
 _MAX_RECV_PER_TURN = 64
 _CLOSE_LINGER_MS = 1000
+_ROW_TIME_WEIGHT = 0.2  # of the newest batch in the moving average of the time per row
 
 
 @dataclass
 class _WorkerState:
     busy_since_ns: int = 0  # 0 when idle
+    busy_rows: int = 0  # rows of the batch it is running
     finished: int = 0  # jobs answered (only this worker writes it)
     batches: int = 0
 
@@ -78,7 +87,9 @@ class Server:
         self.feedback = feedback or FeedbackLog(settings.feedback_window)
         self.ctx = context or zmq.Context.instance()
         self.curve_keys = curve_keys
-        self.queue = BatchQueue(settings.queue_size)
+        self.queue = BatchQueue(settings.queue_size, settings.queue_max_bytes)
+        # Measured time per row (a batch's wall time over its rows), for admission by deadline.
+        self._row_ns = model.batch1_us * 1e3
         self._ready = False
         self.draining = False
         self._closing = False
@@ -103,6 +114,8 @@ class Server:
         router = self.ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes)
+        router.setsockopt(zmq.RCVHWM, self.settings.recv_hwm)
+        router.setsockopt(zmq.SNDHWM, self.settings.send_hwm)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.TCP_KEEPALIVE, 1)
         if self.curve_keys is not None:
@@ -149,6 +162,8 @@ class Server:
     def swap(self, model: ServedModel) -> ServedModel:
         """Serve ``model`` from the next batch on; returns the previous model."""
         old, self.model = self.model, model
+        if model.batch1_us > 0:
+            self._row_ns = model.batch1_us * 1e3
         return old
 
     @property
@@ -433,18 +448,38 @@ class Server:
                 state.busy_since_ns = 0
             return
         for job in jobs:
-            self._admitted += 1
-            job.queued = self.queue.put_nowait(job)
-            if not job.queued:
-                self._admitted -= 1
-                self._refuse(
+            wait_ns = self._wait_ahead_ns()
+            if job.arrival_ns + wait_ns > job.deadline_ns:
+                self._shed(
                     router,
-                    job.envelope,
-                    job.request_id,
+                    job,
                     model,
-                    p.ErrorCode.OVERLOADED,
-                    f"the request queue is full ({self.queue.capacity}); retry later",
+                    "deadline",
+                    f"about {wait_ns / 1e6:.1f} ms of work is queued ahead, past the request's deadline; "
+                    "retry later",
                 )
+                continue
+            self._admitted += 1
+            refused = self.queue.put_nowait(job)
+            job.queued = refused is None
+            if refused is not None:
+                self._admitted -= 1
+                detail = (
+                    f"{self.queue.capacity} requests"
+                    if refused != "queue_bytes"
+                    else f"{self.queue.max_bytes} bytes"
+                )
+                self._shed(router, job, model, refused, f"the request queue is full ({detail}); retry later")
+
+    def _wait_ahead_ns(self) -> float:
+        """Estimated time until a request queued now starts: rows ahead x time per row / workers."""
+        rows = self.queue.rows + sum(w.busy_rows for w in self._workers)
+        return rows * self._row_ns / self._inline_index if rows else 0.0
+
+    def _shed(self, router: zmq.Socket, job: Job, model: ServedModel, reason: str, message: str) -> None:
+        self.metrics.shed.labels(reason).inc()
+        self._refuse(router, job.envelope, job.request_id, model, p.ErrorCode.OVERLOADED, message)
+        job.answered = True
 
     # ------------------------------------------------------------ workers
 
@@ -476,7 +511,9 @@ class Server:
                     if self.queue.closed:
                         return
                     continue
-                state.busy_since_ns = time.monotonic_ns()
+                rows = sum(j.samples for j in jobs)
+                state.busy_rows = rows
+                state.busy_since_ns = started = time.monotonic_ns()
                 try:
                     # self.model is read once: the whole batch runs on, and names, that version
                     self._runner.run(self.model, index, jobs, send, s.max_batch)
@@ -487,8 +524,11 @@ class Server:
                         if not job.answered:
                             send(error_frames(job, p.ErrorCode.INTERNAL, "internal error"))
                 finally:
+                    per_row = (time.monotonic_ns() - started) / rows
+                    self._row_ns += _ROW_TIME_WEIGHT * (per_row - self._row_ns)
                     state.finished += len(jobs)
                     state.batches += 1
+                    state.busy_rows = 0
                     state.busy_since_ns = 0
         finally:
             push.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -248,3 +249,67 @@ def test_a_request_larger_than_max_batch_runs_in_slices(cores):
     assert header["status"] == "ok"
     np.testing.assert_array_equal(np.frombuffer(tensors[0], "<i4").reshape(20, 4), x.astype(np.int32) * 2)
     assert engine.batches == [8, 8, 4]  # the engine's buffers never grow past max_batch rows
+
+
+# ---------------------------------------------------------------- overload
+
+
+def test_requests_whose_deadline_cannot_be_met_are_refused_at_once(cores):
+    # 20 ms per row, one worker, one row per batch: a 500 ms deadline fits about 25
+    # requests ahead of it. The queue itself would hold all of them.
+    server, engine, metrics, ctx = cores(batch1_us=20_000.0, max_batch=1, queue_size=1000)
+    engine.gate.clear()
+    socks = [dealer(ctx, server.endpoint) for _ in range(4)]
+    x = np.zeros((1, 4), np.int8).tobytes()
+    for i in range(100):
+        for k, sock in enumerate(socks):
+            send_header(sock, infer_header(f"{k}-{i}", [1, 4], timeout_ms=500), x)
+    poller = zmq.Poller()
+    for sock in socks:
+        poller.register(sock, zmq.POLLIN)
+    codes: dict[str, str] = {}
+
+    def collect(until: float, quiet_s: float = 30.0) -> None:
+        """Replies until all 400 came, none came for ``quiet_s``, or ``until``."""
+        last = time.monotonic()
+        while len(codes) < 400 and time.monotonic() < min(until, last + quiet_s):
+            for sock, _ in poller.poll(100):
+                while sock.poll(0):
+                    header = json.loads(sock.recv_multipart()[1])
+                    codes[header["id"]] = header.get("error", {}).get("code", "ok")
+                    last = time.monotonic()
+
+    collect(time.monotonic() + 15, quiet_s=1.0)  # the engine is held: only refusals arrive
+    shed = [rid for rid, code in codes.items() if code == "OVERLOADED"]
+    assert set(codes.values()) == {"OVERLOADED"}
+    assert 400 - 40 <= len(shed) <= 400 - 20  # about 26 admitted (one running, 25 queued)
+    assert scrape(metrics, "edged_requests_shed_total") == len(shed)
+    assert len(server.queue) <= 30
+    engine.gate.set()
+    collect(time.monotonic() + 30)  # nothing hangs: every request gets one reply
+    assert len(codes) == 400
+    assert set(codes.values()) <= {"OVERLOADED", "ok", "DEADLINE_EXCEEDED"}
+
+
+def test_a_flood_beyond_the_queue_gets_overloaded_replies_while_the_engine_is_held(cores):
+    server, engine, metrics, ctx = cores(queue_size=1000, queue_max_bytes=1024, recv_hwm=32)
+    engine.gate.clear()
+    socks = [dealer(ctx, server.endpoint) for _ in range(4)]
+    x = np.zeros((16, 4), np.int8).tobytes()  # 64 bytes: the byte bound queues 16 of them
+    for i in range(300):
+        for k, sock in enumerate(socks):
+            send_header(sock, infer_header(f"{k}-{i}", [16, 4]), x)
+    replies = 0
+    end = time.monotonic() + 20
+    while replies < 1200 - 17 and time.monotonic() < end:  # all but the queued and the running one
+        for sock in socks:
+            while sock.poll(10):
+                header = json.loads(sock.recv_multipart()[1])
+                assert header["error"]["code"] == "OVERLOADED", header
+                replies += 1
+    assert 1200 - 17 <= replies <= 1200 - 16
+    assert scrape(metrics, "edged_requests_shed_total") == replies
+    assert server.queue.nbytes <= 1024
+    engine.gate.set()
+    for sock in socks:
+        sock.close()
