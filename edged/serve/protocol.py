@@ -190,11 +190,14 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads builds one per call
+
+
 def _header(frame: bytes | memoryview) -> dict[str, Any]:
     if len(frame) > MAX_HEADER_BYTES:
         raise _bad(f"header is {len(frame)} bytes; the limit is {MAX_HEADER_BYTES}", reason="header_size")
     try:
-        header = json.loads(bytes(frame).decode("utf-8"), parse_constant=_reject_constant)
+        header = _DECODER.decode(bytes(frame).decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise _bad(f"header is not UTF-8 JSON: {exc}", reason="json") from None
     if not isinstance(header, dict):
@@ -204,6 +207,11 @@ def _header(frame: bytes | memoryview) -> dict[str, Any]:
 
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dims(shape: list) -> bool:
+    # type() is int: a bool is an int subclass, not a dimension
+    return all(type(d) is int and d >= 0 for d in shape)
 
 
 def _request_id(header: dict[str, Any]) -> str:
@@ -225,11 +233,7 @@ def _tensor(meta: Any, frame: bytes | memoryview, where: str, rid: str | None) -
             f"{where}.datatype must be one of {' '.join(DATATYPES)}, got {datatype!r}"[:300], rid, "field"
         )
     shape = meta.get("shape")
-    if (
-        not isinstance(shape, list)
-        or not 1 <= len(shape) <= MAX_RANK
-        or not all(_int(d) and d >= 0 for d in shape)
-    ):
+    if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK or not _dims(shape):
         raise _bad(f"{where}.shape must be a list of 1 to {MAX_RANK} non-negative integers", rid, "field")
     dtype = DATATYPES[datatype]
     nbytes = math.prod(shape) * dtype.itemsize  # Python ints: absurd shapes cannot overflow
@@ -305,19 +309,48 @@ def decode_request(frames: Sequence[bytes | memoryview], max_bytes: int | None =
     return InferRequest(rid, _tensors(header, "inputs", rest, rid), timeout)
 
 
+def encode_infer_reply(
+    request_id: str,
+    model_name: str,
+    model_version: str,
+    metas: Sequence[tuple[str | None, str]],
+    arrays: Sequence[np.ndarray],
+    timing_us: dict[str, int],
+) -> list:
+    """Frames of an infer reply from (name, datatype) per output and the output arrays.
+
+    The server's fast path: no intermediate objects, and arrays that already
+    are little-endian and C-contiguous (row slices of an engine output) are
+    sent as they are.
+    """
+    outputs = []
+    buffers = []
+    for (name, datatype), a in zip(metas, arrays, strict=True):
+        dtype = DATATYPES[datatype]
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a, dtype=dtype)
+        meta: dict[str, Any] = {"datatype": datatype, "shape": list(a.shape)}
+        outputs.append(meta if name is None else {"name": name, **meta})
+        buffers.append(a)
+    header = {
+        "id": request_id,
+        "status": "ok",
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": outputs,
+        "timing_us": timing_us,
+    }
+    return [TAG, json.dumps(header).encode(), *buffers]
+
+
 def encode_reply(reply: Reply) -> list:
     """Frames of a reply (without envelope); tensors are sent without copying."""
     if isinstance(reply, InferReply):
-        header = {
-            "id": reply.id,
-            "status": "ok",
-            "model_name": reply.model_name,
-            "model_version": reply.model_version,
-            "outputs": [t.meta() for t in reply.outputs],
-            "timing_us": reply.timing_us,
-        }
-        buffers = [np.ascontiguousarray(t.array, dtype=DATATYPES[t.datatype]) for t in reply.outputs]
-        return [TAG, json.dumps(header).encode(), *buffers]
+        metas = [(t.name, t.datatype) for t in reply.outputs]
+        arrays = [t.array for t in reply.outputs]
+        return encode_infer_reply(
+            reply.id, reply.model_name, reply.model_version, metas, arrays, reply.timing_us
+        )
     if isinstance(reply, ErrorReply):
         header = {"id": reply.id, "status": "error", "error": {"code": reply.code, "message": reply.message}}
         return [TAG, json.dumps(header).encode()]

@@ -105,7 +105,7 @@ class Server:
         self._forwarded = 0  # written by the I/O thread only
         self._leftover: list[Job] = []
         self._replies = _REPLIES.format(id(self))
-        self._runner = BatchRunner(metrics, self.feedback)
+        self._runner = BatchRunner(metrics, self.feedback, settings.workers + 1)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -244,6 +244,7 @@ class Server:
                     self.metrics.internal_errors.labels("io").inc()
                     time.sleep(0.01)
             self._forward(router, pull)
+            self._runner.flush(self._inline_index)
             self._refuse_unread(router)
             for job in self._leftover:
                 self._send(
@@ -260,7 +261,14 @@ class Server:
             pull.close(linger=0)
 
     def _turn(self, poller: zmq.Poller, router: zmq.Socket, pull: zmq.Socket) -> None:
-        events = dict(poller.poll(100))
+        events = None
+        if self._runner.pending(self._inline_index):
+            # Metrics of inline runs are applied when nothing waits, i.e. not before a reply.
+            events = dict(poller.poll(0))
+            if not events:
+                self._runner.flush(self._inline_index)
+        if not events:
+            events = dict(poller.poll(100))
         if pull in events:
             self._forward(router, pull)
         if router in events:
@@ -413,22 +421,24 @@ class Server:
         return Job(envelope, req.id, arrays, model.signature, now, now + timeout_ms * 1_000_000)
 
     def _dispatch(self, router: zmq.Socket, jobs: list[Job]) -> None:
-        """Queue the jobs of one I/O turn, or run a lone one right here when that is fastest.
+        """Queue the jobs of one I/O turn, or run them right here as one batch when that is fastest.
 
-        A request that arrives alone, while no worker is busy and nothing is
-        queued, on a model whose batch-1 time is below ``inline_max_us``, runs
-        on the I/O thread: a hand-off to a worker would cost more than the
-        inference. Under load requests go through the queue and get batched.
+        When no worker is busy and nothing is queued, and the turn's requests
+        fit one batch whose estimated time (rows x batch-1 time, an upper
+        bound) is within ``inline_max_us``, they run on the I/O thread: for a
+        model that takes microseconds a hand-off to a worker would cost more
+        than the inference. Longer work goes through the queue and the workers.
         """
         s, model = self.settings, self.model
+        rows = jobs[0].samples if len(jobs) == 1 else sum(j.samples for j in jobs)
         if (
-            len(jobs) == 1
-            and 0 < model.batch1_us * jobs[0].samples <= s.inline_max_us
+            rows <= s.max_batch
+            and 0 < model.batch1_us * rows <= s.inline_max_us
             and len(self.queue) == 0
             and all(w.busy_since_ns == 0 for w in self._workers)
         ):
             state = self._workers[self._inline_index]
-            self._admitted += 1
+            self._admitted += len(jobs)
             state.busy_since_ns = time.monotonic_ns()
 
             def send(frames: list) -> None:
@@ -440,10 +450,11 @@ class Server:
             except Exception:
                 log.exception("inline batch failed")
                 self.metrics.internal_errors.labels("io").inc()
-                if not jobs[0].answered:
-                    send(error_frames(jobs[0], p.ErrorCode.INTERNAL, "internal error"))
+                for job in jobs:
+                    if not job.answered:
+                        send(error_frames(job, p.ErrorCode.INTERNAL, "internal error"))
             finally:
-                state.finished += 1
+                state.finished += len(jobs)
                 state.batches += 1
                 state.busy_since_ns = 0
             return
@@ -462,7 +473,18 @@ class Server:
             self._admitted += 1
             refused = self.queue.put_nowait(job)
             job.queued = refused is None
-            if refused is not None:
+            if refused == "closed":  # shutting down since this turn's requests were read
+                self._admitted -= 1
+                self._refuse(
+                    router,
+                    job.envelope,
+                    job.request_id,
+                    model,
+                    p.ErrorCode.UNAVAILABLE,
+                    "the server is shutting down",
+                )
+                job.answered = True
+            elif refused is not None:
                 self._admitted -= 1
                 detail = (
                     f"{self.queue.capacity} requests"
@@ -508,6 +530,7 @@ class Server:
                     time.sleep(0.01)
                     continue
                 if not jobs:
+                    self._runner.flush(index)
                     if self.queue.closed:
                         return
                     continue
@@ -530,6 +553,8 @@ class Server:
                     state.batches += 1
                     state.busy_rows = 0
                     state.busy_since_ns = 0
+                if len(self.queue) == 0:
+                    self._runner.flush(index)
         finally:
             push.close()
 
