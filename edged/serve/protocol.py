@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses for str
 from typing import Any, Union
 
 import numpy as np
@@ -319,9 +320,10 @@ def encode_infer_reply(
 ) -> list:
     """Frames of an infer reply from (name, datatype) per output and the output arrays.
 
-    The server's fast path: no intermediate objects, and arrays that already
-    are little-endian and C-contiguous (row slices of an engine output) are
-    sent as they are.
+    The server's fast path: the header is the text ``json.dumps`` makes of
+    the same dict (a test holds them equal), written directly, and arrays
+    that already are little-endian and C-contiguous (row slices of an engine
+    output) are sent as they are.
     """
     outputs = []
     buffers = []
@@ -329,18 +331,17 @@ def encode_infer_reply(
         dtype = DATATYPES[datatype]
         if a.dtype != dtype or not a.flags.c_contiguous:
             a = np.ascontiguousarray(a, dtype=dtype)
-        meta: dict[str, Any] = {"datatype": datatype, "shape": list(a.shape)}
-        outputs.append(meta if name is None else {"name": name, **meta})
+        shape = ", ".join(map(str, a.shape))
+        named = "" if name is None else f'"name": {_json_str(name)}, '
+        outputs.append(f'{{{named}"datatype": "{datatype}", "shape": [{shape}]}}')
         buffers.append(a)
-    header = {
-        "id": request_id,
-        "status": "ok",
-        "model_name": model_name,
-        "model_version": model_version,
-        "outputs": outputs,
-        "timing_us": timing_us,
-    }
-    return [TAG, json.dumps(header).encode(), *buffers]
+    timing = ", ".join(f"{_json_str(k)}: {int(v)}" for k, v in timing_us.items())
+    header = (
+        f'{{"id": {_json_str(request_id)}, "status": "ok", "model_name": {_json_str(model_name)}, '
+        f'"model_version": {_json_str(model_version)}, "outputs": [{", ".join(outputs)}], '
+        f'"timing_us": {{{timing}}}}}'
+    )
+    return [TAG, header.encode(), *buffers]
 
 
 def encode_reply(reply: Reply) -> list:

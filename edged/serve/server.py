@@ -2,27 +2,29 @@
 
 Threads and the sockets each one owns:
 
-- the I/O thread owns the ROUTER (clients) and a PULL (replies from workers).
-  It decodes requests, answers ``metadata``/``health``/``feedback`` itself,
-  validates ``infer`` requests against the served model and queues them, or
-  replies OVERLOADED at once when the queue is full (by count or bytes) or
-  when the work queued ahead means the request's deadline cannot be met. It forwards worker replies
-  to clients; ROUTER_MANDATORY turns an unreachable peer into a counted drop.
+- the I/O thread (its methods are in io_thread.py) owns the ROUTER (clients)
+  and a PULL (replies from workers). It decodes requests, answers
+  ``metadata``/``health``/``feedback`` itself, validates ``infer`` requests
+  against the served model and queues them, or replies OVERLOADED at once
+  when the queue is full (by count or bytes) or when the work queued ahead
+  means the request's deadline cannot be met. It forwards worker replies to
+  clients; ROUTER_MANDATORY turns an unreachable peer into a counted drop.
 - each worker owns a PUSH to the I/O thread. It takes a micro-batch from the
   queue, reads the current model reference once, runs the batch (the C call
   releases the GIL) and pushes one reply per request, naming the version.
 
-A request that arrives alone while every worker is idle runs right on the I/O
-thread when the model is fast (``inline_max_us``): for a model that takes tens
-of microseconds, handing it to another thread would cost more than running it.
-The estimate counts the request's rows, so a large request always goes to a
-worker and never holds up the I/O thread.
+When every worker is idle and the model is fast, the requests of one I/O
+turn run right on the I/O thread as one batch, if their estimated time (rows
+x batch-1 time) is within ``inline_max_us``: for a model that takes tens of
+microseconds, handing them to another thread would cost more than running
+them. A large request always goes to a worker and never holds up the I/O
+thread.
 
 Admission is the one place backlog is counted: the ROUTER buffers at most
-``recv_hwm`` requests per client, and the I/O thread reads them
-promptly into the queue, where every request is either admitted with a
-deadline it can meet or refused. The wait ahead of a request is estimated
-from the rows queued and running and the measured time per row.
+``recv_hwm`` requests per client, and the I/O thread reads them promptly into
+the queue, where every request is either admitted with a deadline it can meet
+or refused. The wait ahead of a request is estimated from the rows queued and
+running and the measured time per row.
 
 No message can stop the I/O loop: an exception while handling one is logged,
 counted (``edged_internal_errors_total``) and answered INTERNAL, and the loop
@@ -37,7 +39,6 @@ that a swap or a reload holds.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -46,19 +47,18 @@ from dataclasses import dataclass
 import zmq
 
 from edged.config import ServerSection
-from edged.errors import EdgedError, InputError
+from edged.errors import EdgedError
 from edged.metrics import Metrics, ServerSnapshot
 from edged.serve import protocol as p
 from edged.serve.batching import BatchQueue, Job
-from edged.serve.execute import BatchRunner, error_frames, match_inputs
+from edged.serve.execute import BatchRunner, error_frames
 from edged.serve.feedback import FeedbackLog
+from edged.serve.io_thread import CLOSE_LINGER_MS, IOThread
 from edged.serve.served import ServedModel
 
 log = logging.getLogger("edged.server")
 
 _REPLIES = "inproc://edged-replies-{}"
-_MAX_RECV_PER_TURN = 64
-_CLOSE_LINGER_MS = 1000
 _ROW_TIME_WEIGHT = 0.2  # of the newest batch in the moving average of the time per row
 
 
@@ -70,7 +70,7 @@ class _WorkerState:
     batches: int = 0
 
 
-class Server:
+class Server(IOThread):
     def __init__(
         self,
         model: ServedModel,
@@ -193,7 +193,7 @@ class Server:
             log.error("workers still busy at shutdown: %s", ", ".join(stuck))
         self._stop_io.set()
         if self._io_thread is not None:
-            self._io_thread.join(max(1.0, end - time.monotonic()) + _CLOSE_LINGER_MS / 1000)
+            self._io_thread.join(max(1.0, end - time.monotonic()) + CLOSE_LINGER_MS / 1000)
 
     def healthy(self, stall_s: float) -> bool:
         """False if a thread died, the I/O loop stopped turning or a worker is stuck in one batch."""
@@ -223,285 +223,6 @@ class Server:
             m.sparsity,
             m.loaded_at,
         )
-
-    # ------------------------------------------------------------ I/O thread
-
-    def _io_loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(pull, zmq.POLLIN)
-        try:
-            while not self._stop_io.is_set():
-                self.io_heartbeat_ns = time.monotonic_ns()
-                try:
-                    self._turn(poller, router, pull)
-                except zmq.ContextTerminated:
-                    raise
-                except Exception:
-                    # Not tied to one message (those are answered in _handle_safely):
-                    # keep turning, but not in a hot loop if it repeats.
-                    log.exception("I/O loop turn failed")
-                    self.metrics.internal_errors.labels("io").inc()
-                    time.sleep(0.01)
-            self._forward(router, pull)
-            self._runner.flush(self._inline_index)
-            self._refuse_unread(router)
-            for job in self._leftover:
-                self._send(
-                    router,
-                    error_frames(job, p.ErrorCode.UNAVAILABLE, "the server shut down before running it"),
-                )
-                self._count("infer", p.ErrorCode.UNAVAILABLE.value, self.model)
-                self._forwarded += 1
-        except Exception:
-            log.exception("I/O thread failed")
-            raise
-        finally:
-            router.close(linger=_CLOSE_LINGER_MS)
-            pull.close(linger=0)
-
-    def _turn(self, poller: zmq.Poller, router: zmq.Socket, pull: zmq.Socket) -> None:
-        events = None
-        if self._runner.pending(self._inline_index):
-            # Metrics of inline runs are applied when nothing waits, i.e. not before a reply.
-            events = dict(poller.poll(0))
-            if not events:
-                self._runner.flush(self._inline_index)
-        if not events:
-            events = dict(poller.poll(100))
-        if pull in events:
-            self._forward(router, pull)
-        if router in events:
-            admitted = []
-            for _ in range(_MAX_RECV_PER_TURN):
-                if not router.get(zmq.EVENTS) & zmq.POLLIN:
-                    break
-                job = self._handle_safely(router, router.recv_multipart(zmq.NOBLOCK))
-                if job is not None:
-                    admitted.append(job)
-            if admitted:
-                try:
-                    self._dispatch(router, admitted)
-                except Exception:
-                    log.exception("dispatching %d request(s) failed", len(admitted))
-                    self.metrics.internal_errors.labels("io").inc()
-                    for job in admitted:
-                        if not job.answered and not job.queued:
-                            self._answer_internal(router, job.envelope, job.request_id)
-
-    def _handle_safely(self, router: zmq.Socket, frames: list) -> Job | None:
-        """``_handle``, except that a bug in it costs one INTERNAL reply, not the I/O thread."""
-        try:
-            return self._handle(router, frames)
-        except Exception:
-            log.exception("handling a message failed")
-            self.metrics.internal_errors.labels("io").inc()
-            split = 2 if len(frames) >= 2 and len(frames[1]) == 0 else 1
-            self._answer_internal(router, frames[:split], _peek_id(frames[split:]))
-            return None
-
-    def _answer_internal(self, router: zmq.Socket, envelope: list, request_id: str | None) -> None:
-        try:
-            self._count("unknown", p.ErrorCode.INTERNAL.value, None)
-            reply = p.ErrorReply(request_id, p.ErrorCode.INTERNAL.value, "internal error")
-            self._reply(router, envelope, reply)
-        except Exception:
-            log.exception("could not answer INTERNAL")
-
-    def _refuse_unread(self, router: zmq.Socket) -> None:
-        """At shutdown: answer what clients already sent, until they pause (at most 1 s)."""
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end and router.poll(50, zmq.POLLIN):
-            while True:
-                try:
-                    frames = router.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                job = self._handle_safely(router, frames)  # draining: infer requests are refused here
-                assert job is None
-
-    def _forward(self, router: zmq.Socket, pull: zmq.Socket) -> None:
-        while True:
-            try:
-                frames = pull.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._forwarded += 1
-            self._send(router, frames)
-
-    def _send(self, router: zmq.Socket, frames: list) -> None:
-        try:
-            router.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.metrics.replies_dropped.labels("peer_queue_full").inc()
-        except zmq.ZMQError as exc:
-            reason = "peer_gone" if exc.errno == zmq.EHOSTUNREACH else "send_error"
-            if reason == "send_error":
-                log.warning("reply not sent: %s", exc)
-            self.metrics.replies_dropped.labels(reason).inc()
-
-    def _reply(self, router: zmq.Socket, envelope: list, reply: p.Reply) -> None:
-        self._send(router, [*envelope, *p.encode_reply(reply)])
-
-    def _count(self, op: str, status: str, model: ServedModel | None) -> None:
-        name, version = (model.name, model.version) if model is not None else ("", "")
-        self.metrics.requests.labels(op, status, name, version).inc()
-
-    def _handle(self, router: zmq.Socket, frames: list) -> Job | None:
-        """Answer or reject one message; an admitted infer request comes back as a Job."""
-        now = time.monotonic_ns()
-        split = 2 if len(frames) >= 2 and len(frames[1]) == 0 else 1  # REQ peers add an empty delimiter
-        envelope = frames[:split]
-        model = self.model
-        try:
-            req = p.decode_request(frames[split:], self.settings.max_message_bytes)
-        except p.ProtocolError as exc:
-            self.metrics.bad_messages.labels(exc.reason).inc()
-            log.debug("bad message: %s", exc.message)
-            self._count("unknown", exc.code.value, None)
-            self._reply(router, envelope, p.error_reply(exc))
-            return None
-        if isinstance(req, p.HealthRequest):
-            state = "draining" if self.draining else ("serving" if self.ready else "starting")
-            fields = {
-                "live": True,
-                "ready": self.ready and not self.draining,
-                "state": state,
-                "model_name": model.name,
-                "model_version": model.version,
-                "queue_depth": len(self.queue),
-            }
-            self._reply(router, envelope, p.InfoReply(req.id, fields))
-        elif isinstance(req, p.MetadataRequest):
-            fields = {**model.describe(), "max_batch": self.settings.max_batch}
-            self._reply(router, envelope, p.InfoReply(req.id, fields))
-        elif isinstance(req, p.FeedbackRequest):
-            outcome, event = self.feedback.match(req.id, req.label)
-            name, version = (event.model_name, event.model_version) if event else ("", "")
-            self.metrics.feedback.labels(outcome, name, version).inc()
-            self._reply(
-                router, envelope, p.InfoReply(req.id, {"matched": event is not None, "outcome": outcome})
-            )
-        else:
-            return self._admit(router, envelope, req, model, now)
-        self._count(req.op, "ok", model)
-        return None
-
-    def _refuse(
-        self,
-        router: zmq.Socket,
-        envelope: list,
-        request_id: str,
-        model: ServedModel,
-        code: p.ErrorCode,
-        message: str,
-    ) -> None:
-        self._count("infer", code.value, model)
-        self._reply(router, envelope, p.ErrorReply(request_id, code.value, message))
-
-    def _admit(
-        self, router: zmq.Socket, envelope: list, req: p.InferRequest, model: ServedModel, now: int
-    ) -> Job | None:
-        if self.draining or not self.ready:
-            self._refuse(
-                router,
-                envelope,
-                req.id,
-                model,
-                p.ErrorCode.UNAVAILABLE,
-                "the server is shutting down" if self.draining else "the server is not ready yet",
-            )
-            return None
-        try:
-            arrays = match_inputs(model, req.inputs, self.settings.max_request_batch)
-        except InputError as exc:
-            self._refuse(router, envelope, req.id, model, p.ErrorCode.BAD_INPUT, str(exc))
-            return None
-        timeout_ms = req.timeout_ms or self.settings.request_timeout_ms
-        return Job(envelope, req.id, arrays, model.signature, now, now + timeout_ms * 1_000_000)
-
-    def _dispatch(self, router: zmq.Socket, jobs: list[Job]) -> None:
-        """Queue the jobs of one I/O turn, or run them right here as one batch when that is fastest.
-
-        When no worker is busy and nothing is queued, and the turn's requests
-        fit one batch whose estimated time (rows x batch-1 time, an upper
-        bound) is within ``inline_max_us``, they run on the I/O thread: for a
-        model that takes microseconds a hand-off to a worker would cost more
-        than the inference. Longer work goes through the queue and the workers.
-        """
-        s, model = self.settings, self.model
-        rows = jobs[0].samples if len(jobs) == 1 else sum(j.samples for j in jobs)
-        if (
-            rows <= s.max_batch
-            and 0 < model.batch1_us * rows <= s.inline_max_us
-            and len(self.queue) == 0
-            and all(w.busy_since_ns == 0 for w in self._workers)
-        ):
-            state = self._workers[self._inline_index]
-            self._admitted += len(jobs)
-            state.busy_since_ns = time.monotonic_ns()
-
-            def send(frames: list) -> None:
-                self._forwarded += 1
-                self._send(router, frames)
-
-            try:
-                self._runner.run(self.model, self._inline_index, jobs, send, s.max_batch)
-            except Exception:
-                log.exception("inline batch failed")
-                self.metrics.internal_errors.labels("io").inc()
-                for job in jobs:
-                    if not job.answered:
-                        send(error_frames(job, p.ErrorCode.INTERNAL, "internal error"))
-            finally:
-                state.finished += len(jobs)
-                state.batches += 1
-                state.busy_since_ns = 0
-            return
-        for job in jobs:
-            wait_ns = self._wait_ahead_ns()
-            if job.arrival_ns + wait_ns > job.deadline_ns:
-                self._shed(
-                    router,
-                    job,
-                    model,
-                    "deadline",
-                    f"about {wait_ns / 1e6:.1f} ms of work is queued ahead, past the request's deadline; "
-                    "retry later",
-                )
-                continue
-            self._admitted += 1
-            refused = self.queue.put_nowait(job)
-            job.queued = refused is None
-            if refused == "closed":  # shutting down since this turn's requests were read
-                self._admitted -= 1
-                self._refuse(
-                    router,
-                    job.envelope,
-                    job.request_id,
-                    model,
-                    p.ErrorCode.UNAVAILABLE,
-                    "the server is shutting down",
-                )
-                job.answered = True
-            elif refused is not None:
-                self._admitted -= 1
-                detail = (
-                    f"{self.queue.capacity} requests"
-                    if refused != "queue_bytes"
-                    else f"{self.queue.max_bytes} bytes"
-                )
-                self._shed(router, job, model, refused, f"the request queue is full ({detail}); retry later")
-
-    def _wait_ahead_ns(self) -> float:
-        """Estimated time until a request queued now starts: rows ahead x time per row / workers."""
-        rows = self.queue.rows + sum(w.busy_rows for w in self._workers)
-        return rows * self._row_ns / self._inline_index if rows else 0.0
-
-    def _shed(self, router: zmq.Socket, job: Job, model: ServedModel, reason: str, message: str) -> None:
-        self.metrics.shed.labels(reason).inc()
-        self._refuse(router, job.envelope, job.request_id, model, p.ErrorCode.OVERLOADED, message)
-        job.answered = True
 
     # ------------------------------------------------------------ workers
 
@@ -557,12 +278,3 @@ class Server:
                     self._runner.flush(index)
         finally:
             push.close()
-
-
-def _peek_id(frames: list) -> str | None:
-    """The request id of a message, if its header has a readable one (for error replies)."""
-    try:
-        rid = json.loads(bytes(frames[1])).get("id")
-    except Exception:
-        return None
-    return rid if isinstance(rid, str) and len(rid) <= p.MAX_ID_CHARS else None
