@@ -47,11 +47,15 @@ class ServerSection:
     bind: str = "tcp://127.0.0.1:5555"
     workers: int = 2
     queue_size: int = 256
+    queue_max_bytes: int = 32 * 1024 * 1024  # input bytes of queued requests; beyond, OVERLOADED
+    recv_hwm: int = 64  # request messages ZeroMQ buffers per client before the I/O thread reads them
+    send_hwm: int = 1024  # replies ZeroMQ buffers per client; beyond, replies are dropped (counted)
     max_batch: int = 16
     max_delay_us: int = 200
     inline_max_us: int = 300
     request_timeout_ms: int = 10_000
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_request_batch: int = 256  # rows of one infer request; larger ones get BAD_INPUT
+    max_message_bytes: int = 1024 * 1024
     drain_timeout_s: float = 10.0
     feedback_window: int = 4096
 
@@ -201,10 +205,14 @@ _CHECKS = {
     "server.bind": _endpoint,
     "server.workers": _in(1, 64),
     "server.queue_size": _in(1, 1_000_000),
+    "server.queue_max_bytes": _in(4096, 2**40),
+    "server.recv_hwm": _in(1, 1_000_000),
+    "server.send_hwm": _in(1, 1_000_000),
     "server.max_batch": _in(1, 4096),
     "server.max_delay_us": _in(0, 1_000_000),
     "server.inline_max_us": _in(0, 1_000_000),
     "server.request_timeout_ms": _in(1, 3_600_000),
+    "server.max_request_batch": _in(1, 1_000_000),
     "server.max_message_bytes": _in(1024, 2**31 - 1),
     "server.drain_timeout_s": _in(0, 600),
     "server.feedback_window": _in(0, 1_000_000),

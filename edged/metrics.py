@@ -175,6 +175,18 @@ class Metrics:
         self.bad_messages = Counter(
             "edged_bad_messages", "Malformed messages, by reason", ["reason"], registry=r
         )
+        self.internal_errors = Counter(
+            "edged_internal_errors",
+            "Unexpected exceptions the server survived, by the thread that caught them",
+            ["thread"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "edged_requests_shed",
+            "Infer requests refused OVERLOADED before queueing, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.replies_dropped = Counter(
             "edged_replies_dropped", "Replies that could not be delivered", ["reason"], registry=r
         )

@@ -102,13 +102,17 @@ def make_interpreter(content: bytes, *, delegates: bool = False, threads: int = 
     """A LiteRT interpreter on model bytes.
 
     With ``delegates=False`` it runs LiteRT's builtin kernels, whose integer
-    arithmetic is the one edged reproduces bit for bit; the default XNNPACK
-    delegate requantizes in float and may differ by one step.
+    arithmetic is the one edged reproduces bit for bit; with ``delegates=True``
+    the op resolver is AUTO, which applies the default XNNPACK delegate: about
+    twice as fast on small int8 models, but it requantizes in float and may
+    differ by one step.
     """
     mod = interpreter_module()
     kwargs = {"model_content": content, "num_threads": threads}
-    if not delegates:
-        kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    resolvers = mod.OpResolverType
+    kwargs["experimental_op_resolver_type"] = (
+        resolvers.AUTO if delegates else resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     try:
         interpreter = mod.Interpreter(**kwargs)
         interpreter.allocate_tensors()

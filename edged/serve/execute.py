@@ -15,10 +15,12 @@ import numpy as np
 
 from edged.errors import InputError
 from edged.metrics import Metrics
+from edged.runtime.engine import Engine
 from edged.serve import protocol as p
 from edged.serve.batching import Job
 from edged.serve.feedback import FeedbackLog
 from edged.serve.served import ServedModel
+from edged.serve.tally import Tally
 
 Send = Callable[[list], None]
 
@@ -28,10 +30,21 @@ def error_frames(job: Job, code: p.ErrorCode, message: str) -> list:
 
 
 class BatchRunner:
-    def __init__(self, metrics: Metrics, feedback: FeedbackLog) -> None:
+    """Runs micro-batches for ``threads`` threads; thread ``i`` passes ``engine_index=i``."""
+
+    def __init__(self, metrics: Metrics, feedback: FeedbackLog, threads: int) -> None:
         self.metrics = metrics
         self.feedback = feedback
         self._children: dict[tuple[str, str], tuple] = {}
+        self._tallies = [Tally(metrics) for _ in range(threads)]
+
+    def pending(self, engine_index: int) -> bool:
+        """Whether that thread has metric updates not yet applied."""
+        return self._tallies[engine_index].requests > 0
+
+    def flush(self, engine_index: int) -> None:
+        """Apply that thread's metric updates; call it from that thread (or once it stopped)."""
+        self._tallies[engine_index].flush()
 
     def _labels(self, model: ServedModel) -> tuple:
         """Metric children of a version, looked up once (label lookups cost more than increments)."""
@@ -53,8 +66,13 @@ class BatchRunner:
         send(error_frames(job, code, message))
         job.answered = True
 
-    def run(self, model: ServedModel, engine_index: int, jobs: list[Job], send: Send) -> None:
-        """Execute jobs as one batch on ``model``; every job gets exactly one reply."""
+    def run(self, model: ServedModel, engine_index: int, jobs: list[Job], send: Send, max_rows: int) -> None:
+        """Execute jobs as one batch on ``model``; every job gets exactly one reply.
+
+        The engine never sees more than ``max_rows`` rows in one call: a request
+        larger than that runs in slices, so the engine's buffers stay at the
+        size warm-up gave them.
+        """
         now = time.monotonic_ns()
         live = []
         for job in jobs:
@@ -79,58 +97,78 @@ class BatchRunner:
                 live.append(job)
         if not live:
             return
-        inputs = [np.concatenate([j.inputs[k] for j in live]) for k in range(len(model.inputs))]
+        if len(live) == 1:
+            inputs = live[0].inputs
+        else:
+            inputs = [np.concatenate([j.inputs[k] for j in live]) for k in range(len(model.inputs))]
         t0 = time.monotonic_ns()
         try:
-            outputs = model.engine(engine_index).infer(inputs)
+            outputs = _infer_in_chunks(model.engine(engine_index), inputs, max_rows)
         except InputError as exc:
             for job in live:
                 self.fail(send, job, model, p.ErrorCode.BAD_INPUT, str(exc))
             return
         t1 = time.monotonic_ns()
-        total = sum(j.samples for j in live)
+        total = live[0].samples if len(live) == 1 else sum(j.samples for j in live)
         if any(o.shape[0] != total for o in outputs):
             raise RuntimeError(f"engine returned batch {[o.shape[0] for o in outputs]} for {total} samples")
-        ok, inferences, samples, executions = self._labels(model)
-        m = self.metrics
-        m.inference_seconds.observe((t1 - t0) / 1e9)
-        m.batch_requests.observe(len(live))
-        executions.inc()
-        inferences.inc(len(live))
-        samples.inc(total)
-        specs = model.outputs
+        # Replies first: bookkeeping after the last send is off every client's critical path.
+        metas = model.output_wire
         start = 0
         for job in live:
             end = start + job.samples
-            outs = [p.Tensor(spec.name, o[start:end]) for spec, o in zip(specs, outputs, strict=True)]
-            if self.feedback.capacity:
-                self.feedback.record(job.request_id, model.name, model.version, outputs[0][start:end])
-            done = time.monotonic_ns()
+            buffers = [o[start:end] for o in outputs]
             timing = {
                 "queue": (t0 - job.arrival_ns) // 1000,
                 "inference": (t1 - t0) // 1000,
-                "total": (done - job.arrival_ns) // 1000,
+                "total": (time.monotonic_ns() - job.arrival_ns) // 1000,
             }
             send(
                 [
                     *job.envelope,
-                    *p.encode_reply(p.InferReply(job.request_id, model.name, model.version, outs, timing)),
+                    *p.encode_infer_reply(job.request_id, model.name, model.version, metas, buffers, timing),
                 ]
             )
             job.answered = True
-            ok.inc()
-            m.queue_seconds.observe((t0 - job.arrival_ns) / 1e9)
-            m.request_seconds.observe((done - job.arrival_ns) / 1e9)
             start = end
+        done = time.monotonic_ns()
+        tally = self._tallies[engine_index]
+        tally.batch(self._labels(model), len(live), total, (t1 - t0) / 1e9)
+        record = self.feedback.capacity and outputs[0].ndim == 2
+        start = 0
+        for job in live:
+            tally.queue_s.append((t0 - job.arrival_ns) / 1e9)
+            tally.request_s.append((done - job.arrival_ns) / 1e9)
+            if record:
+                end = start + job.samples
+                self.feedback.record(job.request_id, model.name, model.version, outputs[0][start:end])
+                start = end
+        if tally.due(done):
+            tally.flush()
 
 
-def match_inputs(model: ServedModel, tensors: list[p.Tensor]) -> list[np.ndarray]:
-    """Request tensors in model input order, checked against the model; raises InputError."""
+def _infer_in_chunks(engine: Engine, inputs: list[np.ndarray], max_rows: int) -> list[np.ndarray]:
+    # match_inputs made Engine.validate's checks at admission (count, dtype, shape, finite
+    # values; frombuffer and concatenate give C-contiguous arrays), so the engine runs as is.
+    rows = inputs[0].shape[0]
+    if rows <= max_rows:
+        return engine._run(inputs)
+    parts = [engine._run([x[i : i + max_rows] for x in inputs]) for i in range(0, rows, max_rows)]
+    return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+
+
+def match_inputs(model: ServedModel, tensors: list[p.Tensor], max_rows: int) -> list[np.ndarray]:
+    """Request tensors in model input order, checked against the model; raises InputError.
+
+    ``max_rows`` bounds the batch (rows) of one request (``server.max_request_batch``).
+    """
+    if model.wire_problem is not None:
+        raise InputError(model.wire_problem)
     specs = model.inputs
     if len(tensors) != len(specs):
         raise InputError(f"the model takes {len(specs)} input(s), got {len(tensors)}")
     names = [t.name for t in tensors]
-    if all(n is None for n in names):
+    if names.count(None) == len(names):
         ordered = tensors
     else:
         by_name = {t.name: t for t in tensors}
@@ -143,18 +181,27 @@ def match_inputs(model: ServedModel, tensors: list[p.Tensor]) -> list[np.ndarray
         if len(by_name) != len(tensors):
             raise InputError("an input is named twice")
         ordered = [by_name[s.name] for s in specs]
-    for spec, t in zip(specs, ordered, strict=True):
-        want = p.datatype_of(spec.dtype)
-        if t.datatype != want:
-            raise InputError(f"input '{spec.name}': expected datatype {want}, got {t.datatype}")
-        shape = t.array.shape
-        if len(shape) != len(spec.shape) + 1 or tuple(shape[1:]) != spec.shape:
-            expected = ", ".join(["N", *map(str, spec.shape)])
-            raise InputError(f"input '{spec.name}': expected shape [{expected}], got {list(shape)}")
-        if shape[0] < 1:
-            raise InputError(f"input '{spec.name}' has an empty batch")
-        if shape[0] != ordered[0].array.shape[0]:
-            raise InputError(f"inputs disagree on the batch size ({ordered[0].array.shape[0]} vs {shape[0]})")
-        if t.array.dtype.kind == "f" and not np.all(np.isfinite(t.array)):
-            raise InputError(f"input '{spec.name}' contains NaN or infinite values")
+    batch = ordered[0].array.shape[0]
+    for (name, want, sample_shape, is_float), t in zip(model.input_wire, ordered, strict=True):
+        a = t.array
+        if a.dtype != want:
+            raise InputError(
+                f"input '{name}': expected datatype {p.datatype_name(want)}, got {p.datatype_name(a.dtype)}"
+            )
+        shape = a.shape
+        if shape[1:] != sample_shape:  # the decoder guarantees a rank of at least 1
+            expected = ", ".join(["N", *map(str, sample_shape)])
+            raise InputError(f"input '{name}': expected shape [{expected}], got {list(shape)}")
+        rows = shape[0]
+        if rows < 1:
+            raise InputError(f"input '{name}' has an empty batch")
+        if rows > max_rows:
+            raise InputError(
+                f"input '{name}' has a batch of {rows} rows; server.max_request_batch is "
+                f"{max_rows}: split the request"
+            )
+        if rows != batch:
+            raise InputError(f"inputs disagree on the batch size ({batch} vs {rows})")
+        if is_float and not np.isfinite(a).all():
+            raise InputError(f"input '{name}' contains NaN or infinite values")
     return [t.array for t in ordered]

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses for str
 from typing import Any, Union
 
 import numpy as np
@@ -37,6 +38,15 @@ DATATYPES: dict[str, np.dtype] = {
     "FP32": np.dtype("<f4"),
 }
 _DATATYPE_OF = {(dt.kind, dt.itemsize): name for name, dt in DATATYPES.items()}
+# Open Inference names of dtypes a model may have but EDGED1 does not carry.
+_OTHER_NAMES = {
+    ("b", 1): "BOOL",
+    ("u", 2): "UINT16",
+    ("u", 4): "UINT32",
+    ("u", 8): "UINT64",
+    ("i", 8): "INT64",
+    ("f", 8): "FP64",
+}
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_TENSORS = 64
@@ -69,12 +79,25 @@ class ProtocolError(EdgedError):
 
 
 def datatype_of(dtype: np.dtype) -> str:
-    """The wire datatype name of a numpy dtype."""
+    """The wire datatype name of a numpy dtype; ProtocolError (INTERNAL) if EDGED1 has none."""
     dt = np.dtype(dtype)
     try:
         return _DATATYPE_OF[(dt.kind, dt.itemsize)]
     except KeyError:
         raise ProtocolError(ErrorCode.INTERNAL, f"dtype {dt} has no EDGED1 datatype") from None
+
+
+def on_wire(dtype: np.dtype) -> bool:
+    """Whether tensors of this dtype can be sent in EDGED1 messages."""
+    dt = np.dtype(dtype)
+    return (dt.kind, dt.itemsize) in _DATATYPE_OF
+
+
+def datatype_name(dtype: np.dtype) -> str:
+    """The Open Inference name of any dtype (the numpy name when it has none); never raises."""
+    dt = np.dtype(dtype)
+    key = (dt.kind, dt.itemsize)
+    return _DATATYPE_OF.get(key) or _OTHER_NAMES.get(key) or str(dt)
 
 
 # ---------------------------------------------------------------- messages
@@ -168,11 +191,14 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads builds one per call
+
+
 def _header(frame: bytes | memoryview) -> dict[str, Any]:
     if len(frame) > MAX_HEADER_BYTES:
         raise _bad(f"header is {len(frame)} bytes; the limit is {MAX_HEADER_BYTES}", reason="header_size")
     try:
-        header = json.loads(bytes(frame).decode("utf-8"), parse_constant=_reject_constant)
+        header = _DECODER.decode(bytes(frame).decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise _bad(f"header is not UTF-8 JSON: {exc}", reason="json") from None
     if not isinstance(header, dict):
@@ -182,6 +208,11 @@ def _header(frame: bytes | memoryview) -> dict[str, Any]:
 
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dims(shape: list) -> bool:
+    # type() is int: a bool is an int subclass, not a dimension
+    return all(type(d) is int and d >= 0 for d in shape)
 
 
 def _request_id(header: dict[str, Any]) -> str:
@@ -198,16 +229,12 @@ def _tensor(meta: Any, frame: bytes | memoryview, where: str, rid: str | None) -
     if name is not None and (not isinstance(name, str) or len(name) > 1024):
         raise _bad(f"{where}.name must be a string", rid, "field")
     datatype = meta.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise _bad(
             f"{where}.datatype must be one of {' '.join(DATATYPES)}, got {datatype!r}"[:300], rid, "field"
         )
     shape = meta.get("shape")
-    if (
-        not isinstance(shape, list)
-        or not 1 <= len(shape) <= MAX_RANK
-        or not all(_int(d) and d >= 0 for d in shape)
-    ):
+    if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK or not _dims(shape):
         raise _bad(f"{where}.shape must be a list of 1 to {MAX_RANK} non-negative integers", rid, "field")
     dtype = DATATYPES[datatype]
     nbytes = math.prod(shape) * dtype.itemsize  # Python ints: absurd shapes cannot overflow
@@ -243,8 +270,16 @@ def _split(frames: Sequence[bytes | memoryview]) -> tuple[dict[str, Any], Sequen
 # ---------------------------------------------------------------- server side
 
 
-def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
-    """Parse a request (envelope already removed); raises ProtocolError."""
+def decode_request(frames: Sequence[bytes | memoryview], max_bytes: int | None = None) -> Request:
+    """Parse a request (envelope already removed); raises ProtocolError.
+
+    ``max_bytes`` bounds the whole message: ZeroMQ's own limit applies to each
+    frame, not to their sum.
+    """
+    if max_bytes is not None:
+        size = sum(len(f) for f in frames)
+        if size > max_bytes:
+            raise _bad(f"the message is {size} bytes; the limit is {max_bytes}", reason="message_size")
     header, rest = _split(frames)
     rid = _request_id(header)
     op = header.get("op")
@@ -275,19 +310,48 @@ def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
     return InferRequest(rid, _tensors(header, "inputs", rest, rid), timeout)
 
 
+def encode_infer_reply(
+    request_id: str,
+    model_name: str,
+    model_version: str,
+    metas: Sequence[tuple[str | None, str]],
+    arrays: Sequence[np.ndarray],
+    timing_us: dict[str, int],
+) -> list:
+    """Frames of an infer reply from (name, datatype) per output and the output arrays.
+
+    The server's fast path: the header is the text ``json.dumps`` makes of
+    the same dict (a test holds them equal), written directly, and arrays
+    that already are little-endian and C-contiguous (row slices of an engine
+    output) are sent as they are.
+    """
+    outputs = []
+    buffers = []
+    for (name, datatype), a in zip(metas, arrays, strict=True):
+        dtype = DATATYPES[datatype]
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a, dtype=dtype)
+        shape = ", ".join(map(str, a.shape))
+        named = "" if name is None else f'"name": {_json_str(name)}, '
+        outputs.append(f'{{{named}"datatype": "{datatype}", "shape": [{shape}]}}')
+        buffers.append(a)
+    timing = ", ".join(f"{_json_str(k)}: {int(v)}" for k, v in timing_us.items())
+    header = (
+        f'{{"id": {_json_str(request_id)}, "status": "ok", "model_name": {_json_str(model_name)}, '
+        f'"model_version": {_json_str(model_version)}, "outputs": [{", ".join(outputs)}], '
+        f'"timing_us": {{{timing}}}}}'
+    )
+    return [TAG, header.encode(), *buffers]
+
+
 def encode_reply(reply: Reply) -> list:
     """Frames of a reply (without envelope); tensors are sent without copying."""
     if isinstance(reply, InferReply):
-        header = {
-            "id": reply.id,
-            "status": "ok",
-            "model_name": reply.model_name,
-            "model_version": reply.model_version,
-            "outputs": [t.meta() for t in reply.outputs],
-            "timing_us": reply.timing_us,
-        }
-        buffers = [np.ascontiguousarray(t.array, dtype=DATATYPES[t.datatype]) for t in reply.outputs]
-        return [TAG, json.dumps(header).encode(), *buffers]
+        metas = [(t.name, t.datatype) for t in reply.outputs]
+        arrays = [t.array for t in reply.outputs]
+        return encode_infer_reply(
+            reply.id, reply.model_name, reply.model_version, metas, arrays, reply.timing_us
+        )
     if isinstance(reply, ErrorReply):
         header = {"id": reply.id, "status": "error", "error": {"code": reply.code, "message": reply.message}}
         return [TAG, json.dumps(header).encode()]

@@ -2,18 +2,35 @@
 
 Threads and the sockets each one owns:
 
-- the I/O thread owns the ROUTER (clients) and a PULL (replies from workers).
-  It decodes requests, answers ``metadata``/``health``/``feedback`` itself,
-  validates ``infer`` requests against the served model and queues them, or
-  replies OVERLOADED at once when the queue is full. It forwards worker replies
-  to clients; ROUTER_MANDATORY turns an unreachable peer into a counted drop.
+- the I/O thread (its methods are in io_thread.py) owns the ROUTER (clients)
+  and a PULL (replies from workers). It decodes requests, answers
+  ``metadata``/``health``/``feedback`` itself, validates ``infer`` requests
+  against the served model and queues them, or replies OVERLOADED at once
+  when the queue is full (by count or bytes) or when the work queued ahead
+  means the request's deadline cannot be met. It forwards worker replies to
+  clients; ROUTER_MANDATORY turns an unreachable peer into a counted drop.
 - each worker owns a PUSH to the I/O thread. It takes a micro-batch from the
   queue, reads the current model reference once, runs the batch (the C call
   releases the GIL) and pushes one reply per request, naming the version.
 
-A request that arrives alone while every worker is idle runs right on the I/O
-thread when the model is fast (``inline_max_us``): for a model that takes tens
-of microseconds, handing it to another thread would cost more than running it.
+When every worker is idle and the model is fast, the requests of one I/O
+turn run right on the I/O thread as one batch, if their estimated time (rows
+x batch-1 time) is within ``inline_max_us``: for a model that takes tens of
+microseconds, handing them to another thread would cost more than running
+them. A large request always goes to a worker and never holds up the I/O
+thread.
+
+Admission is the one place backlog is counted: the ROUTER buffers at most
+``recv_hwm`` requests per client, and the I/O thread reads them promptly into
+the queue, where every request is either admitted with a deadline it can meet
+or refused. The wait ahead of a request is estimated from the rows queued and
+running and the measured time per row.
+
+No message can stop the I/O loop: an exception while handling one is logged,
+counted (``edged_internal_errors_total``) and answered INTERNAL, and the loop
+goes on. Should a thread die all the same, ``ready`` and ``healthy()`` turn
+False, so the readiness gauge drops and the systemd watchdog restarts the
+service.
 
 A swap is one reference assignment (``server.model = new``); batches already
 running finish on the model they read. Nothing on the request path takes a lock
@@ -30,29 +47,30 @@ from dataclasses import dataclass
 import zmq
 
 from edged.config import ServerSection
-from edged.errors import EdgedError, InputError
+from edged.errors import EdgedError
 from edged.metrics import Metrics, ServerSnapshot
 from edged.serve import protocol as p
 from edged.serve.batching import BatchQueue, Job
-from edged.serve.execute import BatchRunner, error_frames, match_inputs
+from edged.serve.execute import BatchRunner, error_frames
 from edged.serve.feedback import FeedbackLog
+from edged.serve.io_thread import CLOSE_LINGER_MS, IOThread
 from edged.serve.served import ServedModel
 
 log = logging.getLogger("edged.server")
 
 _REPLIES = "inproc://edged-replies-{}"
-_MAX_RECV_PER_TURN = 64
-_CLOSE_LINGER_MS = 1000
+_ROW_TIME_WEIGHT = 0.2  # of the newest batch in the moving average of the time per row
 
 
 @dataclass
 class _WorkerState:
     busy_since_ns: int = 0  # 0 when idle
+    busy_rows: int = 0  # rows of the batch it is running
     finished: int = 0  # jobs answered (only this worker writes it)
     batches: int = 0
 
 
-class Server:
+class Server(IOThread):
     def __init__(
         self,
         model: ServedModel,
@@ -69,9 +87,12 @@ class Server:
         self.feedback = feedback or FeedbackLog(settings.feedback_window)
         self.ctx = context or zmq.Context.instance()
         self.curve_keys = curve_keys
-        self.queue = BatchQueue(settings.queue_size)
-        self.ready = False
+        self.queue = BatchQueue(settings.queue_size, settings.queue_max_bytes)
+        # Measured time per row (a batch's wall time over its rows), for admission by deadline.
+        self._row_ns = model.batch1_us * 1e3
+        self._ready = False
         self.draining = False
+        self._closing = False
         self.endpoint: str | None = None
         self.io_heartbeat_ns = time.monotonic_ns()
         # One state per worker thread, plus the last one for inline runs on the I/O thread.
@@ -84,7 +105,7 @@ class Server:
         self._forwarded = 0  # written by the I/O thread only
         self._leftover: list[Job] = []
         self._replies = _REPLIES.format(id(self))
-        self._runner = BatchRunner(metrics, self.feedback)
+        self._runner = BatchRunner(metrics, self.feedback, settings.workers + 1)
         # Under CURVE: edged.serve.auth.PeerGuard, which drops messages of removed client keys.
         self.peer_guard = None
 
@@ -95,6 +116,8 @@ class Server:
         router = self.ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes)
+        router.setsockopt(zmq.RCVHWM, self.settings.recv_hwm)
+        router.setsockopt(zmq.SNDHWM, self.settings.send_hwm)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.TCP_KEEPALIVE, 1)
         if self.curve_keys is not None:
@@ -123,9 +146,26 @@ class Server:
         )
         self._io_thread.start()
 
+    @property
+    def ready(self) -> bool:
+        """Set by the owner once serving may start; False again as soon as a thread has died."""
+        return self._ready and not self.dead_threads()
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+
+    def dead_threads(self) -> list[str]:
+        """Names of the server's threads that ended while it was meant to be serving."""
+        if self._io_thread is None or self._closing:
+            return []
+        return [t.name for t in (self._io_thread, *self._threads) if not t.is_alive()]
+
     def swap(self, model: ServedModel) -> ServedModel:
         """Serve ``model`` from the next batch on; returns the previous model."""
         old, self.model = self.model, model
+        if model.batch1_us > 0:
+            self._row_ns = model.batch1_us * 1e3
         return old
 
     @property
@@ -143,6 +183,7 @@ class Server:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the workers, answer what is left with UNAVAILABLE, close the sockets."""
+        self._closing = True
         self.draining = True
         self.ready = False
         self._leftover = self.queue.close()
@@ -154,10 +195,12 @@ class Server:
             log.error("workers still busy at shutdown: %s", ", ".join(stuck))
         self._stop_io.set()
         if self._io_thread is not None:
-            self._io_thread.join(max(1.0, end - time.monotonic()) + _CLOSE_LINGER_MS / 1000)
+            self._io_thread.join(max(1.0, end - time.monotonic()) + CLOSE_LINGER_MS / 1000)
 
     def healthy(self, stall_s: float) -> bool:
-        """False if the I/O loop stopped turning or a worker is stuck in one batch."""
+        """False if a thread died, the I/O loop stopped turning or a worker is stuck in one batch."""
+        if self.dead_threads():
+            return False
         now = time.monotonic_ns()
         limit = int(stall_s * 1e9)
         if now - self.io_heartbeat_ns > limit:
@@ -183,211 +226,6 @@ class Server:
             m.loaded_at,
         )
 
-    # ------------------------------------------------------------ I/O thread
-
-    def _io_loop(self, router: zmq.Socket, pull: zmq.Socket) -> None:
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(pull, zmq.POLLIN)
-        try:
-            while not self._stop_io.is_set():
-                self.io_heartbeat_ns = time.monotonic_ns()
-                events = dict(poller.poll(100))
-                if pull in events:
-                    self._forward(router, pull)
-                if router in events:
-                    admitted = []
-                    for _ in range(_MAX_RECV_PER_TURN):
-                        if not router.get(zmq.EVENTS) & zmq.POLLIN:
-                            break
-                        frames = self._recv(router)
-                        if frames is None:  # a removed CURVE key's message, dropped
-                            continue
-                        job = self._handle(router, frames)
-                        if job is not None:
-                            admitted.append(job)
-                    if admitted:
-                        self._dispatch(router, admitted)
-            self._forward(router, pull)
-            self._refuse_unread(router)
-            for job in self._leftover:
-                self._send(
-                    router,
-                    error_frames(job, p.ErrorCode.UNAVAILABLE, "the server shut down before running it"),
-                )
-                self._count("infer", p.ErrorCode.UNAVAILABLE.value, self.model)
-                self._forwarded += 1
-        except Exception:
-            log.exception("I/O thread failed")
-            raise
-        finally:
-            router.close(linger=_CLOSE_LINGER_MS)
-            pull.close(linger=0)
-
-    def _recv(self, router: zmq.Socket) -> list | None:
-        if self.peer_guard is None:
-            return router.recv_multipart(zmq.NOBLOCK)
-        return self.peer_guard.recv(router)
-
-    def _refuse_unread(self, router: zmq.Socket) -> None:
-        """At shutdown: answer what clients already sent, until they pause (at most 1 s)."""
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end and router.poll(50, zmq.POLLIN):
-            while True:
-                try:
-                    frames = router.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                job = self._handle(router, frames)  # draining: infer requests are refused here
-                assert job is None
-
-    def _forward(self, router: zmq.Socket, pull: zmq.Socket) -> None:
-        while True:
-            try:
-                frames = pull.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._forwarded += 1
-            self._send(router, frames)
-
-    def _send(self, router: zmq.Socket, frames: list) -> None:
-        try:
-            router.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.metrics.replies_dropped.labels("peer_queue_full").inc()
-        except zmq.ZMQError as exc:
-            reason = "peer_gone" if exc.errno == zmq.EHOSTUNREACH else "send_error"
-            if reason == "send_error":
-                log.warning("reply not sent: %s", exc)
-            self.metrics.replies_dropped.labels(reason).inc()
-
-    def _reply(self, router: zmq.Socket, envelope: list, reply: p.Reply) -> None:
-        self._send(router, [*envelope, *p.encode_reply(reply)])
-
-    def _count(self, op: str, status: str, model: ServedModel | None) -> None:
-        name, version = (model.name, model.version) if model is not None else ("", "")
-        self.metrics.requests.labels(op, status, name, version).inc()
-
-    def _handle(self, router: zmq.Socket, frames: list) -> Job | None:
-        """Answer or reject one message; an admitted infer request comes back as a Job."""
-        now = time.monotonic_ns()
-        split = 2 if len(frames) >= 2 and len(frames[1]) == 0 else 1  # REQ peers add an empty delimiter
-        envelope = frames[:split]
-        model = self.model
-        try:
-            req = p.decode_request(frames[split:])
-        except p.ProtocolError as exc:
-            self.metrics.bad_messages.labels(exc.reason).inc()
-            log.debug("bad message: %s", exc.message)
-            self._count("unknown", exc.code.value, None)
-            self._reply(router, envelope, p.error_reply(exc))
-            return None
-        if isinstance(req, p.HealthRequest):
-            state = "draining" if self.draining else ("serving" if self.ready else "starting")
-            fields = {
-                "live": True,
-                "ready": self.ready and not self.draining,
-                "state": state,
-                "model_name": model.name,
-                "model_version": model.version,
-                "queue_depth": len(self.queue),
-            }
-            self._reply(router, envelope, p.InfoReply(req.id, fields))
-        elif isinstance(req, p.MetadataRequest):
-            fields = {**model.describe(), "max_batch": self.settings.max_batch}
-            self._reply(router, envelope, p.InfoReply(req.id, fields))
-        elif isinstance(req, p.FeedbackRequest):
-            outcome, event = self.feedback.match(req.id, req.label)
-            name, version = (event.model_name, event.model_version) if event else ("", "")
-            self.metrics.feedback.labels(outcome, name, version).inc()
-            self._reply(
-                router, envelope, p.InfoReply(req.id, {"matched": event is not None, "outcome": outcome})
-            )
-        else:
-            return self._admit(router, envelope, req, model, now)
-        self._count(req.op, "ok", model)
-        return None
-
-    def _refuse(
-        self,
-        router: zmq.Socket,
-        envelope: list,
-        request_id: str,
-        model: ServedModel,
-        code: p.ErrorCode,
-        message: str,
-    ) -> None:
-        self._count("infer", code.value, model)
-        self._reply(router, envelope, p.ErrorReply(request_id, code.value, message))
-
-    def _admit(
-        self, router: zmq.Socket, envelope: list, req: p.InferRequest, model: ServedModel, now: int
-    ) -> Job | None:
-        if self.draining or not self.ready:
-            self._refuse(
-                router,
-                envelope,
-                req.id,
-                model,
-                p.ErrorCode.UNAVAILABLE,
-                "the server is shutting down" if self.draining else "the server is not ready yet",
-            )
-            return None
-        try:
-            arrays = match_inputs(model, req.inputs)
-        except InputError as exc:
-            self._refuse(router, envelope, req.id, model, p.ErrorCode.BAD_INPUT, str(exc))
-            return None
-        timeout_ms = req.timeout_ms or self.settings.request_timeout_ms
-        return Job(envelope, req.id, arrays, model.signature, now, now + timeout_ms * 1_000_000)
-
-    def _dispatch(self, router: zmq.Socket, jobs: list[Job]) -> None:
-        """Queue the jobs of one I/O turn, or run a lone one right here when that is fastest.
-
-        A request that arrives alone, while no worker is busy and nothing is
-        queued, on a model whose batch-1 time is below ``inline_max_us``, runs
-        on the I/O thread: a hand-off to a worker would cost more than the
-        inference. Under load requests go through the queue and get batched.
-        """
-        s, model = self.settings, self.model
-        if (
-            len(jobs) == 1
-            and 0 < model.batch1_us <= s.inline_max_us
-            and len(self.queue) == 0
-            and all(w.busy_since_ns == 0 for w in self._workers)
-        ):
-            state = self._workers[self._inline_index]
-            self._admitted += 1
-            state.busy_since_ns = time.monotonic_ns()
-
-            def send(frames: list) -> None:
-                self._forwarded += 1
-                self._send(router, frames)
-
-            try:
-                self._runner.run(self.model, self._inline_index, jobs, send)
-            except Exception:
-                log.exception("inline batch failed")
-                if not jobs[0].answered:
-                    send(error_frames(jobs[0], p.ErrorCode.INTERNAL, "internal error"))
-            finally:
-                state.finished += 1
-                state.batches += 1
-                state.busy_since_ns = 0
-            return
-        for job in jobs:
-            self._admitted += 1
-            if not self.queue.put_nowait(job):
-                self._admitted -= 1
-                self._refuse(
-                    router,
-                    job.envelope,
-                    job.request_id,
-                    model,
-                    p.ErrorCode.OVERLOADED,
-                    f"the request queue is full ({self.queue.capacity}); retry later",
-                )
-
     # ------------------------------------------------------------ workers
 
     def _pending_beyond(self, n: int) -> bool:
@@ -407,23 +245,38 @@ class Server:
         try:
             while True:
                 s = self.settings
-                jobs = self.queue.get_batch(s.max_batch, s.max_delay_us * 1000, self._pending_beyond)
+                try:
+                    jobs = self.queue.get_batch(s.max_batch, s.max_delay_us * 1000, self._pending_beyond)
+                except Exception:
+                    log.exception("worker %d could not take a batch", index)
+                    self.metrics.internal_errors.labels("worker").inc()
+                    time.sleep(0.01)
+                    continue
                 if not jobs:
+                    self._runner.flush(index)
                     if self.queue.closed:
                         return
                     continue
-                state.busy_since_ns = time.monotonic_ns()
+                rows = sum(j.samples for j in jobs)
+                state.busy_rows = rows
+                state.busy_since_ns = started = time.monotonic_ns()
                 try:
                     # self.model is read once: the whole batch runs on, and names, that version
-                    self._runner.run(self.model, index, jobs, send)
+                    self._runner.run(self.model, index, jobs, send, s.max_batch)
                 except Exception:  # a bug here must not kill the worker
                     log.exception("worker %d failed on a batch", index)
+                    self.metrics.internal_errors.labels("worker").inc()
                     for job in jobs:
                         if not job.answered:
                             send(error_frames(job, p.ErrorCode.INTERNAL, "internal error"))
                 finally:
+                    per_row = (time.monotonic_ns() - started) / rows
+                    self._row_ns += _ROW_TIME_WEIGHT * (per_row - self._row_ns)
                     state.finished += len(jobs)
                     state.batches += 1
+                    state.busy_rows = 0
                     state.busy_since_ns = 0
+                if len(self.queue) == 0:
+                    self._runner.flush(index)
         finally:
             push.close()

@@ -65,7 +65,12 @@ def expected_outputs(content: bytes, x: np.ndarray, tmp: Path) -> np.ndarray:
     """Sample by sample at batch 1, with the engine the daemon uses."""
     path = tmp / f"expected-{abs(hash(content))}.tflite"
     path.write_bytes(content)
-    engine = load_engine(path, ENGINE)
+    if ENGINE == "litert":  # the daemon serves LiteRT with its default XNNPACK delegate
+        from edged.runtime.litert import LiteRTEngine
+
+        engine = LiteRTEngine(content, str(path), delegates=True)
+    else:
+        engine = load_engine(path, ENGINE)
     return np.concatenate([engine.infer([x[i : i + 1]])[0] for i in range(len(x))])
 
 

@@ -180,11 +180,14 @@ def malformed(draw) -> list[bytes]:
     if kind == "json":
         return [b"EDGED1", draw(st.binary(min_size=1, max_size=40)).replace(b"{", b"["), x]
     if kind == "fields":
-        key = draw(st.sampled_from(["id", "op", "inputs", "parameters"]))
+        key = draw(st.sampled_from(["id", "op", "inputs", "parameters", "datatype"]))
         value = draw(header_value)
         if key == "id" and isinstance(value, str):
             value = ""  # any other string is a valid id
-        header[key] = value
+        if key == "datatype":
+            header["inputs"][0]["datatype"] = value if value != "INT8" else ["INT8"]
+        else:
+            header[key] = value
         return [b"EDGED1", json.dumps(header).encode(), x]
     if kind == "sizes":
         wrong = draw(st.binary(max_size=200).filter(lambda b: len(b) != 64))

@@ -110,3 +110,17 @@ def test_random_headers_never_crash(header, buffers):
         p.decode_request(frames_of(header, *buffers))
     except p.ProtocolError as exc:
         assert exc.code in p.ErrorCode
+
+
+@pytest.mark.parametrize("name", ["y", None, 'odd "name"\\ \u00e9\n'])
+def test_the_fast_infer_reply_header_is_what_json_dumps_writes(name):
+    arrays = [np.zeros((2, 3), np.int8), np.ones(2, np.float64)]
+    timing = {"queue": 1, "inference": 2, "total": 3}
+    frames = p.encode_infer_reply('id-\u2603"x', "m\\", "3", [(name, "INT8"), ("z", "FP32")], arrays, timing)
+    outputs = [{"datatype": "INT8", "shape": [2, 3]}, {"name": "z", "datatype": "FP32", "shape": [2]}]
+    if name is not None:
+        outputs[0] = {"name": name, **outputs[0]}
+    header = {"id": 'id-\u2603"x', "status": "ok", "model_name": "m\\", "model_version": "3"}
+    assert frames[1] == json.dumps({**header, "outputs": outputs, "timing_us": timing}).encode()
+    reply = p.decode_reply([f if isinstance(f, bytes) else f.tobytes() for f in frames])
+    assert reply.outputs[1].array.dtype == np.float32 and reply.outputs[0].name == name
