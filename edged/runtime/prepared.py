@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from edged.errors import UnsupportedModelError, UnsupportedOpError
+from edged.model.fold import fold_shapes
 from edged.model.ir import Graph
 from edged.ops import OPS
 from edged.ops.base import OpContext
@@ -38,7 +39,10 @@ def op_key(op) -> str:
 
 
 def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
-    """Check every op is supported and prepare it; raise a precise error otherwise."""
+    """Check every op is supported and prepare it; raise a precise error otherwise.
+
+    Shape arithmetic left in the graph is folded first (in place), or explained."""
+    fold_shapes(graph, model, strict=True)
     for i, op in enumerate(graph.operators):
         if op_key(op) not in OPS:
             raise UnsupportedOpError(op_key(op), i, model)
