@@ -30,7 +30,9 @@ enum {
   EDGED_OP_CONCATENATION = 13,
   EDGED_OP_PAD = 14,
   EDGED_OP_COPY = 15,       /* RESHAPE when it cannot alias its input */
-  EDGED_OP_HMATRIX = 16     /* hierarchical-matrix FULLY_CONNECTED (edged's EDGED_HMATRIX op) */
+  EDGED_OP_HMATRIX = 16,    /* hierarchical-matrix FULLY_CONNECTED (edged's EDGED_HMATRIX op) */
+  EDGED_OP_HARD_SWISH = 17,
+  EDGED_OP_MUL = 18
 };
 
 /* Kernel variants of the int8 GEMM family (s8_gemm_*). */
@@ -141,6 +143,13 @@ typedef struct edged_op {
   const int32_t* mid_multiplier; /* [mid_c] */
   const int32_t* mid_shift;      /* [mid_c] */
   int32_t mid_c;
+
+  /* MUL: operand k's shape padded with leading 1s to bcast_rank (<= 6) axes,
+   * at batch 1; bcast_batched[k] says its leading extent is the batch (an
+   * activation) rather than 1 (a constant). */
+  int32_t bcast_rank;
+  int32_t bcast_shape[2][6];
+  int32_t bcast_batched[2];
 } edged_op;
 
 /* Fields each kind reads (everything else is ignored). "clamp" means the
@@ -210,6 +219,18 @@ typedef struct edged_op {
  *   bias to cancel the offset on the mid columns. Both use weight_format and
  *   variant; out_multiplier/out_shift[out_c], output_offset; clamp.
  *   Scratch: edged_scratch_size().
+ * HARD_SWISH  `count` elements; input_offset, output_offset; multiplier
+ *   (Q15, 0..32767) and shift (<= 0) of the output; in_multiplier[0] (Q15)
+ *   and in_shift[0] of the "reluish" factor. LiteRT's scalar int16 fixed
+ *   point for every element (its x86 build has no vector body for it).
+ * MUL  in[0], in[1] (a constant operand has in_stride 0), broadcast by
+ *   bcast_rank/bcast_shape/bcast_batched; batched operands and the output
+ *   are contiguous over the batch (stride = elements per sample).
+ *   in_offset[0..1], multiplier, shift, output_offset; clamp. Runs as
+ *   LiteRT's flat or fivefold loops; in each run of n elements the first
+ *   n - n % 16 are vector form (RHAZ shift, int16 saturation, int16 offset
+ *   add that wraps), the rest scalar (MBQM). Shapes that need LiteRT's
+ *   generic broadcast are invalid.
  */
 
 /* CPU features detected at run time; a bit per EDGED_VARIANT_*. */

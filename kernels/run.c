@@ -146,6 +146,13 @@ static int valid(const edged_op* op) {
       return strides_ok(op, 1) && op->count >= 0 && op->elem_size >= 0 && op->elem_size <= 64;
     case EDGED_OP_HMATRIX:
       return hmatrix_ok(op);
+    case EDGED_OP_HARD_SWISH:
+      return strides_ok(op, 1) && op->count >= 0 && op->shift <= 0 && op->shift >= -31 &&
+             op->in_shift[0] >= -31 && op->in_shift[0] <= 30 && op->multiplier >= 0 &&
+             op->multiplier <= INT16_MAX && op->in_multiplier[0] >= 0 &&
+             op->in_multiplier[0] <= INT16_MAX && input_offset_ok(op);
+    case EDGED_OP_MUL:
+      return edged_mul_valid(op);
     default:
       return 0;
   }
@@ -186,6 +193,8 @@ static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
       case EDGED_OP_PAD: edged_pad(op, batch); break;
       case EDGED_OP_COPY: edged_copy(op, batch); break;
       case EDGED_OP_HMATRIX: edged_hmatrix(op, batch); break;
+      case EDGED_OP_HARD_SWISH: edged_hard_swish(op, batch); break;
+      case EDGED_OP_MUL: edged_mul(op, batch); break;
       default: return i + 1; /* unreachable: validated above */
     }
   }

@@ -284,6 +284,51 @@ def reshape(draw):
     return b.build(), [_int8(rng, (draw(batches), h, w_, c))]
 
 
+@st.composite
+def hard_swish(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=3)))
+    in_s = draw(scales)
+    # LiteRT refuses an output scale below input scale / 128.
+    out_s = max(draw(scales), in_s / 100)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, *shape), in_s, draw(zero_points))
+    y = b.tensor("y", np.int8, (1, *shape), out_s, draw(zero_points))
+    b.op("HARD_SWISH", [x], [y])
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape))]
+
+
+@st.composite
+def mul(draw):
+    """Equal shapes, broadcasts LiteRT runs as fivefold loops, and constant operands."""
+    rng = np.random.default_rng(draw(seeds))
+    rank = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 20), min_size=rank, max_size=rank)))
+    mode = draw(st.sampled_from(["same", "broadcast_inner", "broadcast_outer", "constant", "scalar"]))
+    other = list(shape)
+    if mode == "broadcast_inner":  # e.g. squeeze-excite: [h, w, c] x [1, 1, c]
+        other = [1] * (rank - 1) + [shape[-1]]
+    elif mode == "broadcast_outer":  # [h, w, c] x [h, w, 1]
+        other = [*shape[:-1], 1]
+    b = GraphBuilder()
+    a_in = b.input("a", np.int8, (1, *shape), draw(scales), draw(zero_points))
+    if mode in ("constant", "scalar"):
+        const_shape = () if mode == "scalar" else (shape[-1],)
+        c_in = b.const("c", _int8(rng, const_shape), draw(scales), draw(zero_points))
+    else:
+        c_in = b.input("c", np.int8, (1, *other), draw(scales), draw(zero_points))
+    operands = [a_in, c_in] if draw(st.booleans()) else [c_in, a_in]
+    y = b.tensor("y", np.int8, (1, *shape), draw(scales), draw(zero_points))
+    b.op("MUL", operands, [y], fused_activation_function=draw(activations))
+    b.output(y)
+    n = draw(batches)
+    inputs = {a_in: _int8(rng, (n, *shape))}
+    if mode not in ("constant", "scalar"):
+        inputs[c_in] = _int8(rng, (n, *other))
+    return b.build(), [inputs[i] for i in b.graph.inputs]
+
+
 OP_STRATEGIES = {
     "FULLY_CONNECTED": fully_connected(),
     "CONV_2D": conv_2d(),
@@ -298,4 +343,6 @@ OP_STRATEGIES = {
     "CONCATENATION": concatenation(),
     "PAD": pad(),
     "RESHAPE": reshape(),
+    "HARD_SWISH": hard_swish(),
+    "MUL": mul(),
 }

@@ -38,7 +38,7 @@ def _inputs(engine, batch: int, seed: int) -> list[np.ndarray]:
     return [rng.integers(-128, 128, (batch, *spec.shape)).astype(np.int8) for spec in engine.inputs]
 
 
-@pytest.mark.parametrize("name", ["flatten_cnn", "ds_cnn_kws", "mobilenet_v1"])
+@pytest.mark.parametrize("name", ["flatten_cnn", "ds_cnn_kws", "mobilenet_v1", "mobilenet_v3_small"])
 def test_converter_dynamic_batch_models_run_natively_bit_exact(name):
     content = (FIXTURES / f"{name}.tflite").read_bytes()
     ops = _file_opcodes(content)
