@@ -32,7 +32,8 @@ enum {
   EDGED_OP_COPY = 15,       /* RESHAPE when it cannot alias its input */
   EDGED_OP_HMATRIX = 16,    /* hierarchical-matrix FULLY_CONNECTED (edged's EDGED_HMATRIX op) */
   EDGED_OP_HARD_SWISH = 17,
-  EDGED_OP_MUL = 18
+  EDGED_OP_MUL = 18,
+  EDGED_OP_RELU = 19        /* RELU, RELU6, RELU_N1_TO_1 as ops of their own */
 };
 
 /* Kernel variants of the int8 GEMM family (s8_gemm_*). */
@@ -231,6 +232,8 @@ typedef struct edged_op {
  *   n - n % 16 are vector form (RHAZ shift, int16 saturation, int16 offset
  *   add that wraps), the rest scalar (MBQM). Shapes that need LiteRT's
  *   generic broadcast are invalid.
+ * RELU  `count` elements; input_offset, multiplier, shift (input scale /
+ *   output scale, MBQM), output_offset; clamp (the activation's range).
  */
 
 /* CPU features detected at run time; a bit per EDGED_VARIANT_*. */

@@ -277,6 +277,7 @@ void edged_add(const edged_op* op, int32_t batch);
 void edged_softmax(const edged_op* op, int32_t batch);
 void edged_logistic(const edged_op* op, int32_t batch);
 void edged_hard_swish(const edged_op* op, int32_t batch);
+void edged_relu(const edged_op* op, int32_t batch);
 void edged_mul(const edged_op* op, int32_t batch);
 #define EDGED_MUL_MAX_RANK 6
 int32_t edged_mul_broadcast(const edged_op* op, int32_t batch, int64_t y[5], int* swap);

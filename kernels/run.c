@@ -153,6 +153,9 @@ static int valid(const edged_op* op) {
              op->in_multiplier[0] <= INT16_MAX && input_offset_ok(op);
     case EDGED_OP_MUL:
       return edged_mul_valid(op);
+    case EDGED_OP_RELU:
+      return strides_ok(op, 1) && op->count >= 0 && act_ok(op) && shift_ok(op->shift) &&
+             op->multiplier >= 0 && input_offset_ok(op);
     default:
       return 0;
   }
@@ -195,6 +198,7 @@ static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
       case EDGED_OP_HMATRIX: edged_hmatrix(op, batch); break;
       case EDGED_OP_HARD_SWISH: edged_hard_swish(op, batch); break;
       case EDGED_OP_MUL: edged_mul(op, batch); break;
+      case EDGED_OP_RELU: edged_relu(op, batch); break;
       default: return i + 1; /* unreachable: validated above */
     }
   }

@@ -329,6 +329,46 @@ def mul(draw):
     return b.build(), [inputs[i] for i in b.graph.inputs]
 
 
+@st.composite
+def relu(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=3)))
+    opcode = draw(st.sampled_from(["RELU", "RELU6", "RELU_N1_TO_1"]))
+    in_s, in_zp = draw(scales), draw(zero_points)
+    out_s, out_zp = draw(st.sampled_from([in_s, draw(scales)])), draw(zero_points)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, *shape), in_s, in_zp)
+    y = b.tensor("y", np.int8, (1, *shape), out_s, out_zp)
+    b.op(opcode, [x], [y])
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape))]
+
+
+@st.composite
+def squeeze_expand(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = list(draw(st.lists(st.integers(1, 5), min_size=1, max_size=3)))
+    s, zp = draw(scales), draw(zero_points)
+    b = GraphBuilder()
+    if draw(st.booleans()):
+        axis = draw(st.integers(1, len(shape) + 1))
+        x = b.input("x", np.int8, (1, *shape), s, zp)
+        out = [1, *shape[: axis - 1], 1, *shape[axis - 1 :]]
+        y = b.tensor("y", np.int8, tuple(out), s, zp)
+        negative = draw(st.booleans())
+        a = b.const("axis", np.array([axis - len(out) if negative else axis], np.int32))
+        b.op("EXPAND_DIMS", [x, a], [y])
+        in_shape = shape
+    else:
+        at = draw(st.integers(1, len(shape)))
+        in_shape = [*shape[: at - 1], 1, *shape[at - 1 :]]
+        x = b.input("x", np.int8, (1, *in_shape), s, zp)
+        y = b.tensor("y", np.int8, (1, *shape), s, zp)
+        b.op("SQUEEZE", [x], [y], squeeze_dims=[at])
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *in_shape))]
+
+
 OP_STRATEGIES = {
     "FULLY_CONNECTED": fully_connected(),
     "CONV_2D": conv_2d(),
@@ -345,4 +385,6 @@ OP_STRATEGIES = {
     "RESHAPE": reshape(),
     "HARD_SWISH": hard_swish(),
     "MUL": mul(),
+    "RELU/RELU6/RELU_N1_TO_1": relu(),
+    "SQUEEZE/EXPAND_DIMS": squeeze_expand(),
 }

@@ -81,6 +81,8 @@ DEFAULT_OPTIONS_TYPE = {
     "PACK": "PackOptions",
     "GATHER": "GatherOptions",
     "CAST": "CastOptions",
+    "SQUEEZE": "SqueezeOptions",
+    "EXPAND_DIMS": "ExpandDimsOptions",
 }
 
 

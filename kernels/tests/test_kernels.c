@@ -645,6 +645,16 @@ static void test_mul_hard_swish(void) {
         y.data[255], y.data[0], y.data[128 - 20]);
   op.shift = 1;
   CHECK(edged_run(&op, 1, 1) == 1, "hard_swish: positive output shift rejected");
+
+  /* RELU_N1_TO_1 from scale 0.01 to 0.04: x / 4, ties away from zero, clamped to [-25, 25]. */
+  op = blank_op(EDGED_OP_RELU);
+  op.in[0] = xs; op.out = y.data; op.count = 256; op.in_stride[0] = op.out_stride = 256;
+  op.multiplier = 1 << 30; op.shift = -1; op.act_min = -25; op.act_max = 25;
+  CHECK(edged_run(&op, 1, 1) == 0, "relu run");
+  CHECK(y.data[128 - 6] == -2 && y.data[128 + 6] == 2 && y.data[0] == -25 && y.data[255] == 25,
+        "relu values: %d %d %d %d", y.data[128 - 6], y.data[128 + 6], y.data[0], y.data[255]);
+  op.act_min = 30;
+  CHECK(edged_run(&op, 1, 1) == 1, "relu: empty clamp range rejected");
   free(y.base);
 }
 
