@@ -145,7 +145,7 @@ typedef struct edged_op {
   const int32_t* mid_shift;      /* [mid_c] */
   int32_t mid_c;
 
-  /* MUL: operand k's shape padded with leading 1s to bcast_rank (<= 6) axes,
+  /* MUL, broadcasting ADD: operand k's shape padded with leading 1s to bcast_rank (<= 6) axes,
    * at batch 1; bcast_batched[k] says its leading extent is the batch (an
    * activation) rather than 1 (a constant). */
   int32_t bcast_rank;
@@ -186,10 +186,12 @@ typedef struct edged_op {
  *   channels c < in_c - in_c % 16 RHU, the rest RHAZ. EDGED_MEAN_REFERENCE:
  *   out = MBQM(sum + input_offset*in_h*in_w, multiplier, shift) + output_offset,
  *   RHAZ. int8 clamp.
- * ADD  in[0], in[1], out: `count` elements per sample, same shape (no
- *   broadcast). left_shift (20), in_offset[0..1],
+ * ADD  in[0], in[1], out: `count` elements per sample, same shape; or, with
+ *   bcast_rank set, broadcast as MUL below (a constant operand has in_stride
+ *   0). left_shift (20), in_offset[0..1],
  *   in_multiplier[0..1], in_shift[0..1], multiplier, shift, output_offset;
  *   clamp. Body (B = 16): LiteRT's vector form; the rest: reference form.
+ *   Broadcast runs against a single value: B = 8 and AddScalarBroadcast's form.
  * SOFTMAX  in[0] rows of in_c (the last axis), `count` elements per sample;
  *   table = float[256] from edged_softmax_table(); scale = output scale;
  *   output_offset = output zero point. RHAZ (std::round); int8 clamp.

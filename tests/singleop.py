@@ -300,7 +300,7 @@ def hard_swish(draw):
 
 
 @st.composite
-def mul(draw):
+def mul(draw, opcode: str = "MUL"):
     """Equal shapes, broadcasts LiteRT runs as fivefold loops, and constant operands."""
     rng = np.random.default_rng(draw(seeds))
     rank = draw(st.integers(1, 3))
@@ -320,7 +320,7 @@ def mul(draw):
         c_in = b.input("c", np.int8, (1, *other), draw(scales), draw(zero_points))
     operands = [a_in, c_in] if draw(st.booleans()) else [c_in, a_in]
     y = b.tensor("y", np.int8, (1, *shape), draw(scales), draw(zero_points))
-    b.op("MUL", operands, [y], fused_activation_function=draw(activations))
+    b.op(opcode, operands, [y], fused_activation_function=draw(activations))
     b.output(y)
     n = draw(batches)
     inputs = {a_in: _int8(rng, (n, *shape))}
@@ -385,6 +385,7 @@ OP_STRATEGIES = {
     "RESHAPE": reshape(),
     "HARD_SWISH": hard_swish(),
     "MUL": mul(),
+    "ADD (broadcast, constant)": mul("ADD"),
     "RELU/RELU6/RELU_N1_TO_1": relu(),
     "SQUEEZE/EXPAND_DIMS": squeeze_expand(),
 }

@@ -7,6 +7,12 @@
  * left shift and its (non-positive) input shift are merged into one shift
  * (so no rounding there) and the high multiplies round ties up. The last
  * n % 16 elements take the scalar reference path. Both are reproduced.
+ *
+ * With bcast_rank set (a broadcast or a constant operand) the same forms run
+ * over LiteRT's broadcast runs (broadcast.c); runs against one broadcast value
+ * (AddScalarBroadcast) have their own SIMD form, in blocks of 8: each input
+ * is shifted left, high-multiplied, then shifted by its own (non-positive)
+ * shift, flooring.
  */
 #include "internal.h"
 
@@ -17,7 +23,13 @@ static inline int32_t shift_any(int32_t x, int32_t s) {
   return x >> (-s > 31 ? 31 : -s);
 }
 
+void edged_add_broadcast(const edged_op* op, int32_t batch);
+
 void edged_add(const edged_op* op, int32_t batch) {
+  if (op->bcast_rank > 0) {
+    edged_add_broadcast(op, batch);
+    return;
+  }
   const size_t count = (size_t)op->count;
   const size_t n = count * (size_t)batch;
   const size_t body = n - n % 16;
@@ -54,3 +66,47 @@ void edged_add(const edged_op* op, int32_t batch) {
     }
   }
 }
+
+/* The scaled value of operand k on its own: both SIMD forms (merged shift
+ * before the high multiply, or the AddScalarBroadcast order) and the
+ * reference form. */
+static int32_t scaled_elementwise(const edged_op* op, int k, int32_t x) {
+  return edged_srdhm(shift_any(x + op->in_offset[k], op->left_shift + op->in_shift[k]), op->in_multiplier[k]);
+}
+
+static int32_t scaled_scalar_broadcast(const edged_op* op, int k, int32_t x) {
+  return shift_any(edged_srdhm(shift_any(x + op->in_offset[k], op->left_shift), op->in_multiplier[k]),
+                   op->in_shift[k]);
+}
+
+static int32_t scaled_reference(const edged_op* op, int k, int32_t x) {
+  return edged_mbqm(shift_any(x + op->in_offset[k], op->left_shift), op->in_multiplier[k], op->in_shift[k]);
+}
+
+static int8_t add_simd_output(const edged_op* op, int32_t sum) {
+  const int32_t raw = edged_rdbypot(edged_srdhm(sum, op->multiplier), -op->shift);
+  const int16_t narrowed = (int16_t)(uint16_t)(uint32_t)raw;
+  const int16_t shifted = (int16_t)(uint16_t)((uint32_t)(uint16_t)narrowed + (uint32_t)op->output_offset);
+  return (int8_t)edged_clamp(edged_clamp(shifted, -128, 127), op->act_min, op->act_max);
+}
+
+static void add_run(const edged_op* op, int64_t n, const int8_t* a, int64_t step_a, const int8_t* b,
+                    int8_t* out, int swapped) {
+  const int ka = swapped ? 1 : 0, kb = 1 - ka;
+  const int64_t body = n - n % (step_a ? 16 : 8);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t xa = a[i * step_a], xb = b[i];
+    if (i < body) {
+      const int32_t sum = step_a
+          ? edged_wadd(scaled_elementwise(op, ka, xa), scaled_elementwise(op, kb, xb))
+          : edged_wadd(scaled_scalar_broadcast(op, ka, xa), scaled_scalar_broadcast(op, kb, xb));
+      out[i] = add_simd_output(op, sum);
+    } else {
+      const int32_t sum = edged_wadd(scaled_reference(op, ka, xa), scaled_reference(op, kb, xb));
+      const int32_t v = edged_wadd(edged_mbqm(sum, op->multiplier, op->shift), op->output_offset);
+      out[i] = (int8_t)edged_clamp(v, op->act_min, op->act_max);
+    }
+  }
+}
+
+void edged_add_broadcast(const edged_op* op, int32_t batch) { edged_bcast_run(op, batch, add_run); }

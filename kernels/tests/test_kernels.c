@@ -630,6 +630,28 @@ static void test_mul_hard_swish(void) {
   op.in_stride[0] = 40; op.in_stride[1] = 2; op.out_stride = 80;
   CHECK(edged_run(&op, 1, B) == 1, "mul: LiteRT's generic broadcast rejected");
 
+  /* ADD of a scalar constant: runs of 5 (< 8) take the reference form only. */
+  const int8_t scalar = -7;
+  op = blank_op(EDGED_OP_ADD);
+  op.n_in = 2; op.in[0] = x; op.in[1] = &scalar; op.out = y.data;
+  op.in_stride[0] = 5; op.in_stride[1] = 0; op.out_stride = 5; op.count = 5;
+  op.bcast_rank = 2;
+  op.bcast_shape[0][0] = 1; op.bcast_shape[0][1] = 5; op.bcast_shape[1][0] = 1; op.bcast_shape[1][1] = 1;
+  op.bcast_batched[0] = 1; op.bcast_batched[1] = 0;
+  op.left_shift = 20; op.in_offset[0] = 3; op.in_offset[1] = -4;
+  op.in_multiplier[0] = op.in_multiplier[1] = 1 << 30; op.in_shift[0] = op.in_shift[1] = -1;
+  op.multiplier = 1 << 30; op.shift = -18; op.output_offset = 1; op.act_min = -128; op.act_max = 127;
+  CHECK(edged_run(&op, 1, 1) == 0, "add broadcast run");
+  bad = 0;
+  for (int i = 0; i < 5; ++i) {
+    const int32_t sa = edged_mbqm((x[i] + 3) * (1 << 20), 1 << 30, -1);
+    const int32_t sc = edged_mbqm((scalar - 4) * (1 << 20), 1 << 30, -1);
+    bad += y.data[i] != edged_clamp(edged_mbqm(sa + sc, 1 << 30, -18) + 1, -128, 127);
+  }
+  CHECK(bad == 0 && guarded_intact(&y), "add broadcast: %d mismatches", bad);
+  op.in_stride[1] = 5;
+  CHECK(edged_run(&op, 1, 1) == 1, "add broadcast: constant with a per-sample stride rejected");
+
   op = blank_op(EDGED_OP_HARD_SWISH);
   int8_t xs[256];
   for (int i = 0; i < 256; ++i) xs[i] = (int8_t)(i - 128);
