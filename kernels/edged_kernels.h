@@ -33,7 +33,14 @@ enum {
   EDGED_OP_HMATRIX = 16,    /* hierarchical-matrix FULLY_CONNECTED (edged's EDGED_HMATRIX op) */
   EDGED_OP_HARD_SWISH = 17,
   EDGED_OP_MUL = 18,
-  EDGED_OP_RELU = 19        /* RELU, RELU6, RELU_N1_TO_1 as ops of their own */
+  EDGED_OP_RELU = 19,       /* RELU, RELU6, RELU_N1_TO_1 as ops of their own */
+  EDGED_OP_MAXIMUM_MINIMUM = 20
+};
+
+/* MAXIMUM_MINIMUM variants (edged_op.mode). */
+enum {
+  EDGED_MAXIMUM = 0,
+  EDGED_MINIMUM = 1
 };
 
 /* Kernel variants of the int8 GEMM family (s8_gemm_*). */
@@ -64,6 +71,13 @@ enum {
 enum {
   EDGED_MEAN_REFERENCE = 0, /* reference_ops::QuantizedMeanOrSum: every case but the one below */
   EDGED_MEAN_OPTIMIZED = 1  /* optimized_integer_ops::Mean: NHWC, axes {1, 2}, keep_dims */
+};
+
+/* ADD variants (edged_op.mode): LiteRT's int8 ADD, or its int8 SUB (the
+ * subtrahend's multiplier negated), which runs the reference form throughout. */
+enum {
+  EDGED_ADD_SIMD = 0,
+  EDGED_ADD_REFERENCE = 1
 };
 
 /* One operator of an execution plan. Shapes are per sample (batch axis
@@ -192,6 +206,7 @@ typedef struct edged_op {
  *   in_multiplier[0..1], in_shift[0..1], multiplier, shift, output_offset;
  *   clamp. Body (B = 16): LiteRT's vector form; the rest: reference form.
  *   Broadcast runs against a single value: B = 8 and AddScalarBroadcast's form.
+ *   mode EDGED_ADD_REFERENCE: the reference form for every element (SUB).
  * SOFTMAX  in[0] rows of in_c (the last axis), `count` elements per sample;
  *   table = float[256] from edged_softmax_table(); scale = output scale;
  *   output_offset = output zero point. RHAZ (std::round); int8 clamp.
@@ -234,6 +249,8 @@ typedef struct edged_op {
  *   n - n % 16 are vector form (RHAZ shift, int16 saturation, int16 offset
  *   add that wraps), the rest scalar (MBQM). Shapes that need LiteRT's
  *   generic broadcast are invalid.
+ * MAXIMUM_MINIMUM  in[0], in[1] broadcast as MUL; mode EDGED_MAXIMUM or
+ *   EDGED_MINIMUM of the raw int8 values.
  * RELU  `count` elements; input_offset, multiplier, shift (input scale /
  *   output scale, MBQM), output_offset; clamp (the activation's range).
  */

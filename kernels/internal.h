@@ -278,6 +278,7 @@ void edged_softmax(const edged_op* op, int32_t batch);
 void edged_logistic(const edged_op* op, int32_t batch);
 void edged_hard_swish(const edged_op* op, int32_t batch);
 void edged_relu(const edged_op* op, int32_t batch);
+void edged_maximum_minimum(const edged_op* op, int32_t batch);
 void edged_mul(const edged_op* op, int32_t batch);
 int edged_mul_valid(const edged_op* op);
 /* broadcast.c: LiteRT's broadcast classification of a MUL / ADD descriptor's

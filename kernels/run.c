@@ -117,6 +117,7 @@ static int valid(const edged_op* op) {
       return strides_ok(op, 2) && op->count >= 1 && act_ok(op) && op->left_shift >= 0 &&
              op->left_shift <= 30 && op->shift <= 0 && op->shift >= -31 && op->in_shift[0] <= 0 &&
              op->in_shift[0] >= -31 && op->in_shift[1] <= 0 && op->in_shift[1] >= -31 &&
+             (op->mode == EDGED_ADD_SIMD || op->mode == EDGED_ADD_REFERENCE) &&
              (op->bcast_rank == 0 || edged_bcast_valid(op));
     case EDGED_OP_SOFTMAX:
       return strides_ok(op, 1) && op->table != NULL && pos(op->in_c) && op->count >= 1 &&
@@ -154,6 +155,8 @@ static int valid(const edged_op* op) {
              op->in_multiplier[0] <= INT16_MAX && input_offset_ok(op);
     case EDGED_OP_MUL:
       return edged_mul_valid(op);
+    case EDGED_OP_MAXIMUM_MINIMUM:
+      return (op->mode == EDGED_MAXIMUM || op->mode == EDGED_MINIMUM) && edged_bcast_valid(op);
     case EDGED_OP_RELU:
       return strides_ok(op, 1) && op->count >= 0 && act_ok(op) && shift_ok(op->shift) &&
              op->multiplier >= 0 && input_offset_ok(op);
@@ -200,6 +203,7 @@ static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
       case EDGED_OP_HARD_SWISH: edged_hard_swish(op, batch); break;
       case EDGED_OP_MUL: edged_mul(op, batch); break;
       case EDGED_OP_RELU: edged_relu(op, batch); break;
+      case EDGED_OP_MAXIMUM_MINIMUM: edged_maximum_minimum(op, batch); break;
       default: return i + 1; /* unreachable: validated above */
     }
   }

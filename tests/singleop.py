@@ -320,7 +320,8 @@ def mul(draw, opcode: str = "MUL"):
         c_in = b.input("c", np.int8, (1, *other), draw(scales), draw(zero_points))
     operands = [a_in, c_in] if draw(st.booleans()) else [c_in, a_in]
     y = b.tensor("y", np.int8, (1, *shape), draw(scales), draw(zero_points))
-    b.op(opcode, operands, [y], fused_activation_function=draw(activations))
+    options = {} if opcode in ("MAXIMUM", "MINIMUM") else {"fused_activation_function": draw(activations)}
+    b.op(opcode, operands, [y], **options)
     b.output(y)
     n = draw(batches)
     inputs = {a_in: _int8(rng, (n, *shape))}
@@ -386,6 +387,9 @@ OP_STRATEGIES = {
     "HARD_SWISH": hard_swish(),
     "MUL": mul(),
     "ADD (broadcast, constant)": mul("ADD"),
+    "SUB": mul("SUB"),
+    "MAXIMUM": mul("MAXIMUM"),
+    "MINIMUM": mul("MINIMUM"),
     "RELU/RELU6/RELU_N1_TO_1": relu(),
     "SQUEEZE/EXPAND_DIMS": squeeze_expand(),
 }

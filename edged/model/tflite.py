@@ -82,6 +82,9 @@ DEFAULT_OPTIONS_TYPE = {
     "GATHER": "GatherOptions",
     "CAST": "CastOptions",
     "SQUEEZE": "SqueezeOptions",
+    "SUB": "SubOptions",
+    "MAXIMUM": "MaximumMinimumOptions",
+    "MINIMUM": "MaximumMinimumOptions",
     "EXPAND_DIMS": "ExpandDimsOptions",
 }
 

@@ -1,4 +1,8 @@
-"""ADD of two int8 tensors with TFLite's two-input rescaling (left shift 20).
+"""ADD (and SUB) of two int8 tensors with TFLite's two-input rescaling (left shift 20).
+
+SUB is LiteRT's ADD arithmetic with the second input's multiplier negated,
+and (measured against LiteRT's x86 build) the reference form for every
+element: no SIMD body.
 
 LiteRT's optimized kernel computes the flat tensor (batch included) in SIMD
 blocks of 16 with a merged input shift and ties rounded up, and the remaining
@@ -25,7 +29,7 @@ from edged.model.quant import (
 from edged.ops import broadcast
 from edged.ops.base import OpContext, clamp_to
 
-OPCODES = ("ADD",)
+OPCODES = ("ADD", "SUB")
 LEFT_SHIFT = 20
 BLOCK = 16
 SCALAR_BROADCAST_BLOCK = 8
@@ -43,6 +47,7 @@ class AddParams:
     act_max: int
     out_shape: tuple[int, ...]  # per sample
     layout: broadcast.Broadcast | None = None  # None: two activations of one shape
+    simd: bool = True  # False: every element in the reference form (SUB)
 
 
 def prepare(ctx: OpContext) -> AddParams:
@@ -60,6 +65,13 @@ def prepare(ctx: OpContext) -> AddParams:
     twice_max = float(np.float32(2) * np.float32(max(sa, sb)))
     m1, s1 = quantize_multiplier(float(np.float32(sa)) / twice_max)
     m2, s2 = quantize_multiplier(float(np.float32(sb)) / twice_max)
+    if ctx.op.opcode == "SUB":
+        # sub.cc runs the ADD kernels with the subtrahend's multiplier negated.
+        file_order_swapped = layout is not None and ctx.input(0).is_constant and not ctx.input(1).is_constant
+        if file_order_swapped:
+            m1 = -m1
+        else:
+            m2 = -m2
     mo, shift_o = quantize_multiplier(twice_max / float(np.float32((1 << LEFT_SHIFT) * np.float32(so))))
     act_min, act_max = ctx.activation(y)
     return AddParams(
@@ -73,6 +85,7 @@ def prepare(ctx: OpContext) -> AddParams:
         act_max=act_max,
         out_shape=y.shape[1:],
         layout=layout,
+        simd=ctx.op.opcode == "ADD",
     )
 
 
@@ -125,7 +138,7 @@ def reference(p: AddParams, inputs: list[np.ndarray]) -> np.ndarray:
         return _broadcast_reference(p, inputs)
     shape = inputs[0].shape
     xs = [x.reshape(-1).astype(np.int64) for x in inputs]
-    body = vector_body(xs[0].size, BLOCK)
+    body = vector_body(xs[0].size, BLOCK) if p.simd else 0
     head = _vector_form(p, [x[:body] for x in xs])
     tail = _reference_form(p, [x[body:] for x in xs]) + p.output_offset
     return clamp_to(np.concatenate([head, tail]), p.act_min, p.act_max).reshape(shape)
@@ -135,6 +148,7 @@ def _broadcast_reference(p: AddParams, inputs: list[np.ndarray]) -> np.ndarray:
     xs = list(np.broadcast_arrays(*p.layout.operands(inputs)))
     batch = inputs[0].shape[0]
     in_body, scalar = broadcast.body_mask(p.layout, batch, xs[0].shape, BLOCK, SCALAR_BROADCAST_BLOCK)
+    in_body &= p.simd
     vector = _scalar_broadcast_form(p, xs) if scalar else _vector_form(p, xs)
     out = np.where(in_body, vector, wrap_int32(_reference_form(p, xs) + p.output_offset))
     return clamp_to(out, p.act_min, p.act_max)
@@ -162,4 +176,7 @@ def describe(p: AddParams, d, shared: dict) -> list:
     d.multiplier, d.shift = p.output_multiplier, p.output_shift
     d.output_offset = p.output_offset
     d.act_min, d.act_max = p.act_min, p.act_max
+    from edged.runtime.kernels import lib
+
+    d.mode = lib.EDGED_ADD_SIMD if p.simd else lib.EDGED_ADD_REFERENCE
     return []

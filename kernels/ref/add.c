@@ -32,7 +32,7 @@ void edged_add(const edged_op* op, int32_t batch) {
   }
   const size_t count = (size_t)op->count;
   const size_t n = count * (size_t)batch;
-  const size_t body = n - n % 16;
+  const size_t body = op->mode == EDGED_ADD_REFERENCE ? 0 : n - n % 16;
   const int32_t off0 = op->in_offset[0], off1 = op->in_offset[1];
   const int32_t m0 = op->in_multiplier[0], m1 = op->in_multiplier[1];
   const int32_t s0 = op->in_shift[0], s1 = op->in_shift[1];
@@ -93,7 +93,7 @@ static int8_t add_simd_output(const edged_op* op, int32_t sum) {
 static void add_run(const edged_op* op, int64_t n, const int8_t* a, int64_t step_a, const int8_t* b,
                     int8_t* out, int swapped) {
   const int ka = swapped ? 1 : 0, kb = 1 - ka;
-  const int64_t body = n - n % (step_a ? 16 : 8);
+  const int64_t body = op->mode == EDGED_ADD_REFERENCE ? 0 : n - n % (step_a ? 16 : 8);
   for (int64_t i = 0; i < n; ++i) {
     const int32_t xa = a[i * step_a], xb = b[i];
     if (i < body) {

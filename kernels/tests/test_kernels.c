@@ -652,6 +652,17 @@ static void test_mul_hard_swish(void) {
   op.in_stride[1] = 5;
   CHECK(edged_run(&op, 1, 1) == 1, "add broadcast: constant with a per-sample stride rejected");
 
+  /* MINIMUM against the same broadcast constant, two samples. */
+  op.in_stride[1] = 0;
+  op.kind = EDGED_OP_MAXIMUM_MINIMUM;
+  op.mode = EDGED_MINIMUM;
+  CHECK(edged_run(&op, 1, 2) == 0, "minimum run");
+  bad = 0;
+  for (int i = 0; i < 10; ++i) bad += y.data[i] != (x[i] < scalar ? x[i] : scalar);
+  CHECK(bad == 0 && guarded_intact(&y), "minimum: %d mismatches", bad);
+  op.mode = 7;
+  CHECK(edged_run(&op, 1, 2) == 1, "minimum: unknown mode rejected");
+
   op = blank_op(EDGED_OP_HARD_SWISH);
   int8_t xs[256];
   for (int i = 0; i < 256; ++i) xs[i] = (int8_t)(i - 128);
