@@ -74,10 +74,11 @@ enum {
 };
 
 /* ADD variants (edged_op.mode): LiteRT's int8 ADD, or its int8 SUB (the
- * subtrahend's multiplier negated), which runs the reference form throughout. */
+ * reference form throughout, operand 0 minus operand 1 or the reverse). */
 enum {
-  EDGED_ADD_SIMD = 0,
-  EDGED_ADD_REFERENCE = 1
+  EDGED_ADD = 0,
+  EDGED_SUB_SECOND = 1, /* in[0] - in[1] */
+  EDGED_SUB_FIRST = 2   /* in[1] - in[0] */
 };
 
 /* One operator of an execution plan. Shapes are per sample (batch axis
@@ -206,7 +207,8 @@ typedef struct edged_op {
  *   in_multiplier[0..1], in_shift[0..1], multiplier, shift, output_offset;
  *   clamp. Body (B = 16): LiteRT's vector form; the rest: reference form.
  *   Broadcast runs against a single value: B = 8 and AddScalarBroadcast's form.
- *   mode EDGED_ADD_REFERENCE: the reference form for every element (SUB).
+ *   mode EDGED_SUB_*: SUB, the reference form for every element, the
+ *   subtracted operand's scaled value negated before the sum.
  * SOFTMAX  in[0] rows of in_c (the last axis), `count` elements per sample;
  *   table = float[256] from edged_softmax_table(); scale = output scale;
  *   output_offset = output zero point. RHAZ (std::round); int8 clamp.

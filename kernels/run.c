@@ -117,7 +117,7 @@ static int valid(const edged_op* op) {
       return strides_ok(op, 2) && op->count >= 1 && act_ok(op) && op->left_shift >= 0 &&
              op->left_shift <= 30 && op->shift <= 0 && op->shift >= -31 && op->in_shift[0] <= 0 &&
              op->in_shift[0] >= -31 && op->in_shift[1] <= 0 && op->in_shift[1] >= -31 &&
-             (op->mode == EDGED_ADD_SIMD || op->mode == EDGED_ADD_REFERENCE) &&
+             (op->mode == EDGED_ADD || op->mode == EDGED_SUB_SECOND || op->mode == EDGED_SUB_FIRST) &&
              (op->bcast_rank == 0 || edged_bcast_valid(op));
     case EDGED_OP_SOFTMAX:
       return strides_ok(op, 1) && op->table != NULL && pos(op->in_c) && op->count >= 1 &&

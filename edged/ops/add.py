@@ -1,8 +1,8 @@
 """ADD (and SUB) of two int8 tensors with TFLite's two-input rescaling (left shift 20).
 
-SUB is LiteRT's ADD arithmetic with the second input's multiplier negated,
-and (measured against LiteRT's x86 build) the reference form for every
-element: no SIMD body.
+SUB is LiteRT's reference SubElementwise: the same rescaling, the second
+input's scaled value subtracted, the reference form for every element (no
+SIMD body, so out-of-range results saturate).
 
 LiteRT's optimized kernel computes the flat tensor (batch included) in SIMD
 blocks of 16 with a merged input shift and ties rounded up, and the remaining
@@ -47,7 +47,7 @@ class AddParams:
     act_max: int
     out_shape: tuple[int, ...]  # per sample
     layout: broadcast.Broadcast | None = None  # None: two activations of one shape
-    simd: bool = True  # False: every element in the reference form (SUB)
+    subtracted: int | None = None  # SUB: which operand (in this order) is subtracted
 
 
 def prepare(ctx: OpContext) -> AddParams:
@@ -65,13 +65,6 @@ def prepare(ctx: OpContext) -> AddParams:
     twice_max = float(np.float32(2) * np.float32(max(sa, sb)))
     m1, s1 = quantize_multiplier(float(np.float32(sa)) / twice_max)
     m2, s2 = quantize_multiplier(float(np.float32(sb)) / twice_max)
-    if ctx.op.opcode == "SUB":
-        # sub.cc runs the ADD kernels with the subtrahend's multiplier negated.
-        file_order_swapped = layout is not None and ctx.input(0).is_constant and not ctx.input(1).is_constant
-        if file_order_swapped:
-            m1 = -m1
-        else:
-            m2 = -m2
     mo, shift_o = quantize_multiplier(twice_max / float(np.float32((1 << LEFT_SHIFT) * np.float32(so))))
     act_min, act_max = ctx.activation(y)
     return AddParams(
@@ -85,8 +78,14 @@ def prepare(ctx: OpContext) -> AddParams:
         act_max=act_max,
         out_shape=y.shape[1:],
         layout=layout,
-        simd=ctx.op.opcode == "ADD",
+        subtracted=_subtrahend(ctx, layout) if ctx.op.opcode == "SUB" else None,
     )
+
+
+def _subtrahend(ctx: OpContext, layout: broadcast.Broadcast | None) -> int:
+    """The file's second input, in the operand order (a constant first in the file comes last)."""
+    swapped = layout is not None and ctx.input(0).is_constant and not ctx.input(1).is_constant
+    return 0 if swapped else 1
 
 
 def _reference_form(p: AddParams, xs: list[np.ndarray]) -> np.ndarray:
@@ -96,6 +95,8 @@ def _reference_form(p: AddParams, xs: list[np.ndarray]) -> np.ndarray:
         )
         for k, x in enumerate(xs)
     ]
+    if p.subtracted is not None:
+        scaled[p.subtracted] = -scaled[p.subtracted]
     return multiply_by_quantized_multiplier(scaled[0] + scaled[1], p.output_multiplier, p.output_shift)
 
 
@@ -138,7 +139,7 @@ def reference(p: AddParams, inputs: list[np.ndarray]) -> np.ndarray:
         return _broadcast_reference(p, inputs)
     shape = inputs[0].shape
     xs = [x.reshape(-1).astype(np.int64) for x in inputs]
-    body = vector_body(xs[0].size, BLOCK) if p.simd else 0
+    body = vector_body(xs[0].size, BLOCK) if p.subtracted is None else 0
     head = _vector_form(p, [x[:body] for x in xs])
     tail = _reference_form(p, [x[body:] for x in xs]) + p.output_offset
     return clamp_to(np.concatenate([head, tail]), p.act_min, p.act_max).reshape(shape)
@@ -148,7 +149,7 @@ def _broadcast_reference(p: AddParams, inputs: list[np.ndarray]) -> np.ndarray:
     xs = list(np.broadcast_arrays(*p.layout.operands(inputs)))
     batch = inputs[0].shape[0]
     in_body, scalar = broadcast.body_mask(p.layout, batch, xs[0].shape, BLOCK, SCALAR_BROADCAST_BLOCK)
-    in_body &= p.simd
+    in_body &= p.subtracted is None
     vector = _scalar_broadcast_form(p, xs) if scalar else _vector_form(p, xs)
     out = np.where(in_body, vector, wrap_int32(_reference_form(p, xs) + p.output_offset))
     return clamp_to(out, p.act_min, p.act_max)
@@ -178,5 +179,5 @@ def describe(p: AddParams, d, shared: dict) -> list:
     d.act_min, d.act_max = p.act_min, p.act_max
     from edged.runtime.kernels import lib
 
-    d.mode = lib.EDGED_ADD_SIMD if p.simd else lib.EDGED_ADD_REFERENCE
+    d.mode = {None: lib.EDGED_ADD, 0: lib.EDGED_SUB_FIRST, 1: lib.EDGED_SUB_SECOND}[p.subtracted]
     return []
