@@ -30,7 +30,17 @@ enum {
   EDGED_OP_CONCATENATION = 13,
   EDGED_OP_PAD = 14,
   EDGED_OP_COPY = 15,       /* RESHAPE when it cannot alias its input */
-  EDGED_OP_HMATRIX = 16     /* hierarchical-matrix FULLY_CONNECTED (edged's EDGED_HMATRIX op) */
+  EDGED_OP_HMATRIX = 16,    /* hierarchical-matrix FULLY_CONNECTED (edged's EDGED_HMATRIX op) */
+  EDGED_OP_HARD_SWISH = 17,
+  EDGED_OP_MUL = 18,
+  EDGED_OP_RELU = 19,       /* RELU, RELU6, RELU_N1_TO_1 as ops of their own */
+  EDGED_OP_MAXIMUM_MINIMUM = 20
+};
+
+/* MAXIMUM_MINIMUM variants (edged_op.mode). */
+enum {
+  EDGED_MAXIMUM = 0,
+  EDGED_MINIMUM = 1
 };
 
 /* Kernel variants of the int8 GEMM family (s8_gemm_*). */
@@ -61,6 +71,14 @@ enum {
 enum {
   EDGED_MEAN_REFERENCE = 0, /* reference_ops::QuantizedMeanOrSum: every case but the one below */
   EDGED_MEAN_OPTIMIZED = 1  /* optimized_integer_ops::Mean: NHWC, axes {1, 2}, keep_dims */
+};
+
+/* ADD variants (edged_op.mode): LiteRT's int8 ADD, or its int8 SUB (the
+ * reference form throughout, operand 0 minus operand 1 or the reverse). */
+enum {
+  EDGED_ADD = 0,
+  EDGED_SUB_SECOND = 1, /* in[0] - in[1] */
+  EDGED_SUB_FIRST = 2   /* in[1] - in[0] */
 };
 
 /* One operator of an execution plan. Shapes are per sample (batch axis
@@ -141,6 +159,13 @@ typedef struct edged_op {
   const int32_t* mid_multiplier; /* [mid_c] */
   const int32_t* mid_shift;      /* [mid_c] */
   int32_t mid_c;
+
+  /* MUL, broadcasting ADD: operand k's shape padded with leading 1s to bcast_rank (<= 6) axes,
+   * at batch 1; bcast_batched[k] says its leading extent is the batch (an
+   * activation) rather than 1 (a constant). */
+  int32_t bcast_rank;
+  int32_t bcast_shape[2][6];
+  int32_t bcast_batched[2];
 } edged_op;
 
 /* Fields each kind reads (everything else is ignored). "clamp" means the
@@ -176,10 +201,14 @@ typedef struct edged_op {
  *   channels c < in_c - in_c % 16 RHU, the rest RHAZ. EDGED_MEAN_REFERENCE:
  *   out = MBQM(sum + input_offset*in_h*in_w, multiplier, shift) + output_offset,
  *   RHAZ. int8 clamp.
- * ADD  in[0], in[1], out: `count` elements per sample, same shape (no
- *   broadcast). left_shift (20), in_offset[0..1],
+ * ADD  in[0], in[1], out: `count` elements per sample, same shape; or, with
+ *   bcast_rank set, broadcast as MUL below (a constant operand has in_stride
+ *   0). left_shift (20), in_offset[0..1],
  *   in_multiplier[0..1], in_shift[0..1], multiplier, shift, output_offset;
  *   clamp. Body (B = 16): LiteRT's vector form; the rest: reference form.
+ *   Broadcast runs against a single value: B = 8 and AddScalarBroadcast's form.
+ *   mode EDGED_SUB_*: SUB, the reference form for every element, the
+ *   subtracted operand's scaled value negated before the sum.
  * SOFTMAX  in[0] rows of in_c (the last axis), `count` elements per sample;
  *   table = float[256] from edged_softmax_table(); scale = output scale;
  *   output_offset = output zero point. RHAZ (std::round); int8 clamp.
@@ -210,6 +239,22 @@ typedef struct edged_op {
  *   bias to cancel the offset on the mid columns. Both use weight_format and
  *   variant; out_multiplier/out_shift[out_c], output_offset; clamp.
  *   Scratch: edged_scratch_size().
+ * HARD_SWISH  `count` elements; input_offset, output_offset; multiplier
+ *   (Q15, 0..32767) and shift (<= 0) of the output; in_multiplier[0] (Q15)
+ *   and in_shift[0] of the "reluish" factor. LiteRT's scalar int16 fixed
+ *   point for every element (its x86 build has no vector body for it).
+ * MUL  in[0], in[1] (a constant operand has in_stride 0), broadcast by
+ *   bcast_rank/bcast_shape/bcast_batched; batched operands and the output
+ *   are contiguous over the batch (stride = elements per sample).
+ *   in_offset[0..1], multiplier, shift, output_offset; clamp. Runs as
+ *   LiteRT's flat or fivefold loops; in each run of n elements the first
+ *   n - n % 16 are vector form (RHAZ shift, int16 saturation, int16 offset
+ *   add that wraps), the rest scalar (MBQM). Shapes that need LiteRT's
+ *   generic broadcast are invalid.
+ * MAXIMUM_MINIMUM  in[0], in[1] broadcast as MUL; mode EDGED_MAXIMUM or
+ *   EDGED_MINIMUM of the raw int8 values.
+ * RELU  `count` elements; input_offset, multiplier, shift (input scale /
+ *   output scale, MBQM), output_offset; clamp (the activation's range).
  */
 
 /* CPU features detected at run time; a bit per EDGED_VARIANT_*. */

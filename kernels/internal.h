@@ -276,6 +276,23 @@ void edged_mean(const edged_op* op, int32_t batch);
 void edged_add(const edged_op* op, int32_t batch);
 void edged_softmax(const edged_op* op, int32_t batch);
 void edged_logistic(const edged_op* op, int32_t batch);
+void edged_hard_swish(const edged_op* op, int32_t batch);
+void edged_relu(const edged_op* op, int32_t batch);
+void edged_maximum_minimum(const edged_op* op, int32_t batch);
+void edged_mul(const edged_op* op, int32_t batch);
+int edged_mul_valid(const edged_op* op);
+/* broadcast.c: LiteRT's broadcast classification of a MUL / ADD descriptor's
+ * operands at `batch` (0 equal shapes, 1 fivefold, -1 generic), and whether
+ * its shapes and strides are consistent and never generic. */
+#define EDGED_BCAST_MAX_RANK 6
+int32_t edged_bcast_pattern(const edged_op* op, int32_t batch, int64_t y[5], int* swap);
+int edged_bcast_valid(const edged_op* op);
+/* Runs `run` over the runs of contiguous output LiteRT's flat or fivefold
+ * loops make: n elements, operand a (element i at a[i * step_a]; step 0 is a
+ * scalar broadcast) against b; swapped says a is operand 1. */
+typedef void (*edged_bcast_run_fn)(const edged_op* op, int64_t n, const int8_t* a, int64_t step_a,
+                                   const int8_t* b, int8_t* out, int swapped);
+void edged_bcast_run(const edged_op* op, int32_t batch, edged_bcast_run_fn run);
 void edged_quantize(const edged_op* op, int32_t batch);
 void edged_requantize(const edged_op* op, int32_t batch);
 void edged_dequantize(const edged_op* op, int32_t batch);

@@ -155,10 +155,14 @@ static int valid(const edged_op* op) {
              (op->mode == EDGED_MEAN_REFERENCE || op->mode == EDGED_MEAN_OPTIMIZED) &&
              shift_ok(op->shift);
     case EDGED_OP_ADD:
-      return strides_ok(op, 2) && op->count >= 1 && act_ok(op) && op->left_shift >= 0 &&
-             extent_ok(op, op->count, op->count) && op->count <= op->in_stride[1] &&
+      /* A broadcast proves its extents in edged_bcast_valid; two equal shapes by count. */
+      return op->count >= 1 && act_ok(op) && op->left_shift >= 0 &&
+             (op->bcast_rank != 0 || (strides_ok(op, 2) && extent_ok(op, op->count, op->count) &&
+                                      op->count <= op->in_stride[1])) &&
              op->left_shift <= 30 && op->shift <= 0 && op->shift >= -31 && op->in_shift[0] <= 0 &&
-             op->in_shift[0] >= -31 && op->in_shift[1] <= 0 && op->in_shift[1] >= -31;
+             op->in_shift[0] >= -31 && op->in_shift[1] <= 0 && op->in_shift[1] >= -31 &&
+             (op->mode == EDGED_ADD || op->mode == EDGED_SUB_SECOND || op->mode == EDGED_SUB_FIRST) &&
+             (op->bcast_rank == 0 || edged_bcast_valid(op));
     case EDGED_OP_SOFTMAX:
       return strides_ok(op, 1) && op->table != NULL && pos(op->in_c) && op->count >= 1 &&
              op->count % op->in_c == 0 && extent_ok(op, op->count, op->count);
@@ -198,6 +202,19 @@ static int valid(const edged_op* op) {
              extent_ok(op, op->count, op->count);
     case EDGED_OP_HMATRIX:
       return hmatrix_ok(op);
+    case EDGED_OP_HARD_SWISH:
+      return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count) &&
+             op->shift <= 0 && op->shift >= -31 &&
+             op->in_shift[0] >= -31 && op->in_shift[0] <= 30 && op->multiplier >= 0 &&
+             op->multiplier <= INT16_MAX && op->in_multiplier[0] >= 0 &&
+             op->in_multiplier[0] <= INT16_MAX && input_offset_ok(op);
+    case EDGED_OP_MUL:
+      return edged_mul_valid(op);
+    case EDGED_OP_MAXIMUM_MINIMUM:
+      return (op->mode == EDGED_MAXIMUM || op->mode == EDGED_MINIMUM) && edged_bcast_valid(op);
+    case EDGED_OP_RELU:
+      return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count) && act_ok(op) &&
+             shift_ok(op->shift) && op->multiplier >= 0 && input_offset_ok(op);
     default:
       return 0;
   }
@@ -241,6 +258,10 @@ static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
       case EDGED_OP_PAD: edged_pad(op, batch); break;
       case EDGED_OP_COPY: edged_copy(op, batch); break;
       case EDGED_OP_HMATRIX: edged_hmatrix(op, batch); break;
+      case EDGED_OP_HARD_SWISH: edged_hard_swish(op, batch); break;
+      case EDGED_OP_MUL: edged_mul(op, batch); break;
+      case EDGED_OP_RELU: edged_relu(op, batch); break;
+      case EDGED_OP_MAXIMUM_MINIMUM: edged_maximum_minimum(op, batch); break;
       default: return i + 1; /* unreachable: validated above */
     }
   }

@@ -284,6 +284,92 @@ def reshape(draw):
     return b.build(), [_int8(rng, (draw(batches), h, w_, c))]
 
 
+@st.composite
+def hard_swish(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=3)))
+    in_s = draw(scales)
+    # LiteRT refuses an output scale below input scale / 128.
+    out_s = max(draw(scales), in_s / 100)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, *shape), in_s, draw(zero_points))
+    y = b.tensor("y", np.int8, (1, *shape), out_s, draw(zero_points))
+    b.op("HARD_SWISH", [x], [y])
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape))]
+
+
+@st.composite
+def mul(draw, opcode: str = "MUL"):
+    """Equal shapes, broadcasts LiteRT runs as fivefold loops, and constant operands."""
+    rng = np.random.default_rng(draw(seeds))
+    rank = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 20), min_size=rank, max_size=rank)))
+    mode = draw(st.sampled_from(["same", "broadcast_inner", "broadcast_outer", "constant", "scalar"]))
+    other = list(shape)
+    if mode == "broadcast_inner":  # e.g. squeeze-excite: [h, w, c] x [1, 1, c]
+        other = [1] * (rank - 1) + [shape[-1]]
+    elif mode == "broadcast_outer":  # [h, w, c] x [h, w, 1]
+        other = [*shape[:-1], 1]
+    b = GraphBuilder()
+    a_in = b.input("a", np.int8, (1, *shape), draw(scales), draw(zero_points))
+    if mode in ("constant", "scalar"):
+        const_shape = () if mode == "scalar" else (shape[-1],)
+        c_in = b.const("c", _int8(rng, const_shape), draw(scales), draw(zero_points))
+    else:
+        c_in = b.input("c", np.int8, (1, *other), draw(scales), draw(zero_points))
+    operands = [a_in, c_in] if draw(st.booleans()) else [c_in, a_in]
+    y = b.tensor("y", np.int8, (1, *shape), draw(scales), draw(zero_points))
+    options = {} if opcode in ("MAXIMUM", "MINIMUM") else {"fused_activation_function": draw(activations)}
+    b.op(opcode, operands, [y], **options)
+    b.output(y)
+    n = draw(batches)
+    inputs = {a_in: _int8(rng, (n, *shape))}
+    if mode not in ("constant", "scalar"):
+        inputs[c_in] = _int8(rng, (n, *other))
+    return b.build(), [inputs[i] for i in b.graph.inputs]
+
+
+@st.composite
+def relu(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=3)))
+    opcode = draw(st.sampled_from(["RELU", "RELU6", "RELU_N1_TO_1"]))
+    in_s, in_zp = draw(scales), draw(zero_points)
+    out_s, out_zp = draw(st.sampled_from([in_s, draw(scales)])), draw(zero_points)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, *shape), in_s, in_zp)
+    y = b.tensor("y", np.int8, (1, *shape), out_s, out_zp)
+    b.op(opcode, [x], [y])
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape))]
+
+
+@st.composite
+def squeeze_expand(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = list(draw(st.lists(st.integers(1, 5), min_size=1, max_size=3)))
+    s, zp = draw(scales), draw(zero_points)
+    b = GraphBuilder()
+    if draw(st.booleans()):
+        axis = draw(st.integers(1, len(shape) + 1))
+        x = b.input("x", np.int8, (1, *shape), s, zp)
+        out = [1, *shape[: axis - 1], 1, *shape[axis - 1 :]]
+        y = b.tensor("y", np.int8, tuple(out), s, zp)
+        negative = draw(st.booleans())
+        a = b.const("axis", np.array([axis - len(out) if negative else axis], np.int32))
+        b.op("EXPAND_DIMS", [x, a], [y])
+        in_shape = shape
+    else:
+        at = draw(st.integers(1, len(shape)))
+        in_shape = [*shape[: at - 1], 1, *shape[at - 1 :]]
+        x = b.input("x", np.int8, (1, *in_shape), s, zp)
+        y = b.tensor("y", np.int8, (1, *shape), s, zp)
+        b.op("SQUEEZE", [x], [y], squeeze_dims=[at])
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *in_shape))]
+
+
 OP_STRATEGIES = {
     "FULLY_CONNECTED": fully_connected(),
     "CONV_2D": conv_2d(),
@@ -298,4 +384,12 @@ OP_STRATEGIES = {
     "CONCATENATION": concatenation(),
     "PAD": pad(),
     "RESHAPE": reshape(),
+    "HARD_SWISH": hard_swish(),
+    "MUL": mul(),
+    "ADD (broadcast, constant)": mul("ADD"),
+    "SUB": mul("SUB"),
+    "MAXIMUM": mul("MAXIMUM"),
+    "MINIMUM": mul("MINIMUM"),
+    "RELU/RELU6/RELU_N1_TO_1": relu(),
+    "SQUEEZE/EXPAND_DIMS": squeeze_expand(),
 }

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ from edged.sparse.block_csr import BlockShape
 log = logging.getLogger("edged.adapt")
 
 
-class State(StrEnum):
+class State(str, Enum):
     SERVING = "serving"
     COLLECTING = "collecting"
     TRAINING = "training"
@@ -54,6 +54,10 @@ class State(StrEnum):
     VALIDATING = "validating"
     SWAPPING = "swapping"
     PROBATION = "probation"
+
+    # Not enum.StrEnum (Python 3.11+): str() and f-strings give the bare value all the same.
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass

@@ -21,6 +21,7 @@ import flatbuffers
 import numpy as np
 
 from edged.errors import ModelFormatError
+from edged.model.fold import fold_shapes
 from edged.model.ir import Graph, Operator, Quantization, Signature, Tensor
 from edged.model.schema import enum_name, schema
 from edged.model.tflite_sparsity import sparsity_from_schema, sparsity_to_schema
@@ -73,6 +74,18 @@ DEFAULT_OPTIONS_TYPE = {
     "PAD": "PadOptions",
     "QUANTIZE": "QuantizeOptions",
     "DEQUANTIZE": "DequantizeOptions",
+    "MUL": "MulOptions",
+    "HARD_SWISH": "HardSwishOptions",
+    "SHAPE": "ShapeOptions",
+    "STRIDED_SLICE": "StridedSliceOptions",
+    "PACK": "PackOptions",
+    "GATHER": "GatherOptions",
+    "CAST": "CastOptions",
+    "SQUEEZE": "SqueezeOptions",
+    "SUB": "SubOptions",
+    "MAXIMUM": "MaximumMinimumOptions",
+    "MINIMUM": "MaximumMinimumOptions",
+    "EXPAND_DIMS": "ExpandDimsOptions",
 }
 
 
@@ -113,13 +126,16 @@ def read_tflite(source: str | os.PathLike | bytes, *, name: str | None = None) -
         )
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
-        return _graph_from_model(model, data, label)
+        graph = _graph_from_model(model, data, label)
     except ModelFormatError:
         raise
     except Exception as exc:  # the flatbuffers reader fails in many ways on corrupt input
         raise ModelFormatError(
             f"{label}: corrupt or truncated .tflite model ({type(exc).__name__}: {exc})"
         ) from exc
+    if fold_shapes(graph, label):
+        graph.drop_unused_tensors()
+    return graph
 
 
 def _graph_from_model(model: Any, data: bytes, label: str) -> Graph:

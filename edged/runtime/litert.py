@@ -131,11 +131,12 @@ class LiteRTEngine(Engine):
         # The interpreter describes its own tensors, so this engine needs no
         # schema module: it works with tflite-runtime alone.
         self._interp = make_interpreter(content, delegates=delegates)
-        super().__init__(
-            [_spec(d) for d in self._interp.get_input_details()],
-            [_spec(d) for d in self._interp.get_output_details()],
-            model,
-        )
+        try:
+            inputs = [_spec(d) for d in self._interp.get_input_details()]
+            outputs = [_spec(d) for d in self._interp.get_output_details()]
+        except UnicodeDecodeError as exc:  # LiteRT decodes tensor names it never checked
+            raise ModelFormatError(f"{model}: corrupt tensor name ({exc})") from exc
+        super().__init__(inputs, outputs, model)
         if not self.inputs or not self.outputs:
             raise ModelFormatError(f"{model}: the model has no inputs or no outputs")
         self._batch: int | None = None

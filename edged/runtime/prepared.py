@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from edged.errors import EdgedError, UnsupportedModelError, UnsupportedOpError
+from edged.model.fold import fold_shapes
 from edged.model.ir import Graph
 from edged.ops import OPS
 from edged.ops.base import OpContext, check_op
@@ -39,7 +40,10 @@ def op_key(op) -> str:
 
 
 def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
-    """Check every op is supported and consistent, and prepare it; raise a precise EdgedError otherwise."""
+    """Check every op is supported and consistent, and prepare it; raise a precise EdgedError otherwise.
+
+    Shape arithmetic left in the graph is folded first (in place), or explained."""
+    fold_shapes(graph, model, strict=True)
     for i, op in enumerate(graph.operators):
         if op_key(op) not in OPS:
             raise UnsupportedOpError(op_key(op), i, model)

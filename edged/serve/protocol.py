@@ -55,7 +55,7 @@ MAX_ID_CHARS = 256
 MAX_TIMEOUT_MS = 3_600_000
 
 
-class ErrorCode(str, Enum):  # noqa: UP042 - StrEnum needs Python 3.11
+class ErrorCode(str, Enum):  # not StrEnum, which needs Python 3.11
     BAD_MESSAGE = "BAD_MESSAGE"  # not a well-formed EDGED1 message
     BAD_INPUT = "BAD_INPUT"  # well formed, but does not fit the model
     OVERLOADED = "OVERLOADED"  # queue full; not executed, safe to retry later

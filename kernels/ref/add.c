@@ -7,6 +7,12 @@
  * left shift and its (non-positive) input shift are merged into one shift
  * (so no rounding there) and the high multiplies round ties up. The last
  * n % 16 elements take the scalar reference path. Both are reproduced.
+ *
+ * With bcast_rank set (a broadcast or a constant operand) the same forms run
+ * over LiteRT's broadcast runs (broadcast.c); runs against one broadcast value
+ * (AddScalarBroadcast) have their own SIMD form, in blocks of 8: each input
+ * is shifted left, high-multiplied, then shifted by its own (non-positive)
+ * shift, flooring.
  */
 #include "internal.h"
 
@@ -17,10 +23,23 @@ static inline int32_t shift_any(int32_t x, int32_t s) {
   return x >> (-s > 31 ? 31 : -s);
 }
 
+void edged_add_broadcast(const edged_op* op, int32_t batch);
+
+/* -v when `negate` (wrapping), else v. */
+static int32_t signed_by(int32_t v, uint32_t negate) {
+  return negate ? (int32_t)(0u - (uint32_t)v) : v;
+}
+
 void edged_add(const edged_op* op, int32_t batch) {
+  if (op->bcast_rank > 0) {
+    edged_add_broadcast(op, batch);
+    return;
+  }
   const size_t count = (size_t)op->count;
   const size_t n = count * (size_t)batch;
-  const size_t body = n - n % 16;
+  const size_t body = op->mode != EDGED_ADD ? 0 : n - n % 16;
+  /* SUB: the subtracted operand's scaled value is negated (wrapping, as int32 subtraction). */
+  const uint32_t neg0 = op->mode == EDGED_SUB_FIRST, neg1 = op->mode == EDGED_SUB_SECOND;
   const int32_t off0 = op->in_offset[0], off1 = op->in_offset[1];
   const int32_t m0 = op->in_multiplier[0], m1 = op->in_multiplier[1];
   const int32_t s0 = op->in_shift[0], s1 = op->in_shift[1];
@@ -47,10 +66,58 @@ void edged_add(const edged_op* op, int32_t batch) {
       } else {
         const int32_t sa = edged_mbqm(shift_any(a, ls), m0, s0);
         const int32_t sc = edged_mbqm(shift_any(c, ls), m1, s1);
-        const int32_t raw = edged_mbqm(edged_wadd(sa, sc), op->multiplier, op->shift);
+        const int32_t sum = edged_wadd(signed_by(sa, neg0), signed_by(sc, neg1));
+        const int32_t raw = edged_mbqm(sum, op->multiplier, op->shift);
         v = edged_wadd(raw, op->output_offset);
       }
       y[i] = (int8_t)edged_clamp(v, op->act_min, op->act_max);
     }
   }
 }
+
+/* The scaled value of operand k on its own: both SIMD forms (merged shift
+ * before the high multiply, or the AddScalarBroadcast order) and the
+ * reference form. */
+static int32_t scaled_elementwise(const edged_op* op, int k, int32_t x) {
+  return edged_srdhm(shift_any(x + op->in_offset[k], op->left_shift + op->in_shift[k]), op->in_multiplier[k]);
+}
+
+static int32_t scaled_scalar_broadcast(const edged_op* op, int k, int32_t x) {
+  return shift_any(edged_srdhm(shift_any(x + op->in_offset[k], op->left_shift), op->in_multiplier[k]),
+                   op->in_shift[k]);
+}
+
+static int32_t scaled_reference(const edged_op* op, int k, int32_t x) {
+  return edged_mbqm(shift_any(x + op->in_offset[k], op->left_shift), op->in_multiplier[k], op->in_shift[k]);
+}
+
+static int8_t add_simd_output(const edged_op* op, int32_t sum) {
+  const int32_t raw = edged_rdbypot(edged_srdhm(sum, op->multiplier), -op->shift);
+  const int16_t narrowed = (int16_t)(uint16_t)(uint32_t)raw;
+  const int16_t shifted = (int16_t)(uint16_t)((uint32_t)(uint16_t)narrowed + (uint32_t)op->output_offset);
+  return (int8_t)edged_clamp(edged_clamp(shifted, -128, 127), op->act_min, op->act_max);
+}
+
+static void add_run(const edged_op* op, int64_t n, const int8_t* a, int64_t step_a, const int8_t* b,
+                    int8_t* out, int swapped) {
+  const int ka = swapped ? 1 : 0, kb = 1 - ka;
+  const int64_t body = op->mode != EDGED_ADD ? 0 : n - n % (step_a ? 16 : 8);
+  const uint32_t neg_a = op->mode == (ka ? EDGED_SUB_SECOND : EDGED_SUB_FIRST);
+  const uint32_t neg_b = op->mode == (kb ? EDGED_SUB_SECOND : EDGED_SUB_FIRST);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t xa = a[i * step_a], xb = b[i];
+    if (i < body) {
+      const int32_t sum = step_a
+          ? edged_wadd(scaled_elementwise(op, ka, xa), scaled_elementwise(op, kb, xb))
+          : edged_wadd(scaled_scalar_broadcast(op, ka, xa), scaled_scalar_broadcast(op, kb, xb));
+      out[i] = add_simd_output(op, sum);
+    } else {
+      const int32_t sum = edged_wadd(signed_by(scaled_reference(op, ka, xa), neg_a),
+                                     signed_by(scaled_reference(op, kb, xb), neg_b));
+      const int32_t v = edged_wadd(edged_mbqm(sum, op->multiplier, op->shift), op->output_offset);
+      out[i] = (int8_t)edged_clamp(v, op->act_min, op->act_max);
+    }
+  }
+}
+
+void edged_add_broadcast(const edged_op* op, int32_t batch) { edged_bcast_run(op, batch, add_run); }

@@ -614,6 +614,106 @@ static void test_validation(void) {
   CHECK(edged_s8_gemm_pack(7, (const int8_t*)buf, NULL, 0, 2, 2, out) == -1, "unknown variant pack");
 }
 
+/* MUL: a squeeze-excite broadcast [b, 2, 3, 20] x [b, 1, 1, 20] against the
+ * scalar formula (the scalar form everywhere when the multiplier is small,
+ * where both forms agree), writes stay inside the output, and descriptors
+ * whose strides or shapes do not fit are rejected. HARD_SWISH: odd, zero at
+ * the zero point, and its reluish saturation at large inputs. */
+static void test_mul_hard_swish(void) {
+  enum { B = 2, N = 2 * 3 * 20 };
+  int8_t x[B * N], s[B * 20];
+  fill_i8(x, sizeof(x));
+  fill_i8(s, sizeof(s));
+  guarded y = guarded_new(sizeof(x));
+  edged_op op = blank_op(EDGED_OP_MUL);
+  op.n_in = 2; op.in[0] = x; op.in[1] = s; op.out = y.data;
+  op.in_stride[0] = N; op.in_stride[1] = 20; op.out_stride = N;
+  op.bcast_rank = 4;
+  const int32_t shape0[4] = {1, 2, 3, 20}, shape1[4] = {1, 1, 1, 20};
+  for (int d = 0; d < 4; ++d) { op.bcast_shape[0][d] = shape0[d]; op.bcast_shape[1][d] = shape1[d]; }
+  op.bcast_batched[0] = op.bcast_batched[1] = 1;
+  op.in_offset[0] = 5; op.in_offset[1] = -3; op.output_offset = -2;
+  op.multiplier = 1 << 30; op.shift = -8; op.act_min = -128; op.act_max = 127;
+  CHECK(edged_run(&op, 1, B) == 0, "mul run");
+  int bad = 0;
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < N; ++i) {
+      const int32_t p = (x[b * N + i] + 5) * (s[b * 20 + i % 20] - 3);
+      const int32_t e = edged_clamp(edged_mbqm(p, 1 << 30, -8) - 2, -128, 127);
+      bad += y.data[b * N + i] != e;
+    }
+  CHECK(bad == 0 && guarded_intact(&y), "mul: %d mismatches", bad);
+  op.in_stride[1] = N;
+  CHECK(edged_run(&op, 1, B) == 1, "mul: stride of a full tensor for a broadcast operand rejected");
+  op.in_stride[1] = 20;
+  op.bcast_shape[1][2] = 2;
+  CHECK(edged_run(&op, 1, B) == 1, "mul: 3 against 2 rejected");
+  op.bcast_shape[1][2] = 1;
+  op.bcast_shape[0][2] = 1; op.bcast_shape[1][1] = 2; op.bcast_shape[1][3] = 1;
+  op.in_stride[0] = 40; op.in_stride[1] = 2; op.out_stride = 80;
+  CHECK(edged_run(&op, 1, B) == 1, "mul: LiteRT's generic broadcast rejected");
+
+  /* ADD of a scalar constant: runs of 5 (< 8) take the reference form only. */
+  const int8_t scalar = -7;
+  op = blank_op(EDGED_OP_ADD);
+  op.n_in = 2; op.in[0] = x; op.in[1] = &scalar; op.out = y.data;
+  op.in_stride[0] = 5; op.in_stride[1] = 0; op.out_stride = 5; op.count = 5;
+  op.bcast_rank = 2;
+  op.bcast_shape[0][0] = 1; op.bcast_shape[0][1] = 5; op.bcast_shape[1][0] = 1; op.bcast_shape[1][1] = 1;
+  op.bcast_batched[0] = 1; op.bcast_batched[1] = 0;
+  op.left_shift = 20; op.in_offset[0] = 3; op.in_offset[1] = -4;
+  op.in_multiplier[0] = op.in_multiplier[1] = 1 << 30; op.in_shift[0] = op.in_shift[1] = -1;
+  op.multiplier = 1 << 30; op.shift = -18; op.output_offset = 1; op.act_min = -128; op.act_max = 127;
+  CHECK(edged_run(&op, 1, 1) == 0, "add broadcast run");
+  bad = 0;
+  for (int i = 0; i < 5; ++i) {
+    const int32_t sa = edged_mbqm((x[i] + 3) * (1 << 20), 1 << 30, -1);
+    const int32_t sc = edged_mbqm((scalar - 4) * (1 << 20), 1 << 30, -1);
+    bad += y.data[i] != edged_clamp(edged_mbqm(sa + sc, 1 << 30, -18) + 1, -128, 127);
+  }
+  CHECK(bad == 0 && guarded_intact(&y), "add broadcast: %d mismatches", bad);
+  op.in_stride[1] = 5;
+  CHECK(edged_run(&op, 1, 1) == 1, "add broadcast: constant with a per-sample stride rejected");
+
+  /* MINIMUM against the same broadcast constant, two samples. */
+  op.in_stride[1] = 0;
+  op.kind = EDGED_OP_MAXIMUM_MINIMUM;
+  op.mode = EDGED_MINIMUM;
+  CHECK(edged_run(&op, 1, 2) == 0, "minimum run");
+  bad = 0;
+  for (int i = 0; i < 10; ++i) bad += y.data[i] != (x[i] < scalar ? x[i] : scalar);
+  CHECK(bad == 0 && guarded_intact(&y), "minimum: %d mismatches", bad);
+  op.mode = 7;
+  CHECK(edged_run(&op, 1, 2) == 1, "minimum: unknown mode rejected");
+
+  op = blank_op(EDGED_OP_HARD_SWISH);
+  int8_t xs[256];
+  for (int i = 0; i < 256; ++i) xs[i] = (int8_t)(i - 128);
+  op.in[0] = xs; op.out = y.data; op.count = 256; op.in_stride[0] = op.out_stride = 256;
+  /* input and output scale 0.05, zero point 0: multipliers as HardSwishPrepare makes them */
+  op.multiplier = 16384; op.shift = -6;            /* 1/128 */
+  op.in_multiplier[0] = 17476; op.in_shift[0] = 3; /* 0.05 / 128 / (3 / 32768) = 4.27 */
+  CHECK(edged_run(&op, 1, 1) == 0, "hard_swish run");
+  CHECK(y.data[128] == 0, "hard_swish(0) = %d", y.data[128]);
+  /* 6.35 -> 127 (saturated reluish), -6.4 -> 0, -1.0 -> -1/3 = -6.67 steps (the reference
+   * implementation gives -7) */
+  CHECK(y.data[255] == 127 && y.data[0] == 0 && y.data[128 - 20] == -7, "hard_swish values: %d %d %d",
+        y.data[255], y.data[0], y.data[128 - 20]);
+  op.shift = 1;
+  CHECK(edged_run(&op, 1, 1) == 1, "hard_swish: positive output shift rejected");
+
+  /* RELU_N1_TO_1 from scale 0.01 to 0.04: x / 4, ties away from zero, clamped to [-25, 25]. */
+  op = blank_op(EDGED_OP_RELU);
+  op.in[0] = xs; op.out = y.data; op.count = 256; op.in_stride[0] = op.out_stride = 256;
+  op.multiplier = 1 << 30; op.shift = -1; op.act_min = -25; op.act_max = 25;
+  CHECK(edged_run(&op, 1, 1) == 0, "relu run");
+  CHECK(y.data[128 - 6] == -2 && y.data[128 + 6] == 2 && y.data[0] == -25 && y.data[255] == 25,
+        "relu values: %d %d %d %d", y.data[128 - 6], y.data[128 + 6], y.data[0], y.data[255]);
+  op.act_min = 30;
+  CHECK(edged_run(&op, 1, 1) == 1, "relu: empty clamp range rejected");
+  free(y.base);
+}
+
 int main(void) {
   const uint32_t v = edged_cpu_variants();
   printf("cpu variants:");
@@ -632,6 +732,7 @@ int main(void) {
   test_requantize_and_float();
   test_softmax_logistic();
   test_layout_ops();
+  test_mul_hard_swish();
   test_validation();
 
   printf("%d passed, %d failed\n", g_passed, g_failed);

@@ -114,6 +114,15 @@ def test_bit_flips_never_escape_as_other_errors(data):
         read_tflite(bytes(content))
 
 
+def test_corrupt_tensor_name_is_a_model_format_error_in_litert():
+    from edged.errors import ModelFormatError
+
+    content = bytearray(FIXTURES[0].read_bytes())
+    content[7064] ^= 1 << 7  # a byte of a tensor name: no longer UTF-8
+    with pytest.raises(ModelFormatError, match="corrupt tensor name"):
+        LiteRTEngine(bytes(content), "flipped.tflite")
+
+
 @settings(max_examples=100)
 @given(st.data())
 def test_corrupt_models_fail_cleanly_in_litert_too(data):

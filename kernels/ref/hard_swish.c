@@ -1,0 +1,65 @@
+/* HARD_SWISH int8 -> int8 in LiteRT's 16-bit fixed point (see
+ * edged/ops/hard_swish.py). LiteRT runs its scalar code for every element on
+ * x86, so there is one form here. Multipliers are Q15, exponents as TFLite's
+ * QuantizeMultiplier gives them: multiplier/shift are the output's (shift <= 0),
+ * in_multiplier[0]/in_shift[0] the "reluish" factor's. */
+#include "internal.h"
+
+static int16_t saturate16(int64_t v) {
+  return (int16_t)(v < INT16_MIN ? INT16_MIN : (v > INT16_MAX ? INT16_MAX : v));
+}
+
+static int16_t wrap16(int32_t v) { return (int16_t)(uint16_t)(uint32_t)v; }
+
+/* Division truncating toward zero, written out: C99 guarantees it for `/`,
+ * but spelling it keeps the intent visible next to the rounding variants. */
+static int32_t div_pow15(int32_t v) { return v / (1 << 15); }
+
+/* gemmlowp SaturatingRoundingDoublingHighMul on int16 (ties away from zero). */
+static int16_t srdhm16(int16_t a, int16_t b) {
+  if (a == INT16_MIN && b == INT16_MIN) return INT16_MAX;
+  const int32_t ab = (int32_t)a * (int32_t)b;
+  const int32_t nudge = ab >= 0 ? (1 << 14) : (1 - (1 << 14));
+  return wrap16(div_pow15(ab + nudge));
+}
+
+/* TFLite's SaturatingDoublingHighMul: the same product truncated toward zero. */
+static int16_t sdhm16(int16_t a, int16_t b) {
+  if (a == INT16_MIN && b == INT16_MIN) return INT16_MAX;
+  return wrap16(div_pow15((int32_t)a * (int32_t)b));
+}
+
+/* gemmlowp RoundingDivideByPOT on int16: its mask is an int16, so for
+ * exponents of 16 and more it is all ones. */
+static int16_t rdbypot16(int16_t x, int exponent) {
+  const int16_t mask = wrap16((int32_t)((INT64_C(1) << exponent) - 1));
+  const int16_t remainder = (int16_t)(x & mask);
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return wrap16((x >> exponent) + (remainder > threshold ? 1 : 0));
+}
+
+static int16_t saturating_left_shift16(int16_t x, int amount) {
+  return saturate16((int64_t)x * ((int64_t)1 << amount));
+}
+
+void edged_hard_swish(const edged_op* op, int32_t batch) {
+  const size_t count = (size_t)op->count;
+  const int16_t out_mult = (int16_t)op->multiplier, relu_mult = (int16_t)op->in_multiplier[0];
+  const int32_t out_exp = op->shift, relu_exp = op->in_shift[0];
+  for (int32_t b = 0; b < batch; ++b) {
+    const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
+    int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
+    for (size_t i = 0; i < count; ++i) {
+      const int16_t hires = (int16_t)((x[i] + op->input_offset) * (1 << 7));
+      const int16_t preshift_output = srdhm16(hires, out_mult);
+      int16_t reluish = hires;
+      if (relu_exp > 0) reluish = saturating_left_shift16(reluish, relu_exp - 1);
+      reluish = srdhm16(reluish, relu_mult);
+      if (relu_exp > 0) reluish = saturating_left_shift16(reluish, 1);
+      if (relu_exp < 0) reluish = rdbypot16(reluish, -relu_exp);
+      reluish = (int16_t)((reluish + (1 << 15)) >> 1);
+      const int16_t out = wrap16(rdbypot16(sdhm16(reluish, preshift_output), -out_exp) + op->output_offset);
+      y[i] = (int8_t)edged_clamp(out, -128, 127);
+    }
+  }
+}
