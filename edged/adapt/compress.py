@@ -385,8 +385,19 @@ class Compressor:
             k, i = min(steps_that_save)
             raise ValueError(f"no layer can be compressed within the KL budget {kl_budget:g}: the gentlest "
                              f"step that saves weights, on op #{i}, costs KL {k:.5f}")
+        reached = self.overall_sparsity(alloc)
+        linear = type(self).overall_sparsity is Compressor.overall_sparsity
+        if sparsity is not None and reached > sparsity and linear:
+            # Levels here are fractions of blocks, so overall sparsity is linear in them: scaling
+            # every layer down lands on the target itself, not on the next grid point above it.
+            alloc = {i: a * sparsity / reached for i, a in alloc.items()}
+            candidate = self.candidate(alloc)
+            kl = self.kl(candidate)
+            curve.append(CurvePoint(curve[-1].tau if curve else 0.0, self.overall_sparsity(alloc), kl))
+        else:
+            candidate = self.candidate(alloc)
         layers = [LayerPlan(i, self.blocks[i], alloc[i], curves[i]) for i in self.layers]
-        return CompressResult(self.candidate(alloc), layers, kl, self.overall_sparsity(alloc), curve)
+        return CompressResult(candidate, layers, kl, self.overall_sparsity(alloc), curve)
 
 
 def served_bytes(graph: Graph) -> int:

@@ -52,7 +52,8 @@ def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_bud
         scorer = QsaStrategy(QsaConfig(epochs=12, time_budget_s=0.4))
     else:
         scorer = STRATEGIES[strategy]()
-    comp = Compressor(graph, Calibration(calib), scorer, blocks)
+    # Reconstruction: the kept weights are solved for again, so the same KL budget allows more pruning.
+    comp = Compressor(graph, Calibration(calib), scorer, blocks, reconstruct=True)
     t1 = time.perf_counter()
     result = comp.search(kl_budget=kl_budget, steps=6)
     return _job_record(result, t1 - t0, time.perf_counter() - t1)
