@@ -82,3 +82,21 @@ def test_bad_calibration_data_is_a_clear_error(bad):
     with pytest.raises(CalibrationError, match="the model takes") as info:
         reconstruct_graph(graph, bad, {prunable_ops(graph)[1]: (BlockShape(1, 1), 0.5)})
     assert isinstance(info.value, EdgedError)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9])
+def test_compress_sparsity_is_the_written_sparsity(tmp_path, capsys, target):
+    from edged.cli import main
+
+    images, labels = load_digits_test()
+    model = default_model_path("digits_mlp")
+    graph = read_tflite(model)
+    np.savez(tmp_path / "calib.npz", x=digits_for(graph, images[:120]), y=labels[:120])
+    out = tmp_path / "pruned.tflite"
+    assert main(["compress", str(model), "--sparsity", str(target), "--block", "1x1", "--no-reconstruct",
+                 "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) == 0
+    assert "the file written is" in capsys.readouterr().out
+    written = read_tflite(out)
+    weights = [written.tensors[written.operators[i].inputs[1]].data for i in prunable_ops(written)]
+    zeros = sum(w.size - np.count_nonzero(w) for w in weights)
+    assert abs(zeros / sum(w.size for w in weights) - target) < 0.005
