@@ -55,14 +55,15 @@ def test_reconstructed_mlp_at_90_percent_beats_masking():
     x = digits_for(graph, images)
     calib, held, y = x[:240], x[240:], labels[240:]
     ops = prunable_ops(graph)
-    plan = {ops[0]: (BlockShape(1, 1), 0.5), ops[1]: (BlockShape(1, 1), 0.92), ops[2]: (BlockShape(1, 1), 0.9)}
+    one = BlockShape(1, 1)
+    plan = {ops[0]: (one, 0.5), ops[1]: (one, 0.92), ops[2]: (one, 0.9)}
     from edged.adapt.compress import BlockRanking, MagnitudeStrategy
     from edged.adapt.requantize import float_weights, requantize_layer
 
     masked = read_tflite(default_model_path("digits_mlp"))
     for i, (block, s) in plan.items():
-        requantize_layer(masked, i, BlockRanking.of(MagnitudeStrategy().scores(float_weights(masked, i), None),
-                                                    block).mask(s))
+        scores = MagnitudeStrategy().scores(float_weights(masked, i), None)
+        requantize_layer(masked, i, BlockRanking.of(scores, block).mask(s))
     rebuilt, layers = reconstruct_graph(graph, calib, plan)
 
     def accuracy(g):
