@@ -37,7 +37,8 @@ STRATEGY_NAMES = ("magnitude", "wanda", "qsa", "qsa+bc")  # +bc: with bias corre
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="also write the results to this JSON file")
-    ap.add_argument("--only", choices=("compression", "drift", "cycle", "taps"))
+    ap.add_argument("--only", choices=("compression", "drift", "cycle", "taps", "reconstruct"))
+    ap.add_argument("--models", default="digits_mlp,digits_cnn", help="reconstruct: the models to measure")
     args = ap.parse_args(argv)
     results = {}
     if args.only in (None, "compression"):
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         results["cycle"] = cycle()
     if args.only in (None, "taps"):
         results["taps"] = taps()
+    if args.only in (None, "reconstruct"):
+        results["reconstruct"] = reconstruct(args.models.split(","))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
@@ -247,6 +250,83 @@ def taps(runs: int = 5000) -> list[dict]:
         print(f"{name:<11} {row['none']:>9.2f} {row['10']:>9.2f} {row['100']:>9.2f}   "
               f"(10 %: {row['10'] / row['none'] - 1:+.1%})")
     return rows
+
+RECONSTRUCT_POINTS = ((BlockShape(1, 1), 0.5), (BlockShape(1, 1), 0.8), (BlockShape(1, 1), 0.9),
+                      (BlockShape(16, 4), 0.9), (BlockShape(4, 4), 0.9))
+
+
+def _digits_split():
+    """Calibration images and the held-out test split: scikit-learn's training split (the one the
+    bundled models were trained on) when scikit-learn is installed, else the first half of the test split."""
+    import numpy as np
+
+    images, labels = load_digits_test()
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        half = len(images) // 2
+        return images[:half], images[half:], labels[half:], "first half of the test split"
+    d = load_digits()
+    train, _, _, _ = train_test_split(d.images.astype(np.uint8), d.target, test_size=0.2, random_state=0,
+                                      stratify=d.target)
+    return train, images, labels, f"scikit-learn training split ({len(train)} images)"
+
+
+def reconstruct(models: list[str]) -> list[dict]:
+    """Held-out accuracy of dense int8, pruned (mask only) and pruned + reconstructed, at equal
+    sparsity, and the written file's bytes against the float32 weights."""
+    from edged.model.tflite import write_tflite
+
+    calib_images, test_images, test_labels, source = _digits_split()
+    print(f"\nreconstruction (obs strategy; calibration: {source}; "
+          f"accuracy on {len(test_images)} test images)")
+    print(f"{'model':<11} {'block':>5} {'target':>6} {'recon':>5} {'sparsity':>8} {'accuracy':>8} "
+          f"{'file B':>8} {'fp32/file':>9} {'s':>6}")
+    rows = []
+    for name in models:
+        graph = read_tflite(default_model_path(name))
+        held = Calibration(digits_for(graph, test_images), test_labels)
+        calib = Calibration(digits_for(graph, calib_images))
+        judge = Compressor(graph, held, STRATEGIES["magnitude"]())
+        fp32 = float_bytes(graph)
+        dense = {"model": name, "block": "-", "target": 0.0, "reconstruct": False, "sparsity": 0.0,
+                 "accuracy": judge.accuracy(graph), "file_bytes": len(write_tflite(graph)), "seconds": 0.0}
+        for block, target in RECONSTRUCT_POINTS:
+            for rebuild in (False, True):
+                t0 = time.perf_counter()
+                comp = Compressor(graph, calib, STRATEGIES["obs"](), block, reconstruct=rebuild)
+                try:
+                    result = comp.search(sparsity=target, steps=8)
+                except ValueError as exc:
+                    print(f"{name:<11} {block!s:>5} {target:>6.0%}  skipped: {exc}")
+                    continue
+                rows.append({"model": name, "block": str(block), "target": target, "reconstruct": rebuild,
+                             "sparsity": result.sparsity, "accuracy": judge.accuracy(result.graph),
+                             "file_bytes": len(_written(result.graph)), "seconds": time.perf_counter() - t0})
+                _print_reconstruct(rows[-1], fp32)
+        rows.append(dense)
+        _print_reconstruct(dense, fp32)
+    return rows
+
+
+def _written(graph) -> bytes:
+    """The file as `edged compress --sparse-encoding` writes it (1x16 TFLite encoding where eligible)."""
+    import copy
+
+    from edged.model.tflite import write_tflite
+    from edged.sparse.tflite_encoding import sparsify_fc_weights
+
+    g = copy.deepcopy(graph)
+    sparsify_fc_weights(g)
+    return write_tflite(g)
+
+
+def _print_reconstruct(r: dict, fp32: int) -> None:
+    print(f"{r['model']:<11} {r['block']:>5} {r['target']:>6.0%} {'yes' if r['reconstruct'] else 'no':>5} "
+          f"{r['sparsity']:>8.1%} {r['accuracy']:>8.2%} {r['file_bytes']:>8} {fp32 / r['file_bytes']:>8.1f}x "
+          f"{r['seconds']:>6.1f}", flush=True)
+
 
 if __name__ == "__main__":
     sys.exit(main())

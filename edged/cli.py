@@ -300,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block shape of the masks: auto (fastest here at that sparsity), 1x1, 16x4, ...")
     p.add_argument("--calib", required=True, help=".npz with x (inputs, model dtype) and optional y (labels)")
     p.add_argument("-o", "--output", required=True, help="the compressed .tflite to write")
+    p.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=True,
+                   help="magnitude, wanda, qsa, obs: solve the kept weights again so each layer's outputs "
+                        "on the calibration data stay as close to the input model's as the mask allows "
+                        "(default on)")
     p.add_argument("--sparse-encoding", action="store_true",
                    help="store eligible FULLY_CONNECTED weights in TFLite's sparse encoding (smaller file; "
                         "LiteRT then rounds ties like its sparse kernel, and edged follows it)")

@@ -88,7 +88,8 @@ def compress(args: argparse.Namespace) -> int:
             blocks = {i: BlockShape.parse(args.block) for i in layers}
         except ValueError as exc:
             raise EdgedError(str(exc)) from exc
-    comp = Compressor(graph, calib, STRATEGIES[args.strategy](), blocks, progress=progress)
+    comp = Compressor(graph, calib, STRATEGIES[args.strategy](), blocks, progress=progress,
+                      reconstruct=getattr(args, "reconstruct", True))
     try:
         result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
     except ValueError as exc:
@@ -167,7 +168,9 @@ def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool =
     else:
         print(f"sparsity {result.sparsity:.1%} of prunable weights; "
               f"output KL {result.kl:.5f} vs the input model")
-    print(f"compression vs float32 weights: {ratio_before:.2f}x dense int8 -> {ratio_after:.2f}x")
+    print(f"compression vs float32 weights: {ratio_before:.2f}x dense int8 -> {ratio_after:.2f}x as served "
+          f"(block-CSR in memory); the file written is {float_bytes(graph) / len(content):.2f}x smaller "
+          "than the float32 weights")
     if comp.calib.y is not None:
         before, after = comp.accuracy(graph), comp.accuracy(result.graph)
         print(f"accuracy on the calibration labels: {before:.2%} -> {after:.2%}")

@@ -91,10 +91,29 @@ class QsaStrategy:
         return flat.reshape(weights.shape)
 
 
+class ObsStrategy:
+    """w_ij² / [H⁻¹]_jj with H = XᵀX of the layer's inputs: the output error optimal brain surgeon
+    expects from pruning w_ij alone. With reconstruction on, the mask is chosen inside the
+    reconstruction sweep instead, from the weights as they are updated (SparseGPT)."""
+
+    name = "obs"
+
+    def scores(self, weights: np.ndarray, stats: LayerStats) -> np.ndarray:
+        from edged.adapt.reconstruct import DAMPING
+
+        x = stats.samples
+        h = x.T @ x
+        h[np.diag_indices_from(h)] += DAMPING * (float(np.mean(np.diag(h))) or 1.0)
+        inv_diag = np.diag(np.linalg.inv(h))
+        flat = weights.reshape(weights.shape[0], -1).astype(np.float64) ** 2 / inv_diag[None, :]
+        return flat.reshape(weights.shape)
+
+
 STRATEGIES: dict[str, Callable[[], Strategy]] = {
     "magnitude": MagnitudeStrategy,
     "wanda": WandaStrategy,
     "qsa": QsaStrategy,
+    "obs": ObsStrategy,
 }
 
 
@@ -169,7 +188,7 @@ class Compressor:
     def __init__(self, master: Graph, calib: Calibration, strategy: Strategy,
                  blocks: dict[int, BlockShape] | BlockShape = DEFAULT_BLOCK,
                  layers: list[int] | None = None, bias_correction: bool = False,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, reconstruct: bool = False) -> None:
         from edged.runtime.reference import ReferenceEngine
 
         self.master = master
@@ -180,6 +199,9 @@ class Compressor:
             raise ValueError("the model has no prunable layers (FULLY_CONNECTED / CONV_2D with int8 weights)")
         self.blocks = blocks if isinstance(blocks, dict) else {i: blocks for i in self.layers}
         self.bias_correction = bias_correction
+        self.reconstruct = reconstruct
+        self._dense_features: dict[int, np.ndarray] = {}  # what each layer sees in the master
+        self._dense_upper: dict[int, np.ndarray] = {}  # and the inverse Cholesky factor of its Gram matrix
         self.progress = progress or (lambda _msg: None)
         self.stats = layer_stats(master, calib.x)
         self._reference_out = self._outputs(ReferenceEngine(master))
@@ -215,7 +237,10 @@ class Compressor:
         return output_probabilities(self.master, values.reshape(values.shape[0], -1))
 
     def candidate(self, sparsities: dict[int, float]) -> Graph:
-        """The master with each layer pruned to its sparsity (in its block shape) and re-quantized."""
+        """The master with each layer pruned to its sparsity (in its block shape) and re-quantized;
+        with ``reconstruct``, the kept weights are solved for again (edged.adapt.reconstruct)."""
+        if self.reconstruct:
+            return self._reconstructed(sparsities)
         g = copy.deepcopy(self.master)
         for i, s in sparsities.items():
             if s <= 0:
@@ -224,6 +249,41 @@ class Compressor:
             mean = self.stats[i].mean_input if self.bias_correction else None
             requantize_layer(g, i, keep, mean)
         return g
+
+    def _reconstructed(self, sparsities: dict[int, float]) -> Graph:
+        """Layers in graph order: each pruned one is reconstructed on the inputs the layers before it
+        now give; after the first change, every later layer is re-fitted to the master's outputs
+        (pruned or not). The master's inputs and factors are cached: a candidate pruning a single
+        layer costs one sweep."""
+        from edged.adapt.reconstruct import inverse_cholesky, layer_features, reconstruct_layer
+
+        g = copy.deepcopy(self.master)
+        changed = False
+        for i in sorted(self.layers):
+            s = sparsities.get(i, 0.0)
+            if s <= 0 and not changed:
+                continue
+            if i not in self._dense_features:
+                self._dense_features[i] = layer_features(self.master, self.calib.x, i)
+            dense_x = self._dense_features[i]
+            keep = None if self.strategy.name == "obs" or s <= 0 else self._ranking[i].mask(s)
+            if not changed:
+                if i not in self._dense_upper:
+                    self._dense_upper[i] = inverse_cholesky(self._gram(i, dense_x))
+                reconstruct_layer(g, i, dense_x, self.blocks[i], sparsity=None if keep is not None else s,
+                                  keep=keep, upper=self._dense_upper[i])
+            else:
+                reconstruct_layer(g, i, layer_features(g, self.calib.x, i), self.blocks[i],
+                                  sparsity=None if keep is not None else s, keep=keep,
+                                  target_features=dense_x)
+            changed = True
+        return g
+
+    def _gram(self, i: int, features: np.ndarray) -> np.ndarray:
+        from edged.adapt.reconstruct import gram
+
+        op = self.master.operators[i]
+        return gram(features, with_bias=len(op.inputs) > 2 and op.inputs[2] >= 0)
 
     def kl(self, graph: Graph) -> float:
         """Mean KL between the master's and ``graph``'s output distributions on the calibration data."""
@@ -325,8 +385,19 @@ class Compressor:
             k, i = min(steps_that_save)
             raise ValueError(f"no layer can be compressed within the KL budget {kl_budget:g}: the gentlest "
                              f"step that saves weights, on op #{i}, costs KL {k:.5f}")
+        reached = self.overall_sparsity(alloc)
+        linear = type(self).overall_sparsity is Compressor.overall_sparsity
+        if sparsity is not None and reached > sparsity and linear:
+            # Levels here are fractions of blocks, so overall sparsity is linear in them: scaling
+            # every layer down lands on the target itself, not on the next grid point above it.
+            alloc = {i: a * sparsity / reached for i, a in alloc.items()}
+            candidate = self.candidate(alloc)
+            kl = self.kl(candidate)
+            curve.append(CurvePoint(curve[-1].tau if curve else 0.0, self.overall_sparsity(alloc), kl))
+        else:
+            candidate = self.candidate(alloc)
         layers = [LayerPlan(i, self.blocks[i], alloc[i], curves[i]) for i in self.layers]
-        return CompressResult(self.candidate(alloc), layers, kl, self.overall_sparsity(alloc), curve)
+        return CompressResult(candidate, layers, kl, self.overall_sparsity(alloc), curve)
 
 
 def served_bytes(graph: Graph) -> int:
