@@ -450,9 +450,11 @@ class App:
         log.info("stopped")
 
     def _abort_start(self) -> None:
-        """Undo a partial start so that the process can exit with the error."""
+        """Undo a partial or broken start, without draining, so that the process can exit with the error."""
         if self.controller is not None:
             self.controller.stop()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.server is not None:
             self.server.close(timeout_s=1)
         if self.http is not None:
@@ -479,9 +481,25 @@ class App:
         except BaseException:
             self._abort_start()
             raise
+        return self.serve_until_stopped()
+
+    def serve_until_stopped(self) -> int:
+        """The main loop after ``start``: reloads on request; returns the exit status.
+
+        A server thread that died (a bug no handler caught) ends the process with
+        status 1: readiness is already down, and without a watchdog nothing else
+        would restart a daemon that can no longer answer.
+        """
         while not self._stop_requested:
             self._wake.wait(1.0)
             self._wake.clear()
+            dead = self.server.dead_threads() if self.server is not None else []
+            if dead:
+                log.error("server thread(s) %s died; exiting so that the service restarts",
+                          ", ".join(dead))
+                self.notifier.stopping(f"server thread(s) {', '.join(dead)} died")
+                self._abort_start()
+                return 1
             if self._reload_requested and not self._stop_requested:
                 self._reload_requested = False
                 self.reload()

@@ -313,3 +313,31 @@ def test_a_flood_beyond_the_queue_gets_overloaded_replies_while_the_engine_is_he
     engine.gate.set()
     for sock in socks:
         sock.close()
+
+
+def test_the_daemon_exits_with_status_1_when_a_server_thread_died(tmp_path, monkeypatch):
+    """Without a watchdog nothing else would restart a daemon whose I/O thread is gone."""
+    from edged.app import App
+    from tests.serve.conftest import ENGINE, free_port
+
+    app = App(None, {
+        "model.path": "",
+        "model.engine": ENGINE,
+        "server.bind": f"tcp://127.0.0.1:{free_port()}",
+        "metrics.listen": "",
+        "store.state_dir": str(tmp_path / "state"),
+    })
+    app.start()
+
+    def fatal(*_args, **_kw):
+        raise SystemExit("the I/O thread ends")
+
+    monkeypatch.setattr(p, "decode_request", fatal)
+    ctx = zmq.Context()
+    sock = dealer(ctx, app.server.endpoint)
+    try:
+        send_header(sock, {"id": "h", "op": "health"})
+        assert app.serve_until_stopped() == 1
+    finally:
+        sock.close(linger=0)
+        ctx.term()
