@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import prometheus_client
@@ -26,26 +25,16 @@ import zmq
 from edged.config import RELOADABLE, Config, changed_keys, check_config, load_config
 from edged.errors import EdgedError
 from edged.metrics import Metrics, serve_http
-from edged.runtime.probe import probe_model
+from edged.resolve import ModelResolver
 from edged.serve.feedback import FeedbackLog
-from edged.serve.served import ServedModel, load_model, read_model_file
+from edged.serve.served import ServedModel, read_model_file
 from edged.serve.server import Server
-from edged.store import ModelStore, StoreError, StoreWriteError, sha256_hex
+from edged.store import ModelStore, StoreWriteError, sha256_hex
 from edged.systemd import Notifier, Watchdog, watchdog_interval
 
 log = logging.getLogger("edged")
 
 HEALTH_STALL_S = 10.0  # /healthz: an I/O loop or batch stuck this long is unhealthy (without a watchdog)
-
-
-def default_model() -> Path:
-    try:
-        from edged.data import default_model_path
-    except ImportError as exc:
-        raise EdgedError(
-            "no model configured (model.path / --model) and the bundled models are not installed"
-        ) from exc
-    return Path(default_model_path())
 
 
 def setup_logging(level: str) -> None:
@@ -69,6 +58,7 @@ class App:
         self.context = zmq.Context()
         self.server: Server | None = None
         self.metrics = Metrics(snapshot=lambda: self.server.snapshot() if self.server else None)
+        self.models = ModelResolver(self.metrics, self.notifier)
         self.feedback = FeedbackLog(self.cfg.server.feedback_window)
         self.auth = None
         self.http = None
@@ -82,166 +72,6 @@ class App:
         self._adapt_metrics = None  # registered once, kept across controllers
         self.on_adapt_event = None  # callback for adaptation events (the demo prints them)
 
-    # ------------------------------------------------------------ model resolution
-
-    def _source(self, cfg: Config) -> tuple[Path, str]:
-        path = Path(cfg.model.path) if cfg.model.path else default_model()
-        name = cfg.model.name or path.name.removesuffix(".tflite")
-        return path, name
-
-    def _load(self, cfg: Config, content: bytes, name: str, version: str, probe: bool = False) -> ServedModel:
-        """Load and warm a version; ``probe`` first tries bytes from outside in a child process."""
-        s = cfg.server
-        try:
-            if probe:
-                probe_model(content, cfg.model.engine, f"{name} version {version}")
-            return load_model(
-                content,
-                name=name,
-                version=version,
-                engine=cfg.model.engine,
-                workers=s.workers + 1,
-                max_batch=s.max_batch,
-                warmup_runs=cfg.model.warmup_runs,
-                layout=cfg.model.layout,
-            )
-        except Exception as exc:
-            self.metrics.load_failures.inc()
-            if isinstance(exc, EdgedError | OSError | ValueError):
-                raise EdgedError(f"{name} version {version}: {exc}") from exc
-            raise EdgedError(f"{name} version {version}: {type(exc).__name__}: {exc}") from exc
-
-    def _import(self, cfg: Config, store: ModelStore, name: str, source: Path, content: bytes) -> ServedModel:
-        """Store new source bytes as a version, load it, then make it current."""
-        digest = sha256_hex(content)
-        existed = store.find(name, digest) is not None
-        version = store.add(
-            name, content, parent=store.current(name), made_by={"kind": "import", "source": str(source)}
-        )
-        try:
-            model = self._load(cfg, content, name, version.version, probe=True)
-        except EdgedError:
-            if not existed and store.current(name) != version.version:
-                store.remove(name, version.version)
-            raise
-        store.set_current(name, version.version, source_sha256=digest)
-        log.info("imported %s as %s version %s", source, name, version.version)
-        return model
-
-    def _load_version(self, cfg: Config, store: ModelStore, name: str, version: str) -> ServedModel:
-        try:
-            content = store.get(name, version).path.read_bytes()
-        except (StoreError, OSError) as exc:
-            self.metrics.load_failures.inc()
-            raise EdgedError(f"{name} version {version}: {exc}") from exc
-        return self._load(cfg, content, name, version)
-
-    def _from_store(self, cfg: Config, store: ModelStore, name: str) -> ServedModel:
-        """The current version, or loudly the last good one if current is corrupt."""
-        current = store.current(name)
-        errors = []
-        for v in store.candidates(name):
-            try:
-                model = self._load_version(cfg, store, name, v)
-            except EdgedError as exc:
-                log.error("model %s version %s is unusable: %s", name, v, exc)
-                errors.append(str(exc))
-                continue
-            if v != current:
-                msg = (
-                    f"CURRENT VERSION {current} OF {name} IS CORRUPT; serving last good version {v} "
-                    f"({'; '.join(errors) or 'no current pointer'})"
-                )
-                log.error("%s", msg)
-                self.notifier.status(msg[:400])
-            return model
-        detail = "; ".join(errors) or "none stored"
-        raise EdgedError(f"no loadable version of {name} in {store.root}: {detail}")
-
-    def resolve(self, cfg: Config, serving: ServedModel | None) -> ServedModel | None:
-        """The model to serve under ``cfg``; None if it is the one already served."""
-        source, name = self._source(cfg)
-        same = serving is not None and serving.name == name and serving.engine_kind == cfg.model.engine
-        if not cfg.store.state_dir:
-            content = read_model_file(source)
-            digest = sha256_hex(content)
-            if same and serving.sha256 == digest:
-                return None
-            return self._load(cfg, content, name, digest[:12], probe=True)
-        store = ModelStore(cfg.store.state_dir)
-        if serving is None and store.clean_temporary(name):
-            log.warning("removed leftovers of an interrupted store write for %s", name)
-        pointer = store.pointer(name)
-        try:
-            content = read_model_file(source)
-        except EdgedError as exc:
-            if serving is not None or not store.versions(name):
-                raise
-            log.error("%s; serving the store's versions", exc)
-            content = None
-        if content is not None and (pointer is None or pointer.get("source_sha256") != sha256_hex(content)):
-            try:
-                return self._import(cfg, store, name, source, content)
-            except StoreWriteError as exc:
-                self.metrics.store_write_failures.inc()
-                if same and serving.sha256 == sha256_hex(content):
-                    log.warning("cannot store %s: %s; it is already served, unstored", source, exc)
-                    return None
-                if serving is not None:
-                    raise
-                if not store.versions(name):
-                    return self._unstored(cfg, name, source, content, exc)
-                log.warning("cannot store %s: %s; serving the stored versions", source, exc)
-            except EdgedError as exc:
-                if serving is not None or not store.versions(name):
-                    raise
-                log.error("cannot import %s: %s; serving the store's versions", source, exc)
-        if serving is None:
-            return self._start_from_store(cfg, store, name, source, content)
-        if same and pointer is not None and pointer["version"] == serving.version:
-            return None
-        return self._load_version(cfg, store, name, store.current(name) or "")
-
-    def _start_from_store(
-        self, cfg: Config, store: ModelStore, name: str, source: Path, content: bytes | None
-    ) -> ServedModel:
-        """The stored version to start with; if none loads, the configured file re-imported."""
-        try:
-            return self._from_store(cfg, store, name)
-        except EdgedError as exc:
-            if content is None:
-                raise
-            log.error("%s; re-importing %s", exc, source)
-        try:
-            model = self._import(cfg, store, name, source, content)
-        except StoreWriteError as exc:
-            self.metrics.store_write_failures.inc()
-            return self._unstored(cfg, name, source, content, exc)
-        self.metrics.store_repairs.inc()
-        msg = f"NO STORED VERSION OF {name} LOADED; re-imported {source} as version {model.version}"
-        log.error("%s", msg)
-        self.notifier.status(msg[:400])
-        return model
-
-    def _unstored(self, cfg: Config, name: str, source: Path, content: bytes, exc: Exception) -> ServedModel:
-        """Serve the configured file without a store version: better than not serving."""
-        log.warning("%s; serving %s unstored (it is not kept across restarts)", exc, source)
-        return self._load(cfg, content, name, sha256_hex(content)[:12], probe=True)
-
-    def _prune(self, cfg: Config, name: str) -> None:
-        """Keep store.keep_versions versions; never fatal (a read-only store keeps them all)."""
-        if not cfg.store.state_dir:
-            return
-        serving = self.server.model.version if self.server is not None else None
-        try:
-            removed = ModelStore(cfg.store.state_dir).prune(name, cfg.store.keep_versions, serving)
-        except (StoreError, OSError) as exc:
-            log.warning("cannot prune old versions of %s: %s", name, exc)
-            return
-        if removed:
-            self.metrics.store_pruned.inc(len(removed))
-            log.info("pruned %s version(s) %s", name, ", ".join(removed))
-
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
@@ -249,7 +79,7 @@ class App:
         setup_logging(cfg.log.level)
         prometheus_client.disable_created_metrics()  # _created series only add noise here
         self.notifier.status("loading model")
-        model = self.resolve(cfg, None)
+        model = self.models.resolve(cfg, None)
         assert model is not None
         curve_keys = None
         if cfg.security.curve:
@@ -274,7 +104,7 @@ class App:
                 raise EdgedError(f"metrics.listen: cannot listen on {cfg.metrics.listen}: {exc}") from exc
         self.server.start()
         self.server.ready = True  # right after bind: requests that waited for the bind are served
-        self._prune(cfg, model.name)
+        self.models.prune(cfg, model.name, self.server.model.version)
         status = self.status_line()
         log.info("%s", status)
         self.notifier.ready(status)
@@ -296,7 +126,7 @@ class App:
             log.warning("adaptation needs the native engine; it stays off with %s", served.engine_kind)
             return
         try:
-            master = read_model_file(self._source(self.cfg)[0])
+            master = read_model_file(self.models.source(self.cfg)[0])
         except (EdgedError, OSError) as exc:
             log.warning("adaptation stays off: cannot read the master model: %s", exc)
             return
@@ -363,7 +193,7 @@ class App:
                 from edged.serve.auth import read_authorized_keys
 
                 read_authorized_keys(applied.security.authorized_keys_dir)  # fail before anything moves
-            model = self.resolve(applied, old)
+            model = self.models.resolve(applied, old)
             if self.auth is not None:  # last step that can fail: nothing is applied before it
                 self.auth.reload(applied.security.authorized_keys_dir)
             self.cfg = applied
@@ -374,7 +204,7 @@ class App:
                 self.metrics.swaps.inc()
                 log.info("swapped %s version %s -> %s", model.name, old.version, model.version)
                 self._start_adaptation(model)  # a new master from the config
-            self._prune(applied, self.server.model.name)
+            self.models.prune(applied, self.server.model.name, self.server.model.version)
             self.metrics.reloads.labels("swapped" if model else "unchanged").inc()
             ok = True
             status = self.status_line()
@@ -398,13 +228,13 @@ class App:
             assert self.server is not None
             cfg, old = self.cfg, self.server.model
             if not cfg.store.state_dir:
-                model = self._load(cfg, content, old.name, sha256_hex(content)[:12])
+                model = self.models.load(cfg, content, old.name, sha256_hex(content)[:12])
             else:
                 store = ModelStore(cfg.store.state_dir)
                 pointer = store.pointer(old.name) or {}
                 try:
                     version = store.add(old.name, content, parent=old.version, made_by=made_by)
-                    model = self._load(cfg, content, old.name, version.version)
+                    model = self.models.load(cfg, content, old.name, version.version)
                     store.set_current(old.name, version.version, source_sha256=pointer.get("source_sha256"))
                 except StoreWriteError:
                     self.metrics.store_write_failures.inc()
@@ -412,7 +242,7 @@ class App:
             self.server.swap(model)
             self.metrics.swaps.inc()
             log.info("deployed %s version %s -> %s (%s)", old.name, old.version, model.version, made_by)
-            self._prune(cfg, model.name)
+            self.models.prune(cfg, model.name, self.server.model.version)
             self.notifier.status(self.status_line())
             return model
 
