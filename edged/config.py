@@ -53,6 +53,7 @@ class ServerSection:
     max_batch: int = 16
     max_delay_us: int = 200
     inline_max_us: int = 300
+    busy_poll_us: int = 200  # the I/O loop spins this long for the next request under dense traffic
     request_timeout_ms: int = 10_000
     max_request_batch: int = 256  # rows of one infer request; larger ones get BAD_INPUT
     max_message_bytes: int = 1024 * 1024
@@ -211,6 +212,7 @@ _CHECKS = {
     "server.max_batch": _in(1, 4096),
     "server.max_delay_us": _in(0, 1_000_000),
     "server.inline_max_us": _in(0, 1_000_000),
+    "server.busy_poll_us": _in(0, 10_000),
     "server.request_timeout_ms": _in(1, 3_600_000),
     "server.max_request_batch": _in(1, 1_000_000),
     "server.max_message_bytes": _in(1024, 2**31 - 1),
@@ -349,6 +351,7 @@ RELOADABLE = frozenset(
         "server.max_batch",
         "server.max_delay_us",
         "server.inline_max_us",
+        "server.busy_poll_us",
         "server.request_timeout_ms",
         "log.level",
         "security.authorized_keys_dir",

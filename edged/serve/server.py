@@ -103,6 +103,7 @@ class Server(IOThread):
         self._stop_io = threading.Event()
         self._admitted = 0  # written by the I/O thread only
         self._forwarded = 0  # written by the I/O thread only
+        self._client_gap_ns = 0  # how long the I/O loop last waited for a client message
         self._leftover: list[Job] = []
         self._replies = _REPLIES.format(id(self))
         self._runner = BatchRunner(metrics, self.feedback, settings.workers + 1)
