@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -149,6 +150,7 @@ class IOThread:
                     return {router: zmq.POLLIN}
                 if time.monotonic_ns() >= end:
                     break
+                os.sched_yield()  # spinning, but a client or worker on this core may run
         events = dict(poller.poll(100))
         self._client_gap_ns = time.monotonic_ns() - idle_since if router in events else _NO_GAP
         return events
