@@ -42,24 +42,39 @@ static int16_t saturating_left_shift16(int16_t x, int amount) {
   return saturate16((int64_t)x * ((int64_t)1 << amount));
 }
 
-void edged_hard_swish(const edged_op* op, int32_t batch) {
-  const size_t count = (size_t)op->count;
+static int8_t hard_swish_one(const edged_op* op, int8_t x) {
   const int16_t out_mult = (int16_t)op->multiplier, relu_mult = (int16_t)op->in_multiplier[0];
   const int32_t out_exp = op->shift, relu_exp = op->in_shift[0];
+  const int16_t hires = (int16_t)((x + op->input_offset) * (1 << 7));
+  const int16_t preshift_output = srdhm16(hires, out_mult);
+  int16_t reluish = hires;
+  if (relu_exp > 0) reluish = saturating_left_shift16(reluish, relu_exp - 1);
+  reluish = srdhm16(reluish, relu_mult);
+  if (relu_exp > 0) reluish = saturating_left_shift16(reluish, 1);
+  if (relu_exp < 0) reluish = rdbypot16(reluish, -relu_exp);
+  reluish = (int16_t)((reluish + (1 << 15)) >> 1);
+  const int16_t out = wrap16(rdbypot16(sdhm16(reluish, preshift_output), -out_exp) + op->output_offset);
+  return (int8_t)edged_clamp(out, -128, 127);
+}
+
+/* Below this many elements a call computes each one; above, it first
+ * tabulates all 256 inputs (the same function, so the same bits) and looks
+ * them up, the way XNNPACK runs int8 HARD_SWISH. */
+#define LUT_MIN_ELEMENTS 512
+
+void edged_hard_swish(const edged_op* op, int32_t batch) {
+  const size_t count = (size_t)op->count;
+  int8_t lut[256];
+  const int use_lut = count * (size_t)batch >= LUT_MIN_ELEMENTS;
+  if (use_lut)
+    for (int v = -128; v < 128; ++v) lut[(uint8_t)v] = hard_swish_one(op, (int8_t)v);
   for (int32_t b = 0; b < batch; ++b) {
     const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
-    for (size_t i = 0; i < count; ++i) {
-      const int16_t hires = (int16_t)((x[i] + op->input_offset) * (1 << 7));
-      const int16_t preshift_output = srdhm16(hires, out_mult);
-      int16_t reluish = hires;
-      if (relu_exp > 0) reluish = saturating_left_shift16(reluish, relu_exp - 1);
-      reluish = srdhm16(reluish, relu_mult);
-      if (relu_exp > 0) reluish = saturating_left_shift16(reluish, 1);
-      if (relu_exp < 0) reluish = rdbypot16(reluish, -relu_exp);
-      reluish = (int16_t)((reluish + (1 << 15)) >> 1);
-      const int16_t out = wrap16(rdbypot16(sdhm16(reluish, preshift_output), -out_exp) + op->output_offset);
-      y[i] = (int8_t)edged_clamp(out, -128, 127);
+    if (use_lut) {
+      for (size_t i = 0; i < count; ++i) y[i] = lut[(uint8_t)x[i]];
+    } else {
+      for (size_t i = 0; i < count; ++i) y[i] = hard_swish_one(op, x[i]);
     }
   }
 }
