@@ -293,6 +293,10 @@ int edged_bcast_valid(const edged_op* op);
 typedef void (*edged_bcast_run_fn)(const edged_op* op, int64_t n, const int8_t* a, int64_t step_a,
                                    const int8_t* b, int8_t* out, int swapped);
 void edged_bcast_run(const edged_op* op, int32_t batch, edged_bcast_run_fn run);
+/* The same, for run functions whose output depends only on the two bytes and
+ * on whether the position lies in the first n - n % 16 elements of the run
+ * (MUL, ADD): long runs against one broadcast value go through a table. */
+void edged_bcast_run_tabled(const edged_op* op, int32_t batch, edged_bcast_run_fn run);
 void edged_quantize(const edged_op* op, int32_t batch);
 void edged_requantize(const edged_op* op, int32_t batch);
 void edged_dequantize(const edged_op* op, int32_t batch);

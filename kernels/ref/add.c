@@ -120,4 +120,4 @@ static void add_run(const edged_op* op, int64_t n, const int8_t* a, int64_t step
   }
 }
 
-void edged_add_broadcast(const edged_op* op, int32_t batch) { edged_bcast_run(op, batch, add_run); }
+void edged_add_broadcast(const edged_op* op, int32_t batch) { edged_bcast_run_tabled(op, batch, add_run); }

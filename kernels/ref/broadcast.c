@@ -71,7 +71,27 @@ int edged_bcast_valid(const edged_op* op) {
   return edged_bcast_pattern(op, 1, y, &swap) >= 0 && edged_bcast_pattern(op, 2, y, &swap) >= 0;
 }
 
-void edged_bcast_run(const edged_op* op, int32_t batch, edged_bcast_run_fn run) {
+/* A run against one broadcast value, through a table: its output depends
+ * only on the other operand's byte and on whether the position is in the
+ * run's vector body (the first n - n % 16 elements: a multiple of LiteRT's 16-
+ * and 8-element blocks) or its tail. The body comes from a table the run
+ * function fills for all 256 bytes (256 is all body), the tail from the run
+ * function on the tail alone, which classifies it the same way. */
+static void scalar_run_tabled(const edged_op* op, int64_t n, const int8_t* a, const int8_t* b, int8_t* out,
+                              int swap, edged_bcast_run_fn run) {
+  int8_t every[256], table[256];
+  for (int j = 0; j < 256; ++j) every[j] = (int8_t)(j < 128 ? j : j - 256);
+  run(op, 256, a, 0, every, table, swap);
+  const int64_t body = n - n % 16;
+  for (int64_t i = 0; i < body; ++i) out[i] = table[(uint8_t)b[i]];
+  if (n > body) run(op, n - body, a, 0, b + body, out + body, swap);
+}
+
+/* Runs this long and longer go through a table (its 256 entries cost about
+ * as much as 256 elements computed directly). */
+#define TABLE_MIN_RUN 512
+
+static void bcast_run(const edged_op* op, int32_t batch, edged_bcast_run_fn run, int tabled) {
   int64_t y[5];
   int swap;
   const int32_t kind = edged_bcast_pattern(op, batch, y, &swap);
@@ -99,7 +119,10 @@ void edged_bcast_run(const edged_op* op, int32_t batch, edged_bcast_run_fn run) 
           }
           a += y[4];
         } else {
-          run(op, y[3], a, 0, b, out, swap);
+          if (tabled && y[3] >= TABLE_MIN_RUN)
+            scalar_run_tabled(op, y[3], a, b, out, swap, run);
+          else
+            run(op, y[3], a, 0, b, out, swap);
           b += y[3];
           out += y[3];
           a += 1;
@@ -108,4 +131,10 @@ void edged_bcast_run(const edged_op* op, int32_t batch, edged_bcast_run_fn run) 
     }
     b_reset = b;
   }
+}
+
+void edged_bcast_run(const edged_op* op, int32_t batch, edged_bcast_run_fn run) { bcast_run(op, batch, run, 0); }
+
+void edged_bcast_run_tabled(const edged_op* op, int32_t batch, edged_bcast_run_fn run) {
+  bcast_run(op, batch, run, 1);
 }

@@ -60,7 +60,7 @@ static int8_t hard_swish_one(const edged_op* op, int8_t x) {
 /* Below this many elements a call computes each one; above, it first
  * tabulates all 256 inputs (the same function, so the same bits) and looks
  * them up, the way XNNPACK runs int8 HARD_SWISH. */
-#define LUT_MIN_ELEMENTS 512
+#define LUT_MIN_ELEMENTS 288
 
 void edged_hard_swish(const edged_op* op, int32_t batch) {
   const size_t count = (size_t)op->count;

@@ -32,7 +32,7 @@ static void mul_run(const edged_op* op, int64_t n, const int8_t* a, int64_t step
   }
 }
 
-void edged_mul(const edged_op* op, int32_t batch) { edged_bcast_run(op, batch, mul_run); }
+void edged_mul(const edged_op* op, int32_t batch) { edged_bcast_run_tabled(op, batch, mul_run); }
 
 int edged_mul_valid(const edged_op* op) {
   if (op->act_min < -128 || op->act_max > 127 || op->act_min > op->act_max) return 0;

@@ -51,7 +51,7 @@ def _hard_swish_graph(in_s, in_zp, out_s, out_zp):
 def test_hard_swish_every_input_byte_matches_litert(in_s, in_zp, out_s, out_zp):
     graph = _hard_swish_graph(in_s, in_zp, out_s, out_zp)
     every_byte = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
-    # 256 elements are computed one by one, 512 and more through a table of all 256 inputs
+    # 256 elements are computed one by one, 288 and more through a table of all 256 inputs
     _all_engines_equal(graph, [every_byte])
     _all_engines_equal(graph, [np.concatenate([every_byte, every_byte[:, ::-1]])])
 

@@ -87,3 +87,25 @@ def test_sub_subtracts_the_scaled_value_rather_than_adding_a_negated_multiplier(
     negated = add.AddParams(**{**vars(params), "subtracted": None, "input_multipliers": (m1, -m2)})
     as_addition = np.clip(add._reference_form(negated, xs) + params.output_offset, -128, 127)
     assert not np.array_equal(as_addition, out.reshape(-1))
+
+
+@pytest.mark.parametrize("opcode", ["ADD", "SUB", "MUL"])
+@pytest.mark.parametrize(
+    ("shape", "batch"),
+    [
+        ((23, 23, 3), 1),  # 1587 elements: a tail of 3 past the 16-element body
+        ((23, 23, 3), 2),  # the run spans the batch: a tail of 6
+        ((7, 7, 12), 1),  # 588 = 36 x 16 + 12: ADD's 8-element blocks reach into the last 16
+        ((8, 8, 8), 1),  # 512: no tail
+        ((5, 5, 20), 1),  # 500: below the table's threshold, computed directly
+    ],
+)
+def test_long_runs_against_a_constant_scalar_match_litert(opcode, shape, batch):
+    # Runs of 512 elements and more against one broadcast value go through a
+    # 256-entry table (body) plus the run's own arithmetic (tail); a rescaling
+    # layer at a model's input is such a run.
+    scales = (0.5, 0.5, 0.002) if opcode == "MUL" else (0.02, 0.01, 0.03)
+    graph = _binary(opcode, shape, (), constant=np.array(-90, np.int8), scales=scales)
+    rng = np.random.default_rng(3)
+    every = np.resize(np.arange(-128, 128, dtype=np.int8), (batch, *shape))
+    _all_engines_equal(graph, [rng.permuted(every, axis=-1)])
