@@ -1,10 +1,13 @@
 """Native engine vs LiteRT on the bundled models, interleaved in one run.
 
-    python bench/engines.py [--runs N] [--json OUT.json]
+    python bench/engines.py [--runs N] [--fixtures] [--json OUT.json] [MODEL ...]
 
-Reports batch-1 p50/p99 per engine and the native/LiteRT p50 ratios, against
-LiteRT's builtin kernels (the arithmetic edged reproduces) and against LiteRT
-with its default XNNPACK delegate (what a LiteRT user gets by default).
+Models: the bundled ones, or the files given; ``--fixtures`` adds the models
+the TF Lite converter made from standard Keras architectures
+(tests/fixtures/converter and tests/fixtures/dynamic_batch). Reports batch-1
+p50/p99 per engine and the native/LiteRT p50 ratios, against LiteRT's builtin
+kernels (the arithmetic edged reproduces) and against LiteRT with its default
+XNNPACK delegate (what a LiteRT user gets by default).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import platform
 import sys
+from pathlib import Path
 
 from edged.benchmark import measure, sample_inputs
 from edged.data import default_model_path
@@ -20,10 +24,10 @@ from edged.runtime.litert import LiteRTEngine
 from edged.runtime.native import NativeEngine
 
 MODELS = ("digits_mlp", "digits_cnn")
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 
-def bench_model(name: str, runs: int, batch: int) -> dict:
-    path = default_model_path(name)
+def bench_model(path: Path, runs: int, batch: int) -> dict:
     engines = {
         "native": NativeEngine.from_file(path),
         "litert": LiteRTEngine.from_file(path),
@@ -44,20 +48,29 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--fixtures", action="store_true", help="add the converter-made fixture models")
+    parser.add_argument("models", nargs="*", type=Path, help="model files (default: the bundled models)")
     args = parser.parse_args()
+    paths = args.models or [default_model_path(m) for m in MODELS]
+    if args.fixtures:
+        paths += sorted((FIXTURES / "converter").glob("*_int8io.tflite"))
+        paths += sorted((FIXTURES / "dynamic_batch").glob("*.tflite"))
     results = {
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "models": [bench_model(m, args.runs, args.batch) for m in MODELS],
+        "models": [bench_model(m, args.runs, args.batch) for m in paths],
     }
-    print(f"{'model':<12} {'engine':<16} {'p50 us':>9} {'p99 us':>9} {'per s':>9}")
+    print(
+        "| model | native p50 us | LiteRT builtin p50 us | LiteRT XNNPACK p50 us "
+        "| native / builtin | native / XNNPACK |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results["models"]:
-        name = r["model"].rsplit("/", 1)[-1]
-        for engine, s in r["engines"].items():
-            print(f"{name:<12} {engine:<16} {s['p50_us']:>9.1f} {s['p99_us']:>9.1f} {s['per_s']:>9.0f}")
+        e = r["engines"]
         print(
-            f"{'':<12} native/litert p50 {r['native_over_litert_p50']:.3f}, "
-            f"native/litert+xnnpack p50 {r['native_over_litert_xnnpack_p50']:.3f}"
+            f"| {Path(r['model']).stem} | {e['native']['p50_us']:.1f} | {e['litert']['p50_us']:.1f} | "
+            f"{e['litert_xnnpack']['p50_us']:.1f} | {r['native_over_litert_p50']:.2f} | "
+            f"{r['native_over_litert_xnnpack_p50']:.2f} |"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -57,6 +58,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_profile(profile) -> None:
+    """Per-operator and per-opcode medians of a native run (edged.runtime.profile)."""
+    print(f"native per operator (median of each kernel run alone; whole run {profile.total_p50_us:.1f} us, "
+          f"of which {profile.overhead_us:.1f} us outside the kernels):")
+    print(f"{'op':>5} {'opcode':<20} {'output':<18} {'us':>8}")
+    by_opcode: dict[str, float] = {}
+    for o in profile.ops:
+        print(f"{o.index:>5} {o.opcode:<20} {'x'.join(map(str, o.output_shape)):<18} {o.p50_us:>8.1f}")
+        by_opcode[o.opcode] = by_opcode.get(o.opcode, 0.0) + o.p50_us
+    total = sum(by_opcode.values()) or 1.0
+    for opcode, us in sorted(by_opcode.items(), key=lambda kv: -kv[1]):
+        print(f"      {opcode:<20} {us:>8.1f} us  {100 * us / total:5.1f} %")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edged.benchmark import measure, sample_inputs
     from edged.runtime.engine import load_engine
@@ -71,6 +86,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     names = ENGINE_CHOICES if args.engine == "both" else (args.engine,)
     engines = {name: load_engine(args.baseline if name == "litert" and args.baseline else args.model,
                                  name, args.layout) for name in names}
+    if args.engine == "both":
+        # What a LiteRT user gets by default; "litert" is its builtin kernels (the arithmetic edged matches).
+        from edged.runtime.litert import LiteRTEngine
+
+        engines["litert_xnnpack"] = LiteRTEngine.from_file(args.baseline or args.model, delegates=True)
     inputs = sample_inputs(next(iter(engines.values())), batch=args.batch)
     stats = measure(engines, inputs, runs=args.runs)
     result: dict = {"model": str(args.model), "engines": {n: s.as_dict() for n, s in stats.items()}}
@@ -78,9 +98,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result["litert_model"] = str(args.baseline)
     if args.engine == "both":
         result["native_over_litert_p50"] = round(stats["native"].p50_us / stats["litert"].p50_us, 3)
+        result["native_over_litert_xnnpack_p50"] = round(
+            stats["native"].p50_us / stats["litert_xnnpack"].p50_us, 3
+        )
     native = engines.get("native")
     if native is not None:
         result["native_layouts"] = {str(i): c.to_json() for i, c in native.plan.layouts.items()}
+    profile = None
+    if args.per_op:
+        if native is None:
+            raise EdgedError("--per-op profiles the native engine: use --engine native or both")
+        from edged.runtime.profile import profile_run
+
+        profile = profile_run(native, inputs, runs=args.runs)
+        result["native_per_op"] = [dataclasses.asdict(o) for o in profile.ops]
     if not args.json:
         print(f"{args.model}: batch {args.batch}, {args.runs} interleaved runs per engine")
         if args.baseline and "litert" in engines:
@@ -89,7 +120,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for name, s in stats.items():
             print(f"{name:<8} {s.p50_us:>10.1f} {s.p99_us:>10.1f} {s.per_s:>10.0f}")
         if "native_over_litert_p50" in result:
-            print(f"native / litert p50 = {result['native_over_litert_p50']:.3f}")
+            print(f"native / litert p50 = {result['native_over_litert_p50']:.3f}, "
+                  f"native / litert+xnnpack p50 = {result['native_over_litert_xnnpack_p50']:.3f}")
+        if profile is not None:
+            print_profile(profile)
         for c in native.plan.layouts.values() if native is not None else ():
             print(f"native op #{c.step} {c.opcode} {c.shape[0]}x{c.shape[1]}: {c.sparsity * 100:.0f}% zeros, "
                   f"{c.name} weights ({c.how})")
@@ -268,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline",
                    help="LiteRT runs this model instead of MODEL (same inputs and outputs): the source of a "
                         "model only the native engine runs, e.g. one written with --export hmatrix")
+    p.add_argument("--per-op", action="store_true",
+                   help="also time each native kernel on its own (median per operator, and per opcode)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="classify the bundled digits test split: accuracy and latency")

@@ -243,6 +243,8 @@ typedef struct edged_op {
  *   (Q15, 0..32767) and shift (<= 0) of the output; in_multiplier[0] (Q15)
  *   and in_shift[0] of the "reluish" factor. LiteRT's scalar int16 fixed
  *   point for every element (its x86 build has no vector body for it).
+ *   table: NULL, or int8[256] from edged_hard_swish_table() on this op,
+ *   looked up instead.
  * MUL  in[0], in[1] (a constant operand has in_stride 0), broadcast by
  *   bcast_rank/bcast_shape/bcast_batched; batched operands and the output
  *   are contiguous over the batch (stride = elements per sample).
@@ -297,6 +299,9 @@ int32_t edged_s8_spmm_pack(int32_t out_c, int32_t depth, int32_t block_rows, int
 void edged_softmax_table(float input_scale, float beta, float* table);
 void edged_logistic_table(float input_scale, int32_t input_zero_point, float output_scale,
                           int32_t output_zero_point, int8_t* table);
+
+/* HARD_SWISH of every byte q (table[(uint8)q]) for an op's parameters. */
+void edged_hard_swish_table(const edged_op* op, int8_t* table);
 
 /* Scratch bytes an op needs for a batch of `batch` samples. */
 size_t edged_scratch_size(const edged_op* op, int32_t batch);

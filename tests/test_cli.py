@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ import pytest
 from edged.cli import main
 from edged.data import default_model_path
 from edged.runtime.engine import load_engine
+from edged.runtime.native import NativeEngine
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_inspect_json(capsys):
@@ -69,10 +73,26 @@ def test_run_writes_the_engine_output(tmp_path, engine, capsys):
 def test_bench_json_last_line(capsys):
     assert main(["bench", str(default_model_path("digits_cnn")), "--runs", "20", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result["engines"]) == {"native", "litert"}
+    assert set(result["engines"]) == {"native", "litert", "litert_xnnpack"}
     for stats in result["engines"].values():
         assert stats["p50_us"] > 0 and stats["p99_us"] >= stats["p50_us"] and stats["per_s"] > 0
     assert result["native_over_litert_p50"] > 0
+    assert result["native_over_litert_xnnpack_p50"] > 0
+
+
+def test_bench_per_op_times_every_native_kernel(capsys):
+    model = FIXTURES / "dynamic_batch" / "mobilenet_v3_small.tflite"
+    assert main(["bench", str(model), "--engine", "native", "--runs", "20", "--per-op", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    engine = NativeEngine.from_file(model)
+    steps = engine._executor().descriptor_steps
+    assert [o["index"] for o in result["native_per_op"]] == [s.index for s in steps]
+    assert [o["opcode"] for o in result["native_per_op"]] == [s.opcode for s in steps]
+    assert {"HARD_SWISH", "MUL", "ADD", "DEPTHWISE_CONV_2D"} <= {o["opcode"] for o in result["native_per_op"]}
+    assert all(o["p50_us"] >= 0 for o in result["native_per_op"])
+    assert sum(o["p50_us"] for o in result["native_per_op"]) > 0
+    assert main(["bench", str(model), "--engine", "litert", "--runs", "5", "--per-op"]) == 2
+    assert "--per-op profiles the native engine" in capsys.readouterr().err
 
 
 def test_eval_as_a_process():

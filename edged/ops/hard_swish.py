@@ -131,9 +131,15 @@ def native_kind(p: HardSwishParams) -> int:
 
 
 def describe(p: HardSwishParams, d, shared: dict) -> list:
+    from edged.runtime.kernels import address, ffi, lib
+
     d.count = d.in_stride[0]
     d.input_offset = -p.input_zero_point
     d.output_offset = p.output_zero_point
     d.multiplier, d.shift = p.output_multiplier, p.output_exponent
     d.in_multiplier[0], d.in_shift[0] = p.reluish_multiplier, p.reluish_exponent
-    return []
+    # Every int8 input through the kernel's own arithmetic once; runs look it up.
+    table = np.empty(256, dtype=np.int8)
+    lib.edged_hard_swish_table(ffi.addressof(d), ffi.cast("int8_t *", address(table)))
+    d.table = address(table)
+    return [table]

@@ -57,21 +57,27 @@ static int8_t hard_swish_one(const edged_op* op, int8_t x) {
   return (int8_t)edged_clamp(out, -128, 127);
 }
 
-/* Below this many elements a call computes each one; above, it first
- * tabulates all 256 inputs (the same function, so the same bits) and looks
- * them up, the way XNNPACK runs int8 HARD_SWISH. */
+void edged_hard_swish_table(const edged_op* op, int8_t* table) {
+  for (int v = -128; v < 128; ++v) table[(uint8_t)v] = hard_swish_one(op, (int8_t)v);
+}
+
+/* Without a table from the descriptor, calls of at least this many elements
+ * build one on the stack first (256 entries cost about as much as 256
+ * elements); smaller ones compute each element. */
 #define LUT_MIN_ELEMENTS 288
 
 void edged_hard_swish(const edged_op* op, int32_t batch) {
   const size_t count = (size_t)op->count;
-  int8_t lut[256];
-  const int use_lut = count * (size_t)batch >= LUT_MIN_ELEMENTS;
-  if (use_lut)
-    for (int v = -128; v < 128; ++v) lut[(uint8_t)v] = hard_swish_one(op, (int8_t)v);
+  int8_t local[256];
+  const int8_t* lut = (const int8_t*)op->table;
+  if (lut == NULL && count * (size_t)batch >= LUT_MIN_ELEMENTS) {
+    edged_hard_swish_table(op, local);
+    lut = local;
+  }
   for (int32_t b = 0; b < batch; ++b) {
     const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
-    if (use_lut) {
+    if (lut != NULL) {
       for (size_t i = 0; i < count; ++i) y[i] = lut[(uint8_t)x[i]];
     } else {
       for (size_t i = 0; i < count; ++i) y[i] = hard_swish_one(op, x[i]);
