@@ -1,7 +1,7 @@
-/* DEPTHWISE_CONV_2D (depth multiplier 1) for x86-64 with AVX2.
+/* DEPTHWISE_CONV_2D for x86-64 with AVX2.
  *
- * Channels are the SIMD axis, 16 per step, and taps are consumed in pairs:
- * interleaving the (x + input_offset) int16 values of two taps, and their
+ * Channels are the SIMD axis. With depth multiplier 1 they go 16 per step
+ * and taps are consumed in pairs: interleaving the (x + input_offset) int16 values of two taps, and their
  * two weights, lets one vpmaddwd produce x0*w0 + x1*w1 per channel in int32.
  * Each product is at most 255 * 128 in magnitude, so nothing saturates. The
  * in-lane unpacks leave the accumulators as [c0-3 | c8-11] and [c4-7 |
@@ -9,7 +9,8 @@
  *
  * Requantization matches LiteRT's x86 depthwise path: 8-channel groups below
  * out_c - out_c % 8 round ties up, the rest ties away from zero. Channels past
- * the last full 16-block go through the portable per-pixel code.
+ * the last full 16-block, layers of fewer than 16 channels and depth
+ * multipliers above 1 go 8 at a time in int32 lanes (block8).
  */
 #include <stdlib.h>
 
@@ -60,12 +61,47 @@ AVX2_INLINE void block16(const int8_t* x, const int8_t* w, const size_t* x_off, 
   store8(&p[1], rq8_apply(&p[1], hi, r1), yp + c + 8);
 }
 
+/* 8 int8 values at p; only the first n (1..8) are read when the 8 bytes
+ * would pass `end`, the others are then 0. */
+AVX2_INLINE __m128i load_8(const int8_t* p, size_t n, const int8_t* end) {
+  if (p + 8 <= end) return _mm_loadl_epi64((const __m128i*)p);
+  int8_t tmp[8] = {0};
+  for (size_t i = 0; i < n; ++i) tmp[i] = p[i];
+  return _mm_loadl_epi64((const __m128i*)tmp);
+}
+
+/* Output channels c..c+n-1 (n <= 8) of one output pixel, one tap at a time
+ * in int32 lanes: the channels past the last 16-block, layers of fewer than
+ * 16 channels (the first layers of small CNNs) and depth multipliers above
+ * 1. Those channels read input channels c/dm .. (c+n-1)/dm (`nx` bytes);
+ * `spread` (NULL when dm is 1) repeats each one dm times. */
+AVX2_INLINE void block8(const int8_t* x, const int8_t* x_end, const int8_t* w, const int8_t* w_end,
+                        const size_t* x_off, const size_t* w_off, size_t taps, size_t c, size_t n,
+                        size_t xc, size_t nx, const __m128i* spread, __m256i io32, const int32_t* bias,
+                        const rq8* p, const edged_requant* r, int8_t* yp) {
+  __m256i acc = _mm256_setzero_si256();
+  for (size_t t = 0; t < taps; ++t) {
+    __m128i xb = load_8(x + x_off[t] + xc, nx, x_end);
+    if (spread) xb = _mm_shuffle_epi8(xb, *spread);
+    const __m256i xv = _mm256_add_epi32(_mm256_cvtepi8_epi32(xb), io32);
+    const __m256i wv = _mm256_cvtepi8_epi32(load_8(w + w_off[t] + c, n, w_end));
+    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(xv, wv));
+  }
+  if (bias) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);
+    acc = _mm256_add_epi32(acc, _mm256_maskload_epi32(bias + c, mask));
+  }
+  store8(p, rq8_apply(p, acc, r), yp + c);
+}
+
 AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
-  if (op->depth_multiplier != 1 || op->out_c < 16 ||
-      (int64_t)op->filter_h * op->filter_w > DW_MAX_TAPS)
-    return -1;
+  if (op->out_c < 1 || (int64_t)op->filter_h * op->filter_w > DW_MAX_TAPS) return -1;
   const size_t c_all = (size_t)op->out_c, in_w = (size_t)op->in_w;
-  const size_t blocks = c_all / 16, body = c_all - c_all % 8;
+  const size_t dm = (size_t)op->depth_multiplier, in_c = (size_t)op->in_c; /* in_c * dm == out_c */
+  const size_t blocks = dm == 1 ? c_all / 16 : 0, body = c_all - c_all % 8, groups = (c_all + 7) / 8;
+  const size_t plane = (size_t)op->in_h * in_w * in_c;
+  const __m256i io32 = _mm256_set1_epi32(op->input_offset);
   const int8_t* w = (const int8_t*)op->weights;
   const __m256i io = _mm256_set1_epi16((short)op->input_offset);
   const edged_requant rq_up = {op->out_multiplier, op->out_shift, op->output_offset,
@@ -74,10 +110,16 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
                                  op->act_min, op->act_max, 1};
   /* Requantization constants of every 8-channel group, computed once. */
   /* rq8 holds __m256i members: align by hand, malloc only promises 16. */
-  void* raw = malloc(2 * blocks * sizeof(rq8) + 32);
+  void* raw = malloc(groups * (sizeof(rq8) + sizeof(__m128i)) + 32);
   if (raw == NULL) return -1;
   rq8* params = (rq8*)(((uintptr_t)raw + 31) & ~(uintptr_t)31);
-  for (size_t g = 0; g < 2 * blocks; ++g)
+  __m128i* spread = (__m128i*)(params + groups);
+  for (size_t g = 0; g < groups; ++g) {
+    int8_t index[16] = {0};
+    for (size_t j = 0; j < 8; ++j) index[j] = (int8_t)((8 * g + j) / dm - (8 * g) / dm);
+    spread[g] = _mm_loadu_si128((const __m128i*)index);
+  }
+  for (size_t g = 0; g < groups; ++g)
     rq8_load(&params[g], 8 * g < body ? &rq_up : &rq_away, 8 * g, c_all);
 
   /* Tap offsets of a pixel whose window lies inside the input, relative to
@@ -86,7 +128,7 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
   const size_t all_taps = (size_t)op->filter_h * (size_t)op->filter_w;
   for (int32_t ky = 0, t = 0; ky < op->filter_h; ++ky)
     for (int32_t kx = 0; kx < op->filter_w; ++kx, ++t) {
-      x_rel[t] = ((size_t)ky * (size_t)op->dilation_h * in_w + (size_t)kx * (size_t)op->dilation_w) * c_all;
+      x_rel[t] = ((size_t)ky * (size_t)op->dilation_h * in_w + (size_t)kx * (size_t)op->dilation_w) * in_c;
       w_all[t] = (size_t)t * c_all;
     }
   const int32_t eff_h = (op->filter_h - 1) * op->dilation_h + 1;
@@ -105,7 +147,7 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
         const size_t* wo = w_off;
         size_t taps = 0;
         if (iy0 >= 0 && ix0 >= 0 && iy0 + eff_h <= op->in_h && ix0 + eff_w <= op->in_w) {
-          xs = x + ((size_t)iy0 * in_w + (size_t)ix0) * c_all;
+          xs = x + ((size_t)iy0 * in_w + (size_t)ix0) * in_c;
           xo = x_rel;
           wo = w_all;
           taps = all_taps;
@@ -116,7 +158,7 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
             for (int32_t kx = 0; kx < op->filter_w; ++kx) {
               const int32_t ix = ix0 + kx * op->dilation_w;
               if (ix < 0 || ix >= op->in_w) continue;
-              x_off[taps] = ((size_t)iy * in_w + (size_t)ix) * c_all;
+              x_off[taps] = ((size_t)iy * in_w + (size_t)ix) * in_c;
               w_off[taps] = ((size_t)ky * (size_t)op->filter_w + (size_t)kx) * c_all;
               ++taps;
             }
@@ -127,7 +169,13 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
           block16(xs, w, xo, wo, taps, c, io, op->bias, &params[2 * blk],
                   c < body ? &rq_up : &rq_away, c + 8 < body ? &rq_up : &rq_away, yp);
         }
-        if (16 * blocks < c_all) edged_dw_pixel(op, x, yp, oy, ox, 16 * blocks, c_all);
+        for (size_t c = 16 * blocks; c < c_all; c += 8) {
+          const size_t n = c_all - c < 8 ? c_all - c : 8;
+          const size_t xc = c / dm, nx = (c + n - 1) / dm - xc + 1;
+          block8(xs, x + plane, w, w + (size_t)op->filter_h * (size_t)op->filter_w * c_all, xo, wo, taps, c,
+                 n, xc, nx, dm == 1 ? NULL : &spread[c / 8], io32, op->bias, &params[c / 8],
+                 c < body ? &rq_up : &rq_away, yp);
+        }
       }
     }
   }
