@@ -268,8 +268,11 @@ void edged_depthwise_conv_2d(const edged_op* op, int32_t batch);
 void edged_dw_pixel(const edged_op* op, const int8_t* x, int8_t* yp, int32_t oy, int32_t ox,
                     size_t c_begin, size_t c_end);
 /* AVX2 depthwise; returns -1 (having done nothing) for shapes it does not
- * handle (depth multiplier > 1, fewer than 16 channels, > 64 taps). */
+ * handle (more than 64 taps). */
 int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch);
+/* AVX2 ADD body: elements [0, body) of flat same-shape operands, 8 at a
+ * time; returns how many it wrote (a multiple of 8, at most body). */
+size_t edged_s8_vadd_avx2(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
 void edged_max_pool_2d(const edged_op* op, int32_t batch);
 void edged_average_pool_2d(const edged_op* op, int32_t batch);
 void edged_mean(const edged_op* op, int32_t batch);

@@ -30,6 +30,33 @@ static int32_t signed_by(int32_t v, uint32_t negate) {
   return negate ? (int32_t)(0u - (uint32_t)v) : v;
 }
 
+/* One element of the same-shape form: the vector body (LiteRT's 16-wide
+ * NEON(-on-SSE) arithmetic) or the reference tail. */
+static int8_t add_one(const edged_op* op, int32_t x0, int32_t x1, int in_body, uint32_t neg0, uint32_t neg1) {
+  const int32_t a = x0 + op->in_offset[0], c = x1 + op->in_offset[1];
+  const int32_t m0 = op->in_multiplier[0], m1 = op->in_multiplier[1];
+  const int32_t s0 = op->in_shift[0], s1 = op->in_shift[1], ls = op->left_shift;
+  int32_t v;
+  if (in_body) {
+    const int32_t sa = edged_srdhm(shift_any(a, ls + s0), m0);
+    const int32_t sc = edged_srdhm(shift_any(c, ls + s1), m1);
+    const int32_t sum = edged_srdhm(edged_wadd(sa, sc), op->multiplier);
+    const int32_t raw = edged_rdbypot(sum, -op->shift); /* run.c: shift <= 0 */
+    /* vmovn_s32 truncates to int16, the offset is added in int16 (wrapping),
+     * then vqmovn_s16 saturates to int8: far out-of-range sums wrap. */
+    const int16_t narrowed = (int16_t)(uint16_t)(uint32_t)raw;
+    const int16_t shifted = (int16_t)(uint16_t)((uint32_t)(uint16_t)narrowed + (uint32_t)op->output_offset);
+    v = edged_clamp(shifted, -128, 127);
+  } else {
+    const int32_t sa = edged_mbqm(shift_any(a, ls), m0, s0);
+    const int32_t sc = edged_mbqm(shift_any(c, ls), m1, s1);
+    const int32_t sum = edged_wadd(signed_by(sa, neg0), signed_by(sc, neg1));
+    const int32_t raw = edged_mbqm(sum, op->multiplier, op->shift);
+    v = edged_wadd(raw, op->output_offset);
+  }
+  return (int8_t)edged_clamp(v, op->act_min, op->act_max);
+}
+
 void edged_add(const edged_op* op, int32_t batch) {
   if (op->bcast_rank > 0) {
     edged_add_broadcast(op, batch);
@@ -40,38 +67,24 @@ void edged_add(const edged_op* op, int32_t batch) {
   const size_t body = op->mode != EDGED_ADD ? 0 : n - n % 16;
   /* SUB: the subtracted operand's scaled value is negated (wrapping, as int32 subtraction). */
   const uint32_t neg0 = op->mode == EDGED_SUB_FIRST, neg1 = op->mode == EDGED_SUB_SECOND;
-  const int32_t off0 = op->in_offset[0], off1 = op->in_offset[1];
-  const int32_t m0 = op->in_multiplier[0], m1 = op->in_multiplier[1];
-  const int32_t s0 = op->in_shift[0], s1 = op->in_shift[1];
-  const int32_t ls = op->left_shift;
-
+  const int flat = batch == 1 || ((size_t)op->in_stride[0] == count && (size_t)op->in_stride[1] == count &&
+                                  (size_t)op->out_stride == count);
+#if defined(__x86_64__)
+  if (flat && body > 0 && (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2))) {
+    const int8_t* x0 = (const int8_t*)op->in[0];
+    const int8_t* x1 = (const int8_t*)op->in[1];
+    int8_t* y = (int8_t*)op->out;
+    for (size_t i = edged_s8_vadd_avx2(op, x0, x1, y, body); i < n; ++i)
+      y[i] = add_one(op, x0[i], x1[i], i < body, neg0, neg1);
+    return;
+  }
+#endif
   for (int32_t b = 0; b < batch; ++b) {
     const int8_t* x0 = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
     const int8_t* x1 = (const int8_t*)op->in[1] + (size_t)b * (size_t)op->in_stride[1];
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
     const size_t flat0 = (size_t)b * count;
-    for (size_t i = 0; i < count; ++i) {
-      const int32_t a = x0[i] + off0, c = x1[i] + off1;
-      int32_t v;
-      if (flat0 + i < body) {
-        const int32_t sa = edged_srdhm(shift_any(a, ls + s0), m0);
-        const int32_t sc = edged_srdhm(shift_any(c, ls + s1), m1);
-        const int32_t sum = edged_srdhm(edged_wadd(sa, sc), op->multiplier);
-        const int32_t raw = edged_rdbypot(sum, -op->shift); /* run.c: shift <= 0 */
-        /* vmovn_s32 truncates to int16, the offset is added in int16 (wrapping),
-         * then vqmovn_s16 saturates to int8: far out-of-range sums wrap. */
-        const int16_t narrowed = (int16_t)(uint16_t)(uint32_t)raw;
-        const int16_t shifted = (int16_t)(uint16_t)((uint32_t)(uint16_t)narrowed + (uint32_t)op->output_offset);
-        v = edged_clamp(shifted, -128, 127);
-      } else {
-        const int32_t sa = edged_mbqm(shift_any(a, ls), m0, s0);
-        const int32_t sc = edged_mbqm(shift_any(c, ls), m1, s1);
-        const int32_t sum = edged_wadd(signed_by(sa, neg0), signed_by(sc, neg1));
-        const int32_t raw = edged_mbqm(sum, op->multiplier, op->shift);
-        v = edged_wadd(raw, op->output_offset);
-      }
-      y[i] = (int8_t)edged_clamp(v, op->act_min, op->act_max);
-    }
+    for (size_t i = 0; i < count; ++i) y[i] = add_one(op, x0[i], x1[i], flat0 + i < body, neg0, neg1);
   }
 }
 
