@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from edged.errors import EdgedError, UnsupportedModelError, UnsupportedOpError
-from edged.model.fold import fold_shapes
+from edged.model.fold import EVALUATORS, fold_shapes
 from edged.model.ir import Graph
 from edged.ops import OPS
 from edged.ops.base import OpContext, check_op
@@ -43,6 +43,10 @@ def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
     """Check every op is supported and consistent, and prepare it; raise a precise EdgedError otherwise.
 
     Shape arithmetic left in the graph is folded first (in place), or explained."""
+    # An unsupported op is named before any shape arithmetic it may block is explained.
+    for i, op in enumerate(graph.operators):
+        if op_key(op) not in OPS and op.opcode not in EVALUATORS and op.opcode != "SHAPE":
+            raise UnsupportedOpError(op_key(op), i, model)
     fold_shapes(graph, model, strict=True)
     for i, op in enumerate(graph.operators):
         if op_key(op) not in OPS:
