@@ -281,7 +281,8 @@ typedef struct edged_op {
  *   output scale, MBQM), output_offset; clamp (the activation's range).
  * LEAKY_RELU  `count` elements; v = x + input_offset; out = MBQM(v,
  *   in_multiplier[0], in_shift[0]) for v >= 0, MBQM(v, in_multiplier[1],
- *   in_shift[1]) (alpha) otherwise, + output_offset; int8 clamp (RHAZ).
+ *   in_shift[1]) (|alpha|) otherwise, negated when mode is 1 (a negative
+ *   alpha), + output_offset; int8 clamp (RHAZ).
  * PRELU  `count` elements; weights = int8 alpha, `count` entries (the
  *   constant alpha broadcast to one sample); v = x + input_offset; out =
  *   MBQM(v, in_multiplier[0], in_shift[0]) for v >= 0, else MBQM(v * (alpha +

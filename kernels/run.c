@@ -244,7 +244,7 @@ static int valid(const edged_op* op) {
       return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count) && act_ok(op) &&
              shift_ok(op->shift) && op->multiplier >= 0 && input_offset_ok(op);
     case EDGED_OP_LEAKY_RELU:
-      return two_sided_ok(op);
+      return two_sided_ok(op) && (op->mode == 0 || op->mode == 1) && op->in_multiplier[1] >= 0;
     case EDGED_OP_PRELU:
       return two_sided_ok(op) && op->weights != NULL && op->in_offset[1] >= -127 && op->in_offset[1] <= 128;
     case EDGED_OP_RESIZE:

@@ -10,8 +10,13 @@ void edged_leaky_relu(const edged_op* op, int32_t batch) {
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
     for (size_t i = 0; i < count; ++i) {
       const int32_t v = x[i] + op->input_offset;
-      const int k = v >= 0 ? 0 : 1;
-      const int32_t scaled = edged_mbqm(v, op->in_multiplier[k], op->in_shift[k]);
+      int32_t scaled;
+      if (v >= 0) {
+        scaled = edged_mbqm(v, op->in_multiplier[0], op->in_shift[0]);
+      } else {
+        scaled = edged_mbqm(v, op->in_multiplier[1], op->in_shift[1]);
+        if (op->mode == 1) scaled = (int32_t)(0u - (uint32_t)scaled); /* wraps like int32 negation */
+      }
       y[i] = (int8_t)edged_clamp(edged_wadd(scaled, op->output_offset), -128, 127);
     }
   }

@@ -1,0 +1,147 @@
+"""Hypothesis strategies for the activation, resize and data-movement ops: valid single-op int8 models.
+
+Companion of tests/singleop.py (same conventions: each strategy returns
+(graph, inputs) ready for any engine, with a batch of random samples).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from edged.model.builder import GraphBuilder
+from tests.singleop import _int8, batches, scales, seeds, zero_points
+
+shapes = st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple)
+
+
+@st.composite
+def tanh(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = draw(shapes)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, *shape), draw(scales), draw(zero_points))
+    y = b.tensor("y", np.int8, (1, *shape), draw(st.sampled_from([1 / 128, draw(scales)])), draw(zero_points))
+    b.op("TANH", [x], [y])
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape))]
+
+
+@st.composite
+def leaky_relu(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = draw(shapes)
+    alpha = draw(st.sampled_from([0.0, 0.01, 0.2, 0.3, 1.0, -0.25, 1.7]) | st.floats(-1.0, 2.0, width=32))
+    in_s = draw(scales)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, *shape), in_s, draw(zero_points))
+    y = b.tensor("y", np.int8, (1, *shape), draw(st.sampled_from([in_s, draw(scales)])), draw(zero_points))
+    b.op("LEAKY_RELU", [x], [y], alpha=float(alpha))
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape))]
+
+
+@st.composite
+def prelu(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = tuple(draw(st.lists(st.integers(1, 6), min_size=1, max_size=3)))
+    # alpha: the full sample shape, or with some axes shared (extent 1), or fewer leading axes
+    alpha_shape = [d if draw(st.booleans()) else 1 for d in shape]
+    alpha_shape = alpha_shape[draw(st.integers(0, len(shape) - 1)) :]
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, *shape), draw(scales), draw(zero_points))
+    alpha = rng.integers(-128, 128, alpha_shape).astype(np.int8)
+    a = b.const("alpha", alpha, float(rng.uniform(0.001, 0.02)), draw(zero_points))
+    y = b.tensor("y", np.int8, (1, *shape), draw(scales), draw(zero_points))
+    b.op("PRELU", [x, a], [y])
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape))]
+
+
+@st.composite
+def resize(draw):
+    rng = np.random.default_rng(draw(seeds))
+    opcode = draw(st.sampled_from(["RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"]))
+    h, w, c = draw(st.integers(1, 9)), draw(st.integers(1, 9)), draw(st.integers(1, 5))
+    oh, ow = draw(st.integers(1, 20)), draw(st.integers(1, 20))
+    align, half = draw(st.sampled_from([(False, False), (True, False), (False, True)]))
+    s, zp = draw(scales), draw(zero_points)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, h, w, c), s, zp)
+    size = b.const("size", np.array([oh, ow], dtype=np.int32))
+    y = b.tensor("y", np.int8, (1, oh, ow, c), s, zp)
+    b.op(opcode, [x, size], [y], version=3, align_corners=align, half_pixel_centers=half)
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), h, w, c))]
+
+
+@st.composite
+def transpose(draw):
+    rng = np.random.default_rng(draw(seeds))
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=5)))
+    rest = draw(st.permutations(list(range(1, len(shape) + 1))))
+    perm = [0, *rest]
+    s, zp = draw(scales), draw(zero_points)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, *shape), s, zp)
+    p = b.const("perm", np.array(perm, dtype=np.int32))
+    y = b.tensor("y", np.int8, tuple((1, *shape)[k] for k in perm), s, zp)
+    b.op("TRANSPOSE", [x, p], [y], version=2)
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape))]
+
+
+@st.composite
+def slices(draw):
+    """SLICE, or STRIDED_SLICE with any begin / end / stride and masks (the batch axis kept whole)."""
+    rng = np.random.default_rng(draw(seeds))
+    shape = (1, *draw(st.lists(st.integers(1, 6), min_size=1, max_size=3)))
+    s, zp = draw(scales), draw(zero_points)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, shape, s, zp)
+    if draw(st.booleans()):
+        begin = [0] + [draw(st.integers(0, d - 1)) for d in shape[1:]]
+        size = [-1] + [draw(st.sampled_from([-1, draw(st.integers(1, d - bg))])) for d, bg in
+                       zip(shape[1:], begin[1:], strict=True)]
+        out = [1] + [d - bg if sz == -1 else sz
+                     for d, bg, sz in zip(shape[1:], begin[1:], size[1:], strict=True)]
+        y = b.tensor("y", np.int8, tuple(out), s, zp)
+        begin_t = b.const("begin", np.array(begin, np.int32))
+        b.op("SLICE", [x, begin_t, b.const("size", np.array(size, np.int32))], [y], version=2)
+    else:
+        begin, end, strides, keys = [0], [0], [1], [slice(None)]
+        begin_mask, end_mask, shrink = 1, 1, 0
+        for axis, d in enumerate(shape[1:], start=1):
+            if draw(st.integers(0, 4)) == 0:
+                index = draw(st.integers(-d, d - 1))
+                begin.append(index), end.append(index + 1), strides.append(1)
+                shrink |= 1 << axis
+                keys.append(index)
+                continue
+            bg, en = draw(st.integers(-d - 2, d + 2)), draw(st.integers(-d - 2, d + 2))
+            step = draw(st.sampled_from([1, 1, 2, 3, -1, -2]))
+            masked_begin, masked_end = draw(st.booleans()), draw(st.booleans())
+            begin_mask |= masked_begin << axis
+            end_mask |= masked_end << axis
+            begin.append(bg), end.append(en), strides.append(step)
+            keys.append(slice(None if masked_begin else bg, None if masked_end else en, step))
+        out = np.zeros(shape, np.int8)[tuple(keys)].shape
+        assume(0 not in out)
+        y = b.tensor("y", np.int8, out, s, zp)
+        parts = [b.const(n, np.array(v, np.int32))
+                 for n, v in (("begin", begin), ("end", end), ("strides", strides))]
+        b.op("STRIDED_SLICE", [x, *parts], [y], version=2, begin_mask=begin_mask, end_mask=end_mask,
+             shrink_axis_mask=shrink, ellipsis_mask=0, new_axis_mask=0)
+    b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape[1:]))]
+
+
+MORE_STRATEGIES = {
+    "TANH": tanh(),
+    "LEAKY_RELU": leaky_relu(),
+    "PRELU": prelu(),
+    "RESIZE_NEAREST_NEIGHBOR/RESIZE_BILINEAR": resize(),
+    "TRANSPOSE": transpose(),
+    "SLICE/STRIDED_SLICE": slices(),
+}
