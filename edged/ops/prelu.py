@@ -43,7 +43,8 @@ def _broadcast_alpha(ctx: OpContext, alpha: np.ndarray, shape: tuple[int, ...]) 
     try:
         return np.ascontiguousarray(np.broadcast_to(alpha.reshape(padded), (1, *shape[1:])), dtype=np.int8)
     except ValueError as exc:
-        raise ctx.malformed(f"alpha {list(alpha.shape)} does not broadcast to the input {list(shape)}") from exc
+        reason = f"alpha {list(alpha.shape)} does not broadcast to the input {list(shape)}"
+        raise ctx.malformed(reason) from exc
 
 
 def prepare(ctx: OpContext) -> PreluParams:
