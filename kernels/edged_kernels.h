@@ -38,7 +38,8 @@ enum {
   EDGED_OP_LEAKY_RELU = 21,
   EDGED_OP_PRELU = 22,
   EDGED_OP_RESIZE = 23,      /* RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR */
-  EDGED_OP_STRIDED_VIEW = 24 /* TRANSPOSE, SLICE, STRIDED_SLICE: an affine gather of int8 */
+  EDGED_OP_STRIDED_VIEW = 24, /* TRANSPOSE, SLICE, STRIDED_SLICE: an affine gather of int8 */
+  EDGED_OP_SQUARED_DIFFERENCE = 25
 };
 
 /* RESIZE variants (edged_op.mode). */
@@ -296,6 +297,11 @@ typedef struct edged_op {
  *   rounding half away from zero, cast to int8 (wrapping).
  * STRIDED_VIEW  copies view_shape's elements (int8) as described at the
  *   field; the output is contiguous.
+ * SQUARED_DIFFERENCE  `count` elements of in[0] against in[1] (n_in 2, same
+ *   shape) or a constant `weights` of `count` int8 (n_in 1). Operand k:
+ *   s_k = MBQM((v + in_offset[k]) << left_shift, in_multiplier[k],
+ *   in_shift[k]); out = MBQM((s_0 - s_1)^2 (int32, wrapping), multiplier,
+ *   shift) + output_offset; int8 clamp (RHAZ).
  */
 
 /* CPU features detected at run time; a bit per EDGED_VARIANT_*. */

@@ -251,6 +251,14 @@ static int valid(const edged_op* op) {
       return resize_ok(op);
     case EDGED_OP_STRIDED_VIEW:
       return edged_strided_view_valid(op);
+    case EDGED_OP_SQUARED_DIFFERENCE:
+      if (op->n_in == 2 ? !strides_ok(op, 2) || op->count > op->in_stride[1]
+                        : op->n_in != 1 || !strides_ok(op, 1) || op->weights == NULL)
+        return 0;
+      return op->count >= 0 && extent_ok(op, op->count, op->count) && op->left_shift >= 0 &&
+             op->left_shift <= 7 && shift_ok(op->shift) && shift_ok(op->in_shift[0]) &&
+             shift_ok(op->in_shift[1]) && op->in_offset[0] >= -127 && op->in_offset[0] <= 128 &&
+             op->in_offset[1] >= -127 && op->in_offset[1] <= 128;
     default:
       return 0;
   }
@@ -302,6 +310,7 @@ static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
       case EDGED_OP_PRELU: edged_prelu(op, batch); break;
       case EDGED_OP_RESIZE: edged_resize(op, batch); break;
       case EDGED_OP_STRIDED_VIEW: edged_strided_view(op, batch); break;
+      case EDGED_OP_SQUARED_DIFFERENCE: edged_squared_difference(op, batch); break;
       default: return i + 1; /* unreachable: validated above */
     }
   }

@@ -137,6 +137,29 @@ def slices(draw):
     return b.build(), [_int8(rng, (draw(batches), *shape[1:]))]
 
 
+@st.composite
+def squared_difference(draw):
+    """Two activations of one shape, or an activation and a constant that broadcasts to it."""
+    rng = np.random.default_rng(draw(seeds))
+    shape = draw(shapes)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, *shape), draw(scales), draw(zero_points))
+    if draw(st.booleans()):
+        other = b.input("z", np.int8, (1, *shape), draw(scales), draw(zero_points))
+        inputs = [_int8(rng, (draw(batches), *shape))]
+        inputs.append(_int8(rng, inputs[0].shape))
+    else:
+        const_shape = tuple(d if draw(st.booleans()) else 1 for d in shape)[draw(st.integers(0, len(shape))):]
+        other = b.const("z", _int8(rng, const_shape), draw(scales), draw(zero_points))
+        inputs = [_int8(rng, (draw(batches), *shape))]
+    operands = [x, other] if draw(st.booleans()) else [other, x]
+    # An output scale LiteRT accepts: (2 * larger input scale)^2 / 2^14 below it.
+    y = b.tensor("y", np.int8, (1, *shape), draw(st.floats(0.01, 2.0)), draw(zero_points))
+    b.op("SQUARED_DIFFERENCE", operands, [y])
+    b.output(y)
+    return b.build(), inputs
+
+
 MORE_STRATEGIES = {
     "TANH": tanh(),
     "LEAKY_RELU": leaky_relu(),
@@ -144,4 +167,5 @@ MORE_STRATEGIES = {
     "RESIZE_NEAREST_NEIGHBOR/RESIZE_BILINEAR": resize(),
     "TRANSPOSE": transpose(),
     "SLICE/STRIDED_SLICE": slices(),
+    "SQUARED_DIFFERENCE": squared_difference(),
 }

@@ -103,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   arena a = {{0}, 0};
   edged_op op;
   memset(&op, 0, sizeof(op));
-  op.kind = 1 + (int32_t)(take(&r, 1) % EDGED_OP_STRIDED_VIEW);
+  op.kind = 1 + (int32_t)(take(&r, 1) % EDGED_OP_SQUARED_DIFFERENCE);
   op.variant = (int32_t)(take(&r, 1) % 3); /* the x86-64 variants; others are refused by the CPU check */
   op.n_in = field(&r);
   const int32_t batch = 1 + (int32_t)(take(&r, 1) % 3);
@@ -180,6 +180,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     }
     case EDGED_OP_PRELU: /* alpha: `count` entries */
+    case EDGED_OP_SQUARED_DIFFERENCE: /* the constant operand: `count` entries */
       if (op.count >= 0 && op.count <= MAX_STRIDE) op.weights = keep(&a, alloc((size_t)op.count));
       break;
     case EDGED_OP_RESIZE: {

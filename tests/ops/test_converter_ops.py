@@ -32,6 +32,7 @@ MODELS = {
     "resize_bilinear": {"RESIZE_BILINEAR"},
     "transpose": {"TRANSPOSE"},
     "slices": {"STRIDED_SLICE"},
+    "squared_difference": {"SQUARED_DIFFERENCE"},
 }
 
 
