@@ -160,6 +160,39 @@ def squared_difference(draw):
     return b.build(), inputs
 
 
+@st.composite
+def split(draw):
+    """SPLIT into equal parts or SPLIT_V (one size may be -1) along any axis but the batch."""
+    rng = np.random.default_rng(draw(seeds))
+    shape = [1, *draw(st.lists(st.integers(1, 6), min_size=1, max_size=3))]
+    axis = draw(st.integers(1, len(shape) - 1))
+    s, zp = draw(scales), draw(zero_points)
+    b = GraphBuilder()
+    x = b.input("x", np.int8, tuple(shape), s, zp)
+    if draw(st.booleans()):
+        n = draw(st.sampled_from([d for d in range(1, shape[axis] + 1) if shape[axis] % d == 0]))
+        sizes = [shape[axis] // n] * n
+        axis_t = b.const("axis", np.array(axis - len(shape) if draw(st.booleans()) else axis, np.int32))
+        outputs = [b.tensor(f"y{k}", np.int8, (*shape[:axis], d, *shape[axis + 1 :]), s, zp)
+                   for k, d in enumerate(sizes)]
+        b.op("SPLIT", [axis_t, x], outputs, version=2, num_splits=n)
+    else:
+        cuts = sorted(draw(st.lists(st.integers(1, max(shape[axis] - 1, 1)), max_size=3, unique=True)))
+        cuts = [c for c in cuts if c < shape[axis]]
+        sizes = np.diff([0, *cuts, shape[axis]]).tolist()
+        given = list(sizes)
+        if draw(st.booleans()):
+            given[draw(st.integers(0, len(sizes) - 1))] = -1
+        outputs = [b.tensor(f"y{k}", np.int8, (*shape[:axis], d, *shape[axis + 1 :]), s, zp)
+                   for k, d in enumerate(sizes)]
+        sizes_t = b.const("sizes", np.array(given, np.int32))
+        axis_t = b.const("axis", np.array(axis, np.int32))
+        b.op("SPLIT_V", [x, sizes_t, axis_t], outputs, version=2, num_splits=len(sizes))
+    for y in outputs:
+        b.output(y)
+    return b.build(), [_int8(rng, (draw(batches), *shape[1:]))]
+
+
 MORE_STRATEGIES = {
     "TANH": tanh(),
     "LEAKY_RELU": leaky_relu(),
@@ -168,4 +201,5 @@ MORE_STRATEGIES = {
     "TRANSPOSE": transpose(),
     "SLICE/STRIDED_SLICE": slices(),
     "SQUARED_DIFFERENCE": squared_difference(),
+    "SPLIT/SPLIT_V": split(),
 }

@@ -92,6 +92,7 @@ DEFAULT_OPTIONS_TYPE = {
     "TRANSPOSE": "TransposeOptions",
     "SLICE": "SliceOptions",
     "SPLIT": "SplitOptions",
+    "SPLIT_V": "SplitVOptions",
     "SQUARED_DIFFERENCE": "SquaredDifferenceOptions",
 }
 

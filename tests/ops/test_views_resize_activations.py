@@ -180,3 +180,39 @@ def test_strided_view_descriptor_reaching_past_its_input_is_rejected_by_c():
     ops[0].view_start = 0
     ops[0].view_stride[0] = -1  # reaches below the start
     assert lib.edged_validate(ops, count, 1) == 1
+
+
+def _split_then_leaky_relu(axis: int, alpha: float = 0.1):
+    b = GraphBuilder()
+    x = b.input("x", np.int8, (1, 4, 6), 0.1, 2)
+    axis_t = b.const("axis", np.array(axis, np.int32))
+    shape = (1, 4, 3) if axis in (2, -1) else (1, 2, 6)
+    parts = [b.tensor(f"p{k}", np.int8, shape, 0.1, 2) for k in range(2)]
+    b.op("SPLIT", [axis_t, x], parts, version=2, num_splits=2)
+    y = b.tensor("y", np.int8, shape, 0.1, 2)
+    b.op("LEAKY_RELU", [parts[1]], [y], alpha=alpha)
+    b.output(parts[0])
+    b.output(y)
+    return b.build()
+
+
+def test_split_outputs_feed_later_ops_and_match_litert():
+    x = np.random.default_rng(4).integers(-128, 128, (3, 4, 6)).astype(np.int8)
+    graph = _split_then_leaky_relu(-1)
+    expected = LiteRTEngine(write_tflite(graph)).infer([x])
+    for got in (ReferenceEngine(_split_then_leaky_relu(-1)).run([x]),
+                NativeEngine(_split_then_leaky_relu(-1)).infer([x])):
+        for e, g in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(g, e)
+    np.testing.assert_array_equal(expected[0], x[:, :, :3])
+
+
+def test_split_along_the_batch_axis_is_refused_naming_the_split():
+    with pytest.raises(UnsupportedModelError, match=r"s.tflite: operator #0 \(SPLIT\).*batch axis"):
+        NativeEngine(_split_then_leaky_relu(0), "s.tflite")
+
+
+def test_operators_after_a_split_keep_their_index_in_messages():
+    # The split becomes two SLICEs; LEAKY_RELU is still operator #1 of the file.
+    with pytest.raises(ModelFormatError, match=r"s.tflite: operator #1 \(LEAKY_RELU\).*alpha"):
+        NativeEngine(_split_then_leaky_relu(2, alpha=float("nan")), "s.tflite")
