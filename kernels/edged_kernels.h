@@ -39,7 +39,8 @@ enum {
   EDGED_OP_PRELU = 22,
   EDGED_OP_RESIZE = 23,      /* RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR */
   EDGED_OP_STRIDED_VIEW = 24, /* TRANSPOSE, SLICE, STRIDED_SLICE: an affine gather of int8 */
-  EDGED_OP_SQUARED_DIFFERENCE = 25
+  EDGED_OP_SQUARED_DIFFERENCE = 25,
+  EDGED_OP_BATCH_MATMUL = 26
 };
 
 /* RESIZE variants (edged_op.mode). */
@@ -302,6 +303,14 @@ typedef struct edged_op {
  *   s_k = MBQM((v + in_offset[k]) << left_shift, in_multiplier[k],
  *   in_shift[k]); out = MBQM((s_0 - s_1)^2 (int32, wrapping), multiplier,
  *   shift) + output_offset; int8 clamp (RHAZ).
+ * BATCH_MATMUL  per sample `outer` (>= 1) products of an [in_h = M, in_c = K]
+ *   matrix from in[0] (element (i, d) at i * view_stride[0] + d *
+ *   view_stride[1], M * K per matrix) and a [K, out_c = P] matrix from in[1]
+ *   (n_in 2) or the constant `weights` (n_in 1; `outer` matrices, not per
+ *   sample), element (d, j) at d * view_stride[2] + j * view_stride[3], K * P
+ *   per matrix; out [M, P] row-major per matrix. out = MBQM(sum_d (x +
+ *   input_offset) * (z + in_offset[1]) (int32, wrapping), multiplier, shift)
+ *   + output_offset; int8 clamp (RHAZ).
  */
 
 /* CPU features detected at run time; a bit per EDGED_VARIANT_*. */

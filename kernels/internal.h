@@ -283,6 +283,7 @@ void edged_prelu(const edged_op* op, int32_t batch);
 void edged_resize(const edged_op* op, int32_t batch);
 void edged_strided_view(const edged_op* op, int32_t batch);
 void edged_squared_difference(const edged_op* op, int32_t batch);
+void edged_batch_matmul(const edged_op* op, int32_t batch);
 /* Whether a STRIDED_VIEW descriptor stays inside its input and output. */
 int edged_strided_view_valid(const edged_op* op);
 void edged_maximum_minimum(const edged_op* op, int32_t batch);

@@ -145,6 +145,26 @@ static int resize_ok(const edged_op* op) {
          resize_axis_ok(op->cols, op->out_w, op->in_w, op->mode);
 }
 
+/* A matrix of rows x cols whose element (r, c) sits at r * row_step + c * col_step
+ * stays inside its rows * cols elements. */
+static int matrix_ok(int32_t rows, int32_t cols, int64_t row_step, int64_t col_step) {
+  if (row_step < 0 || col_step < 0 || row_step > INT32_MAX || col_step > INT32_MAX) return 0;
+  return (int64_t)(rows - 1) * row_step + (int64_t)(cols - 1) * col_step < (int64_t)rows * cols;
+}
+
+static int batch_matmul_ok(const edged_op* op) {
+  if (op->n_in == 2 ? !strides_ok(op, 2) : op->n_in != 1 || !strides_ok(op, 1) || op->weights == NULL)
+    return 0;
+  if (!pos(op->outer) || !pos(op->in_h) || !pos(op->in_c) || !pos(op->out_c)) return 0;
+  if (!matrix_ok(op->in_h, op->in_c, op->view_stride[0], op->view_stride[1]) ||
+      !matrix_ok(op->in_c, op->out_c, op->view_stride[2], op->view_stride[3]))
+    return 0;
+  if (op->n_in == 2 && volume(op->outer, op->in_c, op->out_c) > op->in_stride[1]) return 0;
+  return extent_ok(op, volume(op->outer, op->in_h, op->in_c), volume(op->outer, op->in_h, op->out_c)) &&
+         shift_ok(op->shift) && op->input_offset >= -127 && op->input_offset <= 128 &&
+         op->in_offset[1] >= -127 && op->in_offset[1] <= 128;
+}
+
 static int valid(const edged_op* op) {
   switch (op->kind) {
     case EDGED_OP_FULLY_CONNECTED:
@@ -251,6 +271,8 @@ static int valid(const edged_op* op) {
       return resize_ok(op);
     case EDGED_OP_STRIDED_VIEW:
       return edged_strided_view_valid(op);
+    case EDGED_OP_BATCH_MATMUL:
+      return batch_matmul_ok(op);
     case EDGED_OP_SQUARED_DIFFERENCE:
       if (op->n_in == 2 ? !strides_ok(op, 2) || op->count > op->in_stride[1]
                         : op->n_in != 1 || !strides_ok(op, 1) || op->weights == NULL)
@@ -311,6 +333,7 @@ static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
       case EDGED_OP_RESIZE: edged_resize(op, batch); break;
       case EDGED_OP_STRIDED_VIEW: edged_strided_view(op, batch); break;
       case EDGED_OP_SQUARED_DIFFERENCE: edged_squared_difference(op, batch); break;
+      case EDGED_OP_BATCH_MATMUL: edged_batch_matmul(op, batch); break;
       default: return i + 1; /* unreachable: validated above */
     }
   }

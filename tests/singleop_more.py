@@ -193,6 +193,30 @@ def split(draw):
     return b.build(), [_int8(rng, (draw(batches), *shape[1:]))]
 
 
+@st.composite
+def batch_matmul(draw):
+    """Two activations with the same leading axes, or an activation and a constant right side."""
+    rng = np.random.default_rng(draw(seeds))
+    lead = draw(st.lists(st.integers(1, 3), max_size=2))
+    m, k, p = draw(st.integers(1, 7)), draw(st.integers(1, 40)), draw(st.integers(1, 7))
+    adj_x, adj_y = draw(st.booleans()), draw(st.booleans())
+    b = GraphBuilder()
+    x_shape = (1, *lead, *((k, m) if adj_x else (m, k)))
+    x = b.input("x", np.int8, x_shape, draw(scales), draw(zero_points))
+    right = (p, k) if adj_y else (k, p)
+    inputs = [_int8(rng, (draw(batches), *x_shape[1:]))]
+    if draw(st.booleans()):
+        z = b.input("z", np.int8, (1, *lead, *right), draw(scales), draw(zero_points))
+        inputs.append(_int8(rng, (inputs[0].shape[0], *lead, *right)))
+    else:
+        const_lead = [d if draw(st.booleans()) else 1 for d in lead][draw(st.integers(0, len(lead))):]
+        z = b.const("z", _int8(rng, (*const_lead, *right)), draw(scales), draw(zero_points))
+    y = b.tensor("y", np.int8, (1, *lead, m, p), draw(st.floats(0.05, 4.0)), draw(zero_points))
+    b.op("BATCH_MATMUL", [x, z], [y], version=4, adj_x=adj_x, adj_y=adj_y, asymmetric_quantize_inputs=False)
+    b.output(y)
+    return b.build(), inputs
+
+
 MORE_STRATEGIES = {
     "TANH": tanh(),
     "LEAKY_RELU": leaky_relu(),
@@ -202,4 +226,5 @@ MORE_STRATEGIES = {
     "SLICE/STRIDED_SLICE": slices(),
     "SQUARED_DIFFERENCE": squared_difference(),
     "SPLIT/SPLIT_V": split(),
+    "BATCH_MATMUL": batch_matmul(),
 }

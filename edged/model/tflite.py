@@ -93,6 +93,7 @@ DEFAULT_OPTIONS_TYPE = {
     "SLICE": "SliceOptions",
     "SPLIT": "SplitOptions",
     "SPLIT_V": "SplitVOptions",
+    "BATCH_MATMUL": "BatchMatMulOptions",
     "SQUARED_DIFFERENCE": "SquaredDifferenceOptions",
 }
 
