@@ -103,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   arena a = {{0}, 0};
   edged_op op;
   memset(&op, 0, sizeof(op));
-  op.kind = 1 + (int32_t)(take(&r, 1) % EDGED_OP_SQUARED_DIFFERENCE);
+  op.kind = 1 + (int32_t)(take(&r, 1) % EDGED_OP_BATCH_MATMUL);
   op.variant = (int32_t)(take(&r, 1) % 3); /* the x86-64 variants; others are refused by the CPU check */
   op.n_in = field(&r);
   const int32_t batch = 1 + (int32_t)(take(&r, 1) % 3);
@@ -205,6 +205,15 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       op.view_start = field(&r);
       break;
+    case EDGED_OP_BATCH_MATMUL: { /* a constant right side: outer * in_c * out_c entries */
+      for (int k = 0; k < 4; ++k) op.view_stride[k] = field(&r);
+      if (op.outer > 0 && op.in_c > 0 && op.out_c > 0 && op.outer <= 64 && op.in_c <= 4096 &&
+          op.out_c <= 4096) {
+        const int64_t n = (int64_t)op.outer * op.in_c * op.out_c;
+        if (n <= (1 << 22)) op.weights = keep(&a, alloc((size_t)n));
+      }
+      break;
+    }
     default:
       break;
   }
