@@ -8,7 +8,7 @@ LiteRT's Prepare does, before QuantizeMultiplier. A negative alpha scales as
 the negation of the scaling by |alpha|: that is what LiteRT's builtin kernel
 computes (it differs from scaling by the negative multiplier on ties, where
 the rounding direction depends on the product's sign; see
-tests/ops/test_converter_ops.py for the measured cases).
+tests/ops/test_views_resize_activations.py for the measured cases).
 """
 
 from __future__ import annotations
