@@ -34,7 +34,19 @@ enum {
   EDGED_OP_HARD_SWISH = 17,
   EDGED_OP_MUL = 18,
   EDGED_OP_RELU = 19,       /* RELU, RELU6, RELU_N1_TO_1 as ops of their own */
-  EDGED_OP_MAXIMUM_MINIMUM = 20
+  EDGED_OP_MAXIMUM_MINIMUM = 20,
+  EDGED_OP_LEAKY_RELU = 21,
+  EDGED_OP_PRELU = 22,
+  EDGED_OP_RESIZE = 23,      /* RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR */
+  EDGED_OP_STRIDED_VIEW = 24, /* TRANSPOSE, SLICE, STRIDED_SLICE: an affine gather of int8 */
+  EDGED_OP_SQUARED_DIFFERENCE = 25,
+  EDGED_OP_BATCH_MATMUL = 26
+};
+
+/* RESIZE variants (edged_op.mode). */
+enum {
+  EDGED_RESIZE_NEAREST = 0,
+  EDGED_RESIZE_BILINEAR = 1
 };
 
 /* MAXIMUM_MINIMUM variants (edged_op.mode). */
@@ -166,6 +178,19 @@ typedef struct edged_op {
   int32_t bcast_rank;
   int32_t bcast_shape[2][6];
   int32_t bcast_batched[2];
+
+  /* RESIZE: per output row (out_h entries) and column (out_w entries) the
+   * input row / column (NEAREST), or (lo, hi, frac) triples (BILINEAR). */
+  const int32_t* rows;
+  const int32_t* cols;
+
+  /* STRIDED_VIEW: per sample, output element (i_0 .. i_{r-1}) of a
+   * view_rank-axis array of view_shape reads input element
+   * view_start + sum_k i_k * view_stride[k] (strides may be negative). */
+  int32_t view_rank;
+  int32_t view_shape[6];
+  int64_t view_stride[6];
+  int64_t view_start;
 } edged_op;
 
 /* Fields each kind reads (everything else is ignored). "clamp" means the
@@ -213,6 +238,7 @@ typedef struct edged_op {
  *   table = float[256] from edged_softmax_table(); scale = output scale;
  *   output_offset = output zero point. RHAZ (std::round); int8 clamp.
  * LOGISTIC  `count` elements; table = int8[256] from edged_logistic_table().
+ *   TANH runs as this kind too, with its own table (LiteRT's LUT of tanhf).
  * QUANTIZE  in[0] float32, `count` elements; scale, zero_point (of the output).
  *   Body (B = 8): rint(x * (float)(1.0/scale)), tail: round((double)x/scale).
  * REQUANTIZE  `count` elements; input_offset, multiplier, shift,
@@ -257,6 +283,36 @@ typedef struct edged_op {
  *   EDGED_MINIMUM of the raw int8 values.
  * RELU  `count` elements; input_offset, multiplier, shift (input scale /
  *   output scale, MBQM), output_offset; clamp (the activation's range).
+ * LEAKY_RELU  `count` elements; v = x + input_offset; out = MBQM(v,
+ *   in_multiplier[0], in_shift[0]) for v >= 0, MBQM(v, in_multiplier[1],
+ *   in_shift[1]) (|alpha|) otherwise, negated when mode is 1 (a negative
+ *   alpha), + output_offset; int8 clamp (RHAZ).
+ * PRELU  `count` elements; weights = int8 alpha, `count` entries (the
+ *   constant alpha broadcast to one sample); v = x + input_offset; out =
+ *   MBQM(v, in_multiplier[0], in_shift[0]) for v >= 0, else MBQM(v * (alpha +
+ *   in_offset[1]), in_multiplier[1], in_shift[1]); + output_offset; int8
+ *   clamp (RHAZ).
+ * RESIZE  in[0] [in_h,in_w,in_c] -> out [out_h,out_w,in_c] (out_c == in_c).
+ *   EDGED_RESIZE_NEAREST: out[y][x] = in[rows[y]][cols[x]]. EDGED_RESIZE_BILINEAR
+ *   (LiteRT's ResizeBilinearInteger, 10 fractional bits): rows[3y..3y+2] =
+ *   (y0, y1, dy), cols likewise (x0, x1, dx); out = the int64 sum of the four
+ *   taps weighted (1024 - dy or dy) * (1024 - dx or dx), divided by 2^20
+ *   rounding half away from zero, cast to int8 (wrapping).
+ * STRIDED_VIEW  copies view_shape's elements (int8) as described at the
+ *   field; the output is contiguous.
+ * SQUARED_DIFFERENCE  `count` elements of in[0] against in[1] (n_in 2, same
+ *   shape) or a constant `weights` of `count` int8 (n_in 1). Operand k:
+ *   s_k = MBQM((v + in_offset[k]) << left_shift, in_multiplier[k],
+ *   in_shift[k]); out = MBQM((s_0 - s_1)^2 (int32, wrapping), multiplier,
+ *   shift) + output_offset; int8 clamp (RHAZ).
+ * BATCH_MATMUL  per sample `outer` (>= 1) products of an [in_h = M, in_c = K]
+ *   matrix from in[0] (element (i, d) at i * view_stride[0] + d *
+ *   view_stride[1], M * K per matrix) and a [K, out_c = P] matrix from in[1]
+ *   (n_in 2) or the constant `weights` (n_in 1; `outer` matrices, not per
+ *   sample), element (d, j) at d * view_stride[2] + j * view_stride[3], K * P
+ *   per matrix; out [M, P] row-major per matrix. out = MBQM(sum_d (x +
+ *   input_offset) * (z + in_offset[1]) (int32, wrapping), multiplier, shift)
+ *   + output_offset; int8 clamp (RHAZ).
  */
 
 /* CPU features detected at run time; a bit per EDGED_VARIANT_*. */

@@ -281,6 +281,14 @@ void edged_softmax(const edged_op* op, int32_t batch);
 void edged_logistic(const edged_op* op, int32_t batch);
 void edged_hard_swish(const edged_op* op, int32_t batch);
 void edged_relu(const edged_op* op, int32_t batch);
+void edged_leaky_relu(const edged_op* op, int32_t batch);
+void edged_prelu(const edged_op* op, int32_t batch);
+void edged_resize(const edged_op* op, int32_t batch);
+void edged_strided_view(const edged_op* op, int32_t batch);
+void edged_squared_difference(const edged_op* op, int32_t batch);
+void edged_batch_matmul(const edged_op* op, int32_t batch);
+/* Whether a STRIDED_VIEW descriptor stays inside its input and output. */
+int edged_strided_view_valid(const edged_op* op);
 void edged_maximum_minimum(const edged_op* op, int32_t batch);
 void edged_mul(const edged_op* op, int32_t batch);
 int edged_mul_valid(const edged_op* op);

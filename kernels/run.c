@@ -117,6 +117,54 @@ static int windows_ok(int32_t in, int32_t out, int32_t filter, int32_t stride, i
   return first + filter > 0 && first < in && last + filter > 0 && last < in;
 }
 
+/* LEAKY_RELU / PRELU: the two rescalings, [0] non-negative side, [1] negative side. */
+static int two_sided_ok(const edged_op* op) {
+  return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count) &&
+         shift_ok(op->in_shift[0]) && shift_ok(op->in_shift[1]) && input_offset_ok(op);
+}
+
+/* RESIZE: every row and column maps into the input; bilinear weights stay
+ * small enough for the int64 blend. O(out_h + out_w). */
+static int resize_axis_ok(const int32_t* map, int32_t out, int32_t in, int32_t mode) {
+  if (map == NULL) return 0;
+  const int32_t width = mode == EDGED_RESIZE_BILINEAR ? 3 : 1;
+  for (int32_t i = 0; i < out; ++i) {
+    const int32_t* m = map + (size_t)i * width;
+    if (m[0] < 0 || m[0] >= in) return 0;
+    if (width == 3 && (m[1] < 0 || m[1] >= in || m[2] < -(1 << 20) || m[2] > (1 << 20))) return 0;
+  }
+  return 1;
+}
+
+static int resize_ok(const edged_op* op) {
+  if (!strides_ok(op, 1) || !pos(op->in_h) || !pos(op->in_w) || !pos(op->in_c) || !pos(op->out_h) ||
+      !pos(op->out_w) || op->out_c != op->in_c || !spatial_extent_ok(op))
+    return 0;
+  if (op->mode != EDGED_RESIZE_NEAREST && op->mode != EDGED_RESIZE_BILINEAR) return 0;
+  return resize_axis_ok(op->rows, op->out_h, op->in_h, op->mode) &&
+         resize_axis_ok(op->cols, op->out_w, op->in_w, op->mode);
+}
+
+/* A matrix of rows x cols whose element (r, c) sits at r * row_step + c * col_step
+ * stays inside its rows * cols elements. */
+static int matrix_ok(int32_t rows, int32_t cols, int64_t row_step, int64_t col_step) {
+  if (row_step < 0 || col_step < 0 || row_step > INT32_MAX || col_step > INT32_MAX) return 0;
+  return (int64_t)(rows - 1) * row_step + (int64_t)(cols - 1) * col_step < (int64_t)rows * cols;
+}
+
+static int batch_matmul_ok(const edged_op* op) {
+  if (op->n_in == 2 ? !strides_ok(op, 2) : op->n_in != 1 || !strides_ok(op, 1) || op->weights == NULL)
+    return 0;
+  if (!pos(op->outer) || !pos(op->in_h) || !pos(op->in_c) || !pos(op->out_c)) return 0;
+  if (!matrix_ok(op->in_h, op->in_c, op->view_stride[0], op->view_stride[1]) ||
+      !matrix_ok(op->in_c, op->out_c, op->view_stride[2], op->view_stride[3]))
+    return 0;
+  if (op->n_in == 2 && volume(op->outer, op->in_c, op->out_c) > op->in_stride[1]) return 0;
+  return extent_ok(op, volume(op->outer, op->in_h, op->in_c), volume(op->outer, op->in_h, op->out_c)) &&
+         shift_ok(op->shift) && op->input_offset >= -127 && op->input_offset <= 128 &&
+         op->in_offset[1] >= -127 && op->in_offset[1] <= 128;
+}
+
 static int valid(const edged_op* op) {
   switch (op->kind) {
     case EDGED_OP_FULLY_CONNECTED:
@@ -215,6 +263,24 @@ static int valid(const edged_op* op) {
     case EDGED_OP_RELU:
       return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count) && act_ok(op) &&
              shift_ok(op->shift) && op->multiplier >= 0 && input_offset_ok(op);
+    case EDGED_OP_LEAKY_RELU:
+      return two_sided_ok(op) && (op->mode == 0 || op->mode == 1) && op->in_multiplier[1] >= 0;
+    case EDGED_OP_PRELU:
+      return two_sided_ok(op) && op->weights != NULL && op->in_offset[1] >= -127 && op->in_offset[1] <= 128;
+    case EDGED_OP_RESIZE:
+      return resize_ok(op);
+    case EDGED_OP_STRIDED_VIEW:
+      return edged_strided_view_valid(op);
+    case EDGED_OP_BATCH_MATMUL:
+      return batch_matmul_ok(op);
+    case EDGED_OP_SQUARED_DIFFERENCE:
+      if (op->n_in == 2 ? !strides_ok(op, 2) || op->count > op->in_stride[1]
+                        : op->n_in != 1 || !strides_ok(op, 1) || op->weights == NULL)
+        return 0;
+      return op->count >= 0 && extent_ok(op, op->count, op->count) && op->left_shift >= 0 &&
+             op->left_shift <= 7 && shift_ok(op->shift) && shift_ok(op->in_shift[0]) &&
+             shift_ok(op->in_shift[1]) && op->in_offset[0] >= -127 && op->in_offset[0] <= 128 &&
+             op->in_offset[1] >= -127 && op->in_offset[1] <= 128;
     default:
       return 0;
   }
@@ -262,6 +328,12 @@ static int32_t execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
       case EDGED_OP_MUL: edged_mul(op, batch); break;
       case EDGED_OP_RELU: edged_relu(op, batch); break;
       case EDGED_OP_MAXIMUM_MINIMUM: edged_maximum_minimum(op, batch); break;
+      case EDGED_OP_LEAKY_RELU: edged_leaky_relu(op, batch); break;
+      case EDGED_OP_PRELU: edged_prelu(op, batch); break;
+      case EDGED_OP_RESIZE: edged_resize(op, batch); break;
+      case EDGED_OP_STRIDED_VIEW: edged_strided_view(op, batch); break;
+      case EDGED_OP_SQUARED_DIFFERENCE: edged_squared_difference(op, batch); break;
+      case EDGED_OP_BATCH_MATMUL: edged_batch_matmul(op, batch); break;
       default: return i + 1; /* unreachable: validated above */
     }
   }

@@ -86,6 +86,15 @@ DEFAULT_OPTIONS_TYPE = {
     "MAXIMUM": "MaximumMinimumOptions",
     "MINIMUM": "MaximumMinimumOptions",
     "EXPAND_DIMS": "ExpandDimsOptions",
+    "LEAKY_RELU": "LeakyReluOptions",
+    "RESIZE_BILINEAR": "ResizeBilinearOptions",
+    "RESIZE_NEAREST_NEIGHBOR": "ResizeNearestNeighborOptions",
+    "TRANSPOSE": "TransposeOptions",
+    "SLICE": "SliceOptions",
+    "SPLIT": "SplitOptions",
+    "SPLIT_V": "SplitVOptions",
+    "BATCH_MATMUL": "BatchMatMulOptions",
+    "SQUARED_DIFFERENCE": "SquaredDifferenceOptions",
 }
 
 

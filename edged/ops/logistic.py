@@ -1,7 +1,8 @@
-"""LOGISTIC int8 -> int8 through a 256-entry table built like LiteRT's."""
+"""LOGISTIC int8 -> int8 through a 256-entry table built like LiteRT's (LUTPopulate)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +19,18 @@ class LogisticParams:
     table: np.ndarray  # int8[256] indexed by the input byte (uint8 view)
 
 
-def lookup_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.float32(1.0) / (np.float32(1.0) + expf(-x))
+
+
+def lookup_table(
+    in_scale: float, in_zp: int, out_scale: float, out_zp: int,
+    transform: Callable[[np.ndarray], np.ndarray] = sigmoid,
+) -> np.ndarray:
+    """LiteRT's LUTPopulate<int8_t>: the float32 ``transform`` of every input byte, requantized."""
     vals = np.arange(-128, 128, dtype=np.int32)
     dequantized = np.float32(in_scale) * (vals - in_zp).astype(np.float32)
-    transformed = np.float32(1.0) / (np.float32(1.0) + expf(-dequantized))
+    transformed = np.asarray(transform(dequantized), dtype=np.float32)
     inverse_scale = np.float32(1.0) / np.float32(out_scale)
     rescaled = round_half_away(transformed * inverse_scale)
     quantized = (rescaled + np.float32(out_zp)).astype(np.int32)

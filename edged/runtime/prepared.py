@@ -11,8 +11,9 @@ from types import ModuleType
 from typing import Any
 
 from edged.errors import EdgedError, UnsupportedModelError, UnsupportedOpError
-from edged.model.fold import fold_shapes
+from edged.model.fold import EVALUATORS, fold_shapes
 from edged.model.ir import Graph
+from edged.model.split import SPLIT_OPCODES, expand_splits
 from edged.ops import OPS
 from edged.ops.base import OpContext, check_op
 from edged.runtime.validate import check_graph
@@ -42,12 +43,19 @@ def op_key(op) -> str:
 def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
     """Check every op is supported and consistent, and prepare it; raise a precise EdgedError otherwise.
 
-    Shape arithmetic left in the graph is folded first (in place), or explained."""
+    Shape arithmetic left in the graph is folded first, and splits become slices
+    (both in place), or explained."""
+    # An unsupported op is named before any shape arithmetic it may block is explained.
+    rewritten = {"SHAPE", *EVALUATORS, *SPLIT_OPCODES}
+    for i, op in enumerate(graph.operators):
+        if op_key(op) not in OPS and op.opcode not in rewritten:
+            raise UnsupportedOpError(op_key(op), i, model)
     fold_shapes(graph, model, strict=True)
     for i, op in enumerate(graph.operators):
-        if op_key(op) not in OPS:
+        if op_key(op) not in OPS and op.opcode not in SPLIT_OPCODES:
             raise UnsupportedOpError(op_key(op), i, model)
     check_graph(graph, model)
+    origin = expand_splits(graph, model)
     if len(graph.inputs) < 1:
         raise UnsupportedModelError(f"{model}: the graph has no inputs")
     for t in graph.input_tensors + graph.output_tensors:
@@ -58,13 +66,16 @@ def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
     available = set(graph.inputs) | {i for i, t in enumerate(graph.tensors) if t.is_constant}
     steps = []
     for i, op in enumerate(graph.operators):
+        where = origin[i]  # the index messages name: the operator's in the graph as given
         if len(op.outputs) != 1:
-            raise UnsupportedModelError(f"{model}: operator #{i} ({op.opcode}) has {len(op.outputs)} outputs")
-        ctx = OpContext(graph, op, i, model)
+            raise UnsupportedModelError(
+                f"{model}: operator #{where} ({op.opcode}) has {len(op.outputs)} outputs"
+            )
+        ctx = OpContext(graph, op, where, model)
         for t in op.inputs:
             if t >= 0 and t not in available:
                 raise UnsupportedModelError(
-                    f"{model}: operator #{i} ({op.opcode}) reads tensor {t} before it is computed"
+                    f"{model}: operator #{where} ({op.opcode}) reads tensor {t} before it is computed"
                 )
         module = OPS[op_key(op)]
         try:

@@ -103,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   arena a = {{0}, 0};
   edged_op op;
   memset(&op, 0, sizeof(op));
-  op.kind = 1 + (int32_t)(take(&r, 1) % 16);
+  op.kind = 1 + (int32_t)(take(&r, 1) % EDGED_OP_BATCH_MATMUL);
   op.variant = (int32_t)(take(&r, 1) % 3); /* the x86-64 variants; others are refused by the CPU check */
   op.n_in = field(&r);
   const int32_t batch = 1 + (int32_t)(take(&r, 1) % 3);
@@ -177,6 +177,41 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (table != NULL)
         for (int i = 0; i < 256; ++i) table[i] = 0.25f + (float)i / 256.0f;
       op.table = table;
+      break;
+    }
+    case EDGED_OP_PRELU: /* alpha: `count` entries */
+    case EDGED_OP_SQUARED_DIFFERENCE: /* the constant operand: `count` entries */
+      if (op.count >= 0 && op.count <= MAX_STRIDE) op.weights = keep(&a, alloc((size_t)op.count));
+      break;
+    case EDGED_OP_RESIZE: {
+      const int64_t width = op.mode == EDGED_RESIZE_BILINEAR ? 3 : 1;
+      if (op.out_h >= 1 && op.out_h <= MAX_STRIDE && op.out_w >= 1 && op.out_w <= MAX_STRIDE) {
+        int32_t* rows = (int32_t*)keep(&a, alloc((size_t)(op.out_h * width) * sizeof(int32_t)));
+        int32_t* cols = (int32_t*)keep(&a, alloc((size_t)(op.out_w * width) * sizeof(int32_t)));
+        if (rows != NULL && cols != NULL) {
+          for (int64_t i = 0; i < op.out_h * width; ++i) rows[i] = field(&r);
+          for (int64_t i = 0; i < op.out_w * width; ++i) cols[i] = field(&r);
+        }
+        op.rows = rows;
+        op.cols = cols;
+      }
+      break;
+    }
+    case EDGED_OP_STRIDED_VIEW:
+      op.view_rank = field(&r);
+      for (int k = 0; k < 6; ++k) {
+        op.view_shape[k] = field(&r);
+        op.view_stride[k] = (int64_t)field(&r) * (take(&r, 1) & 1 ? 1 : -1);
+      }
+      op.view_start = field(&r);
+      break;
+    case EDGED_OP_BATCH_MATMUL: { /* a constant right side: outer * in_c * out_c entries */
+      for (int k = 0; k < 4; ++k) op.view_stride[k] = field(&r);
+      if (op.outer > 0 && op.in_c > 0 && op.out_c > 0 && op.outer <= 64 && op.in_c <= 4096 &&
+          op.out_c <= 4096) {
+        const int64_t n = (int64_t)op.outer * op.in_c * op.out_c;
+        if (n <= (1 << 22)) op.weights = keep(&a, alloc((size_t)n));
+      }
       break;
     }
     default:

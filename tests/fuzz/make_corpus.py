@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, find, settings
 
 from edged.model.tflite import write_tflite
 from tests.singleop import OP_STRATEGIES
+from tests.singleop_more import MORE_STRATEGIES
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "models"
 
@@ -22,7 +23,7 @@ CORPUS = Path(__file__).resolve().parent / "corpus" / "models"
 def main() -> None:
     CORPUS.mkdir(parents=True, exist_ok=True)
     quiet = settings(database=None, derandomize=True, suppress_health_check=list(HealthCheck))
-    for name, strategy in OP_STRATEGIES.items():
+    for name, strategy in {**OP_STRATEGIES, **MORE_STRATEGIES}.items():
         graph, _ = find(strategy, lambda _: True, settings=quiet)
         path = CORPUS / f"{re.sub(r'[^a-z0-9]+', '_', name.lower())}.tflite"
         path.write_bytes(write_tflite(graph))

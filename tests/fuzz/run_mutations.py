@@ -23,6 +23,7 @@ from tests.fuzz.mutations import load_and_run, mutate
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_MODELS = sorted([*ROOT.glob("models/*.tflite"), *ROOT.glob("tests/fixtures/converter/*.tflite"),
+                      *ROOT.glob("tests/fixtures/ops/*.tflite"),
                       *ROOT.glob("tests/fuzz/corpus/models/*.tflite")])
 
 

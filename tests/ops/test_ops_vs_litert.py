@@ -16,6 +16,9 @@ from edged.runtime.litert import LiteRTEngine
 from edged.runtime.native import NativeEngine
 from edged.runtime.reference import ReferenceEngine
 from tests.singleop import OP_STRATEGIES
+from tests.singleop_more import MORE_STRATEGIES
+
+STRATEGIES = {**OP_STRATEGIES, **MORE_STRATEGIES}
 
 
 def _assert_same(expected: np.ndarray, got: np.ndarray, what: str) -> None:
@@ -47,11 +50,11 @@ for _v in available_variants():
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p[0]}-vs-{p[2]}")
-@pytest.mark.parametrize("op", sorted(OP_STRATEGIES))
+@pytest.mark.parametrize("op", sorted(STRATEGIES))
 def test_engines_agree(op, pair):
     name, engine, expected_name, expected_engine = pair
 
-    @given(OP_STRATEGIES[op])
+    @given(STRATEGIES[op])
     def check(case):
         graph, inputs = case
         expected = expected_engine(graph)(inputs)

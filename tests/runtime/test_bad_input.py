@@ -60,23 +60,24 @@ def test_non_contiguous_input_is_accepted_and_exact():
     assert np.array_equal(e.infer([x])[0], load_engine(MLP, "litert").infer([x])[0])
 
 
-def _tanh_model(tmp_path) -> Path:
+def _elu_model(tmp_path) -> Path:
+    """An op LiteRT runs on int8 and the native engine does not."""
     b = GraphBuilder()
     x = b.input("x", np.int8, (1, 8), 0.1, 0)
-    y = b.tensor("y", np.int8, (1, 8), 1 / 128, 0)
-    b.op("TANH", [x], [y])
+    y = b.tensor("y", np.int8, (1, 8), 0.1, 0)
+    b.op("ELU", [x], [y])
     b.output(y)
-    path = tmp_path / "tanh.tflite"
+    path = tmp_path / "elu.tflite"
     write_tflite(b.build(), path)
     return path
 
 
 def test_unsupported_op_names_op_index_file_and_fallback(tmp_path):
-    path = _tanh_model(tmp_path)
+    path = _elu_model(tmp_path)
     with pytest.raises(UnsupportedOpError) as err:
         load_engine(path, "native")
     message = str(err.value)
-    assert "operator #0 is TANH" in message and str(path) in message and "--engine litert" in message
+    assert "operator #0 is ELU" in message and str(path) in message and "--engine litert" in message
     # LiteRT still runs it.
     assert load_engine(path, "litert").infer([np.zeros((1, 8), np.int8)])[0].shape == (1, 8)
 
@@ -102,5 +103,5 @@ def test_cli_reports_errors_and_exits_nonzero(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros((1, 3), np.int8))
     assert main(["run", str(MLP), "--input", str(tmp_path / "x.npy")]) == 2
     assert "must have shape" in capsys.readouterr().err
-    assert main(["run", str(_tanh_model(tmp_path)), "--input", str(tmp_path / "x.npy")]) == 2
-    assert "TANH" in capsys.readouterr().err
+    assert main(["run", str(_elu_model(tmp_path)), "--input", str(tmp_path / "x.npy")]) == 2
+    assert "ELU" in capsys.readouterr().err
