@@ -88,8 +88,9 @@ def main() -> int:
                     else:
                         diff = int(np.abs(out.astype(np.int64) - native).max())
                         wrong = int(np.abs(out.astype(np.int64) - dense_out).max())
-                        verdict = (f"runs, equal to the native engine (max diff {wrong} vs dense)" if diff == 0
-                                   else f"runs, WRONG (max diff {diff} vs native, {wrong} vs dense)")
+                        verdict = (f"runs, equal to the native engine (max diff {wrong} vs dense)"
+                                   if diff == 0 else
+                                   f"runs, WRONG (max diff {diff} vs native, {wrong} vs dense)")
                     print(f"{name:<11} {label:<14} {stored:>9} {read:<8} {verdict:<60}", flush=True)
     return 0
 
