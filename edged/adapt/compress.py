@@ -85,7 +85,7 @@ class QsaStrategy:
     floor = 0.1  # features the autoencoder dropped are demoted, not condemned
 
     def __init__(self, config: QsaConfig | None = None) -> None:
-        self.config = config or QsaConfig(epochs=500, time_budget_s=30.0, patience=8)
+        self.config = config or QsaConfig(epochs=500, time_budget_s=30.0, patience=20)
         self.results: dict[int, QsaResult] = {}
 
     def scores(self, weights: np.ndarray, stats: LayerStats) -> np.ndarray:
