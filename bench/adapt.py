@@ -374,14 +374,14 @@ def _qsa_row(name: str, label: str, comp, judge, targets) -> dict:
 
 
 def _written(graph) -> bytes:
-    """The file as `edged compress --sparse-encoding` writes it (1x16 TFLite encoding where eligible)."""
+    """The file as `edged compress` writes it (each pruned weight in its smallest sparse layout)."""
     import copy
 
     from edged.model.tflite import write_tflite
-    from edged.sparse.tflite_encoding import sparsify_fc_weights
+    from edged.sparse.storage import store_weights
 
     g = copy.deepcopy(graph)
-    sparsify_fc_weights(g)
+    store_weights(g)
     return write_tflite(g)
 
 
