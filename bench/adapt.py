@@ -37,7 +37,7 @@ STRATEGY_NAMES = ("magnitude", "wanda", "qsa", "qsa+bc")  # +bc: with bias corre
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="also write the results to this JSON file")
-    ap.add_argument("--only", choices=("compression", "drift", "cycle", "taps", "reconstruct"))
+    ap.add_argument("--only", choices=("compression", "drift", "cycle", "taps", "reconstruct", "qsa"))
     ap.add_argument("--models", default="digits_mlp,digits_cnn", help="reconstruct: the models to measure")
     args = ap.parse_args(argv)
     results = {}
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         results["taps"] = taps()
     if args.only in (None, "reconstruct"):
         results["reconstruct"] = reconstruct(args.models.split(","))
+    if args.only in (None, "qsa"):
+        results["qsa"] = qsa_quality(args.models.split(","))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
@@ -310,15 +312,76 @@ def reconstruct(models: list[str]) -> list[dict]:
     return rows
 
 
+class _ShuffledQsa:
+    """QSA's score with each layer's feature importances shuffled: what QSA's ranking adds."""
+
+    name = "qsa-shuffled"
+
+    def __init__(self, trained: dict, seed: int) -> None:
+        self.trained, self.seed = trained, seed
+
+    def scores(self, weights, stats):
+        import numpy as np
+
+        from edged.adapt.compress import QsaStrategy
+
+        imp = np.random.default_rng(self.seed + stats.op_index).permutation(self.trained[stats.op_index])
+        weight = stats.input_norm * (QsaStrategy.floor + imp)
+        flat = np.abs(weights.reshape(weights.shape[0], -1).astype(np.float64)) * weight
+        return flat.reshape(weights.shape)
+
+
+def qsa_quality(models: list[str], targets=(0.7, 0.8, 0.9)) -> list[dict]:
+    """QSA trained to a plateau against magnitude, Wanda and QSA with shuffled importances: held-out
+    accuracy after unstructured pruning (masks only) at equal sparsity, and each autoencoder's
+    reconstruction loss curve."""
+    from edged.adapt.compress import QsaStrategy
+
+    calib_images, test_images, test_labels, source = _digits_split()
+    print(f"\nQSA vs other scores (calibration: {source}; accuracy on {len(test_images)} test images, "
+          "unstructured masks, no reconstruction)")
+    rows = []
+    for name in models:
+        graph = read_tflite(default_model_path(name))
+        held = Calibration(digits_for(graph, test_images), test_labels)
+        calib = Calibration(digits_for(graph, calib_images))
+        judge = Compressor(graph, held, STRATEGIES["magnitude"]())
+        qsa = QsaStrategy()
+        scorers = {"magnitude": STRATEGIES["magnitude"](), "wanda": STRATEGIES["wanda"](), "qsa": qsa}
+        scorers_extra = {}
+        for label, scorer in scorers.items():
+            comp = Compressor(graph, calib, scorer, UNSTRUCTURED, reconstruct=False)
+            if label == "qsa":
+                for op, r in qsa.results.items():
+                    curve = [round(h[0], 4) for h in r.history]
+                    print(f"{name} op #{op}: {r.epochs} epochs in {r.seconds:.1f} s, "
+                          f"{'plateau' if r.converged else 'budget'}; reconstruction MSE by epoch "
+                          f"{curve[:5]} ... {curve[-1]}", flush=True)
+                    rows.append({"model": name, "op": op, "mse_curve": curve, "converged": r.converged})
+                trained = {op: r.importance for op, r in qsa.results.items()}
+                scorers_extra = {f"qsa-shuffled{s}": _ShuffledQsa(trained, 1000 * s) for s in (1, 2, 3)}
+            rows.append(_qsa_row(name, label, comp, judge, targets))
+        for label, scorer in scorers_extra.items():
+            comp = Compressor(graph, calib, scorer, UNSTRUCTURED, reconstruct=False)
+            rows.append(_qsa_row(name, label, comp, judge, targets))
+    return rows
+
+
+def _qsa_row(name: str, label: str, comp, judge, targets) -> dict:
+    acc = {t: judge.accuracy(comp.search(sparsity=t, steps=8).graph) for t in targets}
+    print(f"{name:<11} {label:<14} " + " ".join(f"{t:.0%}: {a:6.2%}" for t, a in acc.items()), flush=True)
+    return {"model": name, "strategy": label, "accuracy": {str(t): a for t, a in acc.items()}}
+
+
 def _written(graph) -> bytes:
-    """The file as `edged compress --sparse-encoding` writes it (1x16 TFLite encoding where eligible)."""
+    """The file as `edged compress` writes it (each pruned weight in its smallest sparse layout)."""
     import copy
 
     from edged.model.tflite import write_tflite
-    from edged.sparse.tflite_encoding import sparsify_fc_weights
+    from edged.sparse.storage import store_weights
 
     g = copy.deepcopy(graph)
-    sparsify_fc_weights(g)
+    store_weights(g)
     return write_tflite(g)
 
 

@@ -340,15 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="magnitude, wanda, qsa, obs: solve the kept weights again so each layer's outputs "
                         "on the calibration data stay as close to the input model's as the mask allows "
                         "(default on)")
+    p.add_argument("--storage", choices=("sparse", "litert-kernel", "dense"), default="sparse",
+                   help="how weights with zeros are stored: sparse (default: the smallest TFLite sparse "
+                        "layout per weight, 1x16 FULLY_CONNECTED weights on LiteRT's sparse kernel and any "
+                        "other layout behind a DENSIFY op), litert-kernel (only that 1x16 layout), dense")
     p.add_argument("--sparse-encoding", action="store_true",
-                   help="store eligible FULLY_CONNECTED weights in TFLite's sparse encoding (smaller file; "
-                        "LiteRT then rounds ties like its sparse kernel, and edged follows it)")
+                   help="same as --storage litert-kernel; for hmatrix / svd --export factors, also leave the "
+                        "zeros between leaves out of the 'pays' count")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("demo", help="the adaptation loop live: daemon, clean then drifted traffic, swaps")
     p.add_argument("--clean-s", type=float, default=12.0, help="seconds of clean traffic (default 12)")
     p.add_argument("--shifted-s", type=float, default=25.0, help="seconds of drifted traffic (default 25)")
-    p.add_argument("--strategy", default="qsa", help="adaptation strategy: magnitude, wanda or qsa")
+    p.add_argument("--strategy", default="magnitude", help="adaptation strategy: magnitude, wanda or qsa")
     p.add_argument("--plot", default="edged-demo.png", help='PNG to write ("" for none)')
     p.set_defaults(func=cmd_demo)
 

@@ -139,17 +139,11 @@ def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool =
     from edged.adapt.compress import float_bytes, served_bytes
     from edged.model.tflite import write_tflite
 
-    encoded = []
-    if args.sparse_encoding:
-        from edged.sparse.tflite_encoding import sparsify_fc_weights
-
-        encoded = sparsify_fc_weights(result.graph)
+    stored = _store_weights(args, result.graph)
     content = write_tflite(result.graph)
     with open(args.output, "wb") as f:
         f.write(content)
     print(f"wrote {args.output}: {len(content)} bytes ({args.strategy}, {time.perf_counter() - t0:.1f} s)")
-    if encoded:
-        print(f"  stored sparse (TFLite 1x16 encoding; LiteRT runs its sparse kernel): {', '.join(encoded)}")
     for p in result.layers if not patterns else []:
         op = graph.operators[p.op_index]
         shape = "x".join(str(d) for d in graph.tensors[op.inputs[1]].shape)
@@ -168,9 +162,9 @@ def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool =
     else:
         print(f"sparsity {result.sparsity:.1%} of prunable weights; "
               f"output KL {result.kl:.5f} vs the input model")
-    print(f"compression vs float32 weights: {ratio_before:.2f}x dense int8 -> {ratio_after:.2f}x as served "
-          f"(block-CSR in memory); the file written is {float_bytes(graph) / len(content):.2f}x smaller "
-          "than the float32 weights")
+    print(f"weights in memory vs float32: {ratio_before:.2f}x dense int8 -> {ratio_after:.2f}x as served "
+          "(block-CSR)")
+    _print_file_report(args, graph, stored, content, comp.calib.x)
     if comp.calib.y is not None:
         before, after = comp.accuracy(graph), comp.accuracy(result.graph)
         print(f"accuracy on the calibration labels: {before:.2%} -> {after:.2%}")
@@ -189,3 +183,36 @@ def _auto_blocks(graph, layers, sparsity: float):
         fast = advice[i].fast_blocks(sparsity) if i in advice else []
         blocks[i] = fast[0] if fast else UNSTRUCTURED
     return blocks
+
+
+def _store_weights(args, graph) -> list:
+    """Choose how the pruned weights are stored (default: the smallest sparse layout each)."""
+    from edged.sparse.storage import store_weights
+
+    mode = "litert-kernel" if args.sparse_encoding else getattr(args, "storage", "sparse")
+    try:
+        return store_weights(graph, mode)
+    except ValueError as exc:
+        raise EdgedError(str(exc)) from exc
+
+
+def _print_file_report(args, graph, stored: list, content: bytes, x) -> None:
+    """The written file's bytes against the input file and a float32 model, and who runs it."""
+    import os
+
+    import numpy as np
+
+    from edged.sparse.storage import check_litert, describe_storage
+
+    for line in describe_storage(stored):
+        print(line)
+    source = os.path.getsize(args.model)
+    # The same file with every int8 constant (weights) in float32 instead.
+    fp32 = source + 3 * sum(t.nbytes for t in graph.tensors if t.is_constant and t.dtype == np.int8)
+    print(f"file: {len(content)} bytes, {source / len(content):.2f}x smaller than the input file "
+          f"({source} bytes), {fp32 / len(content):.2f}x smaller than the model in float32 "
+          f"(about {fp32} bytes)")
+    litert = check_litert(content, x)
+    print("runs on: the native engine" + (
+        f"; LiteRT's builtin kernels, without XNNPACK ({litert.detail})" if litert.runs
+        else f"; not on LiteRT: {litert.detail}"))

@@ -82,7 +82,7 @@ class SecuritySection:
 @dataclass(frozen=True)
 class AdaptSection:
     enabled: bool = False
-    strategy: str = "qsa"  # magnitude, wanda, qsa (pruning) or hmatrix, svd (low-rank)
+    strategy: str = "magnitude"  # magnitude, wanda, qsa (pruning) or hmatrix, svd (low-rank)
     kl_budget: float = 0.05  # largest mean output KL of a candidate vs the dense master
     max_kl_budget: float = 0.5  # resource pressure raises the budget up to this
     block: str = "auto"  # mask block shape: auto (fastest here) or RxC

@@ -80,7 +80,7 @@ def _shift(images: np.ndarray, seed: int) -> np.ndarray:
 
 
 def run_demo(clean_s: float = 12.0, shifted_s: float = 25.0, feedback_fraction: float = 0.3,
-             plot: str | None = "edged-demo.png", strategy: str = "qsa", block: str = "1x1",
+             plot: str | None = "edged-demo.png", strategy: str = "magnitude", block: str = "1x1",
              out=sys.stdout) -> Timeline:
 
     def say(msg: str) -> None:
@@ -99,6 +99,9 @@ def run_demo(clean_s: float = 12.0, shifted_s: float = 25.0, feedback_fraction: 
         f'[adapt]\nenabled = true\nstrategy = "{strategy}"\nsample_rate = 0.5\nwindow = 128\n'
         f'calib_samples = 384\nmin_interval_s = 8\nprobation_s = 5\nkl_budget = 0.1\n'
         f'fidelity_floor = 0.8\nblock = "{block}"\n'
+        # The daemon runs its adaptation worker niced so that serving wins the CPU; on a machine
+        # saturated by other work that starves the worker and a cycle outlasts any demo.
+        f'nice = 0\n'
     )
     log_path = work / "daemon.log"
     env = {**os.environ, "EDGED_CACHE_DIR": os.environ.get("EDGED_CACHE_DIR", str(work / "cache"))}
@@ -139,7 +142,35 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen, log_path: Path, timeout: 
     raise EdgedError(f"the daemon was not ready after {timeout:.0f} s; its log: {log_path}")
 
 
-def _stream(endpoint, metrics_port, log_path, clean_s, shifted_s, feedback_fraction, say) -> Timeline:
+# What ends an adaptation cycle, as the daemon logs it.
+OUTCOMES = ("swapped", "rejected", "kept", "aborted", "error")
+
+
+def _cycle_open(timeline: Timeline, phase: str, end: float, extra_s: float) -> bool:
+    """Past the drifted phase's planned end: keep streaming while a cycle that began in it has
+    not ended (up to ``extra_s`` more), and for a few seconds after a swap, to show its effect.
+
+    On a busy machine the adaptation worker shares the CPU and its cycle can outlast the
+    planned phase; cutting the stream then would show the trigger and never the swap."""
+    now = time.monotonic()
+    if phase != "shifted" or now >= end + extra_s:
+        return False
+    t_end = timeline.samples[-1].t if timeline.samples else 0.0
+    began = [t for t, e in timeline.events if e.startswith("trigger")]
+    if not began:
+        return False
+    ended = [(t, e) for t, e in timeline.events if e.startswith(OUTCOMES) and t >= began[-1]]
+    if not ended:
+        return True
+    t_out, event = ended[-1]
+    return event.startswith("swapped") and t_out + AFTER_SWAP_S > t_end
+
+
+AFTER_SWAP_S = 4.0  # seconds of drifted traffic shown on the swapped model
+
+
+def _stream(endpoint, metrics_port, log_path, clean_s, shifted_s, feedback_fraction, say,
+            extra_s: float = 60.0) -> Timeline:
     from edged.serve.client import Client
 
     images, labels = load_digits_test()
@@ -154,9 +185,10 @@ def _stream(endpoint, metrics_port, log_path, clean_s, shifted_s, feedback_fract
         for phase, seconds in (("clean", clean_s), ("shifted", shifted_s)):
             say(f"\n--- {phase} data for {seconds:.0f} s "
                 + ("(the bundled digits test split)" if phase == "clean" else
-                   "(contrast loss + sensor noise + translation)"))
+                   "(contrast loss + sensor noise + translation; longer while an adaptation cycle "
+                   "is under way)"))
             end = time.monotonic() + seconds
-            while time.monotonic() < end:
+            while time.monotonic() < end or _cycle_open(timeline, phase, end, extra_s):
                 hits = total = 0
                 times = []
                 tick = time.monotonic() + 0.5

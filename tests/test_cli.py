@@ -134,7 +134,11 @@ def test_compress_writes_a_pruned_model_and_reports_it(tmp_path, capsys):
     small = tmp_path / "smaller.tflite"
     assert main(["compress", str(model), "--sparsity", "0.5", "--block", "1x16", "--sparse-encoding",
                  "--calib", str(tmp_path / "calib.npz"), "-o", str(small)]) == 0
-    assert "stored sparse" in capsys.readouterr().out and small.stat().st_size < out.stat().st_size
+    text = capsys.readouterr().out
+    assert "1x16 blocks" in text and "LiteRT's sparse FULLY_CONNECTED kernel" in text
+    assert small.stat().st_size < out.stat().st_size
+    ratio = model.stat().st_size / small.stat().st_size
+    assert f"file: {small.stat().st_size} bytes, {ratio:.2f}x smaller than the input file" in text
     from edged.runtime.litert import LiteRTEngine
     from edged.runtime.native import NativeEngine
 

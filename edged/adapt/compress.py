@@ -74,13 +74,18 @@ class WandaStrategy:
 
 class QsaStrategy:
     """|w_ij| * ||x_j|| * (floor + importance_j): Wanda's score weighted by how much the layer's
-    quantized sparse autoencoder needed input feature j (edged.adapt.qsa)."""
+    quantized sparse autoencoder needed input feature j (edged.adapt.qsa).
+
+    Offline it trains each autoencoder to a plateau (30 s at most per layer). Measured on the
+    bundled models (`python bench/adapt.py --only qsa`) its pruning is no better than magnitude
+    or Wanda, nor than the same score with the importances shuffled across features, so it is
+    an opt-in strategy, not the default."""
 
     name = "qsa"
     floor = 0.1  # features the autoencoder dropped are demoted, not condemned
 
     def __init__(self, config: QsaConfig | None = None) -> None:
-        self.config = config or QsaConfig(time_budget_s=3.0)
+        self.config = config or QsaConfig(epochs=500, time_budget_s=30.0, patience=20)
         self.results: dict[int, QsaResult] = {}
 
     def scores(self, weights: np.ndarray, stats: LayerStats) -> np.ndarray:

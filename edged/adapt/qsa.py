@@ -32,7 +32,11 @@ class QsaConfig:
     learning_rate: float = 3e-3
     batch_size: int = 128
     epochs: int = 30
-    time_budget_s: float = 5.0  # training stops when either runs out
+    time_budget_s: float = 5.0  # training stops when either runs out, or at a plateau
+    # A plateau: the best reconstruction error has not fallen by min_improvement
+    # (relative) in `patience` epochs. 0 patience trains for the whole budget.
+    patience: int = 0
+    min_improvement: float = 0.01
     seed: int = 0
 
 
@@ -45,6 +49,7 @@ class QsaResult:
     epochs: int
     seconds: float
     history: list[tuple[float, float, float]] = field(default_factory=list)  # (mse, code sparsity, lam)
+    converged: bool = False  # stopped at a plateau (not by the epoch or time budget)
 
 
 def fake_quantize(w: np.ndarray) -> np.ndarray:
@@ -103,7 +108,8 @@ def train_qsa(window: np.ndarray, config: QsaConfig | None = None) -> QsaResult:
     lam = cfg.lam
     history = []
     epochs_run = 0
-    for epochs_run in range(1, cfg.epochs + 1):  # noqa: B007 - the count is reported
+    best, best_epoch, converged = np.inf, 0, False
+    for epochs_run in range(1, cfg.epochs + 1):
         order = rng.permutation(n)
         for start in range(0, n, cfg.batch_size):
             xb = xs[order[start : start + cfg.batch_size]]
@@ -128,10 +134,16 @@ def train_qsa(window: np.ndarray, config: QsaConfig | None = None) -> QsaResult:
         history.append((mse, sparsity, lam))
         # Steer lambda toward the target code sparsity: more L1 shrinks the code.
         lam *= 1.3 if sparsity < cfg.target_code_sparsity else 1 / 1.3
+        if mse < best * (1 - cfg.min_improvement):
+            best, best_epoch = mse, epochs_run
+        if cfg.patience and epochs_run - best_epoch >= cfg.patience:
+            converged = True
+            break
         if time.perf_counter() - t0 > cfg.time_budget_s:
             break
     imp = np.abs(fake_quantize(we)).sum(axis=1)
     imp = imp / imp.mean() if imp.mean() > 0 else imp
     importance[live] = imp
     mse, sparsity, lam_used = history[-1]
-    return QsaResult(importance, mse, sparsity, lam_used, epochs_run, time.perf_counter() - t0, history)
+    return QsaResult(importance, mse, sparsity, lam_used, epochs_run, time.perf_counter() - t0, history,
+                     converged)

@@ -25,6 +25,7 @@ from edged.model.fold import fold_shapes
 from edged.model.ir import Graph, Operator, Quantization, Signature, Tensor
 from edged.model.schema import enum_name, schema
 from edged.model.tflite_sparsity import sparsity_from_schema, sparsity_to_schema
+from edged.sparse.densify import fold_densify, with_densify_ops
 from edged.sparse.tflite_encoding import densify, encode_like
 
 FILE_IDENTIFIER = b"TFL3"
@@ -112,9 +113,12 @@ def _text(value: bytes | str | None) -> str:
 # ---------------------------------------------------------------- reading
 
 
-def read_tflite(source: str | os.PathLike | bytes, *, name: str | None = None) -> Graph:
+def read_tflite(source: str | os.PathLike | bytes, *, name: str | None = None,
+                keep_densify: bool = False) -> Graph:
     """Parse a .tflite model (a path or its bytes) into a Graph.
 
+    DENSIFY operators on constants are folded into the constant (which keeps
+    its sparse layout, see edged.sparse.densify) unless ``keep_densify``.
     Raises ModelFormatError with a message naming the file for anything that is
     not a well-formed single-subgraph .tflite model.
     """
@@ -144,6 +148,8 @@ def read_tflite(source: str | os.PathLike | bytes, *, name: str | None = None) -
         ) from exc
     if fold_shapes(graph, label):
         graph.drop_unused_tensors()
+    if not keep_densify:
+        fold_densify(graph)
     return graph
 
 
@@ -322,8 +328,15 @@ class _AlignedBufferT(schema.BufferT):
         return schema.BufferEnd(builder)
 
 
-def write_tflite(graph: Graph, path: str | os.PathLike | None = None) -> bytes:
-    """Serialize a Graph to .tflite bytes; also write them to ``path`` if given."""
+def write_tflite(graph: Graph, path: str | os.PathLike | None = None, *, densify_ops: bool = True) -> bytes:
+    """Serialize a Graph to .tflite bytes; also write them to ``path`` if given.
+
+    A sparse constant LiteRT's kernels cannot read directly is written behind a
+    DENSIFY operator (edged.sparse.densify), unless ``densify_ops`` is False:
+    then the file holds it as its consumers' direct input, as other writers may.
+    """
+    if densify_ops:
+        graph = with_densify_ops(graph)
     buffers: list[Any] = [schema.BufferT()]  # buffer 0 is the empty sentinel
 
     def add_buffer(raw: bytes) -> int:

@@ -14,6 +14,7 @@ from edged.model.quant import (
     quantize_multipliers,
 )
 from edged.ops.base import OpContext, OutputType, clamp_to, describe_requantization
+from edged.sparse.densify import runs_sparse_in_litert
 
 OPCODES = ("FULLY_CONNECTED",)
 
@@ -108,7 +109,7 @@ def prepare(ctx: OpContext) -> FullyConnectedParams:
         act_max=act_max,
         depth=depth,
         out_shape=y.shape[1:],
-        round_away=w.sparsity is not None,
+        round_away=runs_sparse_in_litert(ctx.graph, ctx.op.inputs[1]),
     )
 
 

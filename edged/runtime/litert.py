@@ -40,7 +40,7 @@ def _check_structure(content: bytes, model: str, delegates: bool) -> bool:
         from edged.model.tflite import read_tflite
     except BackendUnavailableError:
         return delegates
-    graph = read_tflite(content, name=model)
+    graph = read_tflite(content, name=model, keep_densify=True)
     _check_edged_ops(graph, model)
     return _check_sparse_weights(graph, model, delegates)
 
@@ -59,7 +59,7 @@ def _check_edged_ops(graph, model: str) -> None:
 
 
 def _check_sparse_weights(graph, model: str, delegates: bool) -> bool:
-    """Weights in TFLite's sparse encoding: only LiteRT's sparse FULLY_CONNECTED runs them right.
+    """Weights in TFLite's sparse encoding: only LiteRT's sparse FULLY_CONNECTED and DENSIFY read them right.
 
     LiteRT checks the encoding's level formats and block size but not its
     traversal order (a 1x16 layout traversed column-first crashes it), its
@@ -71,13 +71,15 @@ def _check_sparse_weights(graph, model: str, delegates: bool) -> bool:
     for i in sparse:
         t = graph.tensors[i]
         users = [op for op in graph.operators if i in op.inputs]
-        ok = t.sparsity.is_fc_block_1x16 and all(
+        behind_densify = all(op.opcode == "DENSIFY" for op in users)
+        ok = behind_densify or (t.sparsity.is_fc_block_1x16 and all(
             op.opcode == "FULLY_CONNECTED" and op.inputs.index(i) == 1 for op in users
-        )
+        ))
         if not ok:
             raise UnsupportedModelError(
                 f"{model}: tensor #{i} '{t.name}' is stored sparse in a form LiteRT's kernels do not run "
-                "correctly (only FULLY_CONNECTED weights in 1x16 blocks, traversal order [0, 1, 2]); "
+                "correctly (only FULLY_CONNECTED weights in 1x16 blocks, traversal order [0, 1, 2], or any "
+                "layout behind a DENSIFY operator, as edged writes it); "
                 "run it with --engine native, which reads any sparse encoding"
             )
     if sparse and delegates:

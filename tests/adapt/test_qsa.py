@@ -57,3 +57,44 @@ def test_bad_windows():
         train_qsa(np.array([[0.0, np.nan], [1.0, 2.0]]))
     flat = train_qsa(np.full((10, 3), 5, np.int8))
     assert np.all(flat.importance == 0)
+
+
+def test_training_stops_at_a_plateau_of_the_reconstruction_error():
+    result = train_qsa(structured_window(seed=5), QsaConfig(code_size=16, epochs=2000, time_budget_s=600.0,
+                                                            patience=8, seed=2))
+    curve = [mse for mse, _, _ in result.history]
+    assert result.converged and result.epochs < 2000
+    assert curve[-1] < curve[0] / 3
+    assert min(curve[:-8]) <= min(curve[-8:]) / (1 - QsaConfig.min_improvement)  # no real progress at the end
+
+
+class RandomScores:
+    """Scores drawn at random: what pruning with QSA must beat."""
+
+    name = "random"
+
+    def scores(self, weights, stats):
+        return np.random.default_rng(stats.op_index).random(weights.shape)
+
+
+def test_qsa_scores_prune_far_better_than_random_scores():
+    from edged.adapt.calibration import Calibration
+    from edged.adapt.compress import STRATEGIES, Compressor, QsaStrategy
+    from edged.data import default_model_path, digits_for, load_digits_test
+    from edged.model.tflite import read_tflite
+    from edged.sparse.block_csr import BlockShape
+
+    images, labels = load_digits_test()
+    graph = read_tflite(default_model_path("digits_mlp"))
+    x = digits_for(graph, images)
+    calib, held = Calibration(x[:120]), Calibration(x[120:], labels[120:])
+    judge = Compressor(graph, held, STRATEGIES["magnitude"]())
+
+    def pruned_accuracy(strategy) -> float:
+        comp = Compressor(graph, calib, strategy, BlockShape(1, 1), reconstruct=False)
+        return judge.accuracy(comp.search(sparsity=0.8, steps=4).graph)
+
+    # An epoch count, not a time budget, ends training: the same result on a busy machine.
+    qsa = pruned_accuracy(QsaStrategy(QsaConfig(epochs=15, time_budget_s=600.0, seed=0)))
+    chance = pruned_accuracy(RandomScores())
+    assert qsa >= chance + 0.3 and qsa >= 0.8, (qsa, chance)

@@ -101,13 +101,17 @@ def test_litert_engine_refuses_sparse_layouts_it_would_crash_on_or_misread():
     w = graph.tensors[graph.operators[0].inputs[1]]
     # The 1x16 block layout traversed column-first: valid, and LiteRT segfaults on it.
     _, w.sparsity = encode(w.data, (1, 0, 2), (DENSE, SPARSE_CSR, DENSE), (1,), (16,))
-    content = write_tflite(graph)
+    content = write_tflite(graph, densify_ops=False)
     with pytest.raises(UnsupportedModelError, match="traversal order"):
         LiteRTEngine(content)
     from edged.runtime.native import NativeEngine
 
     x = rng.integers(-128, 128, (4, 64)).astype(np.int8)
     assert NativeEngine.from_bytes(content).infer([x])[0].shape == (4, 32)
+    # As edged writes it, a DENSIFY op decodes the weights first, and LiteRT's dense kernel runs.
+    guarded = write_tflite(graph)
+    assert "DENSIFY" in [op.opcode for op in read_tflite(guarded, keep_densify=True).operators]
+    assert np.array_equal(LiteRTEngine(guarded).infer([x])[0], NativeEngine.from_bytes(guarded).infer([x])[0])
 
 
 def test_litert_engine_drops_xnnpack_for_sparse_weights():
