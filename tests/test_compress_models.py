@@ -23,6 +23,8 @@ MODELS = sorted(
 # Top-1 agreement with the source on 8 inputs at 30 % sparsity: the lowest measured
 # is 0.75 (flatten_cnn on noise inputs), most models 1.0; broken weights give about 0.1.
 MIN_AGREEMENT = 0.6
+# Models whose output is not a class score (the autoencoder): correlation of the outputs.
+MIN_CORRELATION = 0.9
 try:
     import ai_edge_litert  # noqa: F401
 
@@ -53,7 +55,7 @@ def test_compress_writes_a_smaller_model_both_engines_run_close_to_the_source(pa
     out = tmp_path / "out.tflite"
     # Reconstruction keeps the small converter models close (masks alone flip their top-1); on the
     # larger ones it takes minutes here, and masks alone already keep them close.
-    rebuild = "--reconstruct" if path.stat().st_size < 100_000 else "--no-reconstruct"
+    rebuild = "--reconstruct" if path.stat().st_size < 60_000 else "--no-reconstruct"
     assert main(["compress", str(path), "--sparsity", "0.3", "--block", "1x16", rebuild,
                  "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) == 0
     text = capsys.readouterr().out
@@ -67,5 +69,8 @@ def test_compress_writes_a_smaller_model_both_engines_run_close_to_the_source(pa
     source, compressed = NativeEngine.from_file(path), NativeEngine.from_file(out)
     before, after = source.infer([x])[0], compressed.infer([x])[0]
     assert after.shape == before.shape and np.all(np.isfinite(after.astype(np.float64)))
-    agreement = np.mean(before.reshape(len(x), -1).argmax(1) == after.reshape(len(x), -1).argmax(1))
-    assert agreement >= MIN_AGREEMENT
+    before, after = (a.reshape(len(x), -1).astype(np.float64) for a in (before, after))
+    if before.shape[1] > 100:  # a regression head (the anomaly autoencoder's 640 outputs): correlation
+        assert np.corrcoef(before.ravel(), after.ravel())[0, 1] >= MIN_CORRELATION
+    else:
+        assert np.mean(before.argmax(1) == after.argmax(1)) >= MIN_AGREEMENT
