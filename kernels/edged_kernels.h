@@ -59,12 +59,16 @@ enum {
   EDGED_WEIGHTS_BLOCK_SPARSE = 1 /* packed by edged_s8_spmm_pack() */
 };
 
-/* FULLY_CONNECTED rounding (edged_op.mode): LiteRT's dense int8 FC (ruy)
- * rounds ties up; its sparse int8 FC kernel (weights stored in TFLite's
- * sparse encoding) rounds them away from zero. */
+/* FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D rounding (edged_op.mode).
+ * On x86-64 LiteRT's dense int8 FC and CONV (ruy) round ties up in both steps
+ * of the fixed-point multiply, its sparse int8 FC kernel (weights stored in
+ * TFLite's sparse encoding) rounds them away from zero, and its depthwise
+ * mixes the two (see DEPTHWISE_CONV_2D below). Its aarch64 build rounds once:
+ * (acc * multiplier + 2^(30 - shift)) >> (31 - shift) in 64 bits. */
 enum {
   EDGED_ROUND_UP = 0,
-  EDGED_ROUND_AWAY = 1
+  EDGED_ROUND_AWAY = 1,
+  EDGED_ROUND_SINGLE = 2 /* every channel, FC / CONV / DEPTHWISE */
 };
 
 /* MEAN variants (edged_op.mode), after LiteRT's two int8 MEAN paths. */

@@ -10,6 +10,7 @@ import numpy as np
 from edged.model.quant import (
     multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_half_up,
+    multiply_by_quantized_multiplier_single,
     quantize_multiplier,
     quantize_multipliers,
 )
@@ -34,6 +35,8 @@ class FullyConnectedParams:
     # kernel, which rounds ties away from zero where the dense (ruy) path
     # rounds them up; edged follows whichever path LiteRT takes for the file.
     round_away: bool = False
+    # LiteRT's aarch64 build rounds the dense path once (edged.model.rounding).
+    single_rounding: bool = False
 
 
 def effective_scales(ctx: OpContext, input_scale: float, output_scale: float) -> np.ndarray:
@@ -109,6 +112,7 @@ def prepare(ctx: OpContext) -> FullyConnectedParams:
         depth=depth,
         out_shape=y.shape[1:],
         round_away=w.sparsity is not None,
+        single_rounding=ctx.rounding == "single" and w.sparsity is None,
     )
 
 
@@ -119,6 +123,8 @@ def reference(p: FullyConnectedParams, inputs: list[np.ndarray]) -> np.ndarray:
     acc = rows @ p.weights.astype(np.int64).T + p.bias
     # LiteRT runs dense int8 FULLY_CONNECTED through ruy, which rounds ties up.
     scale = multiply_by_quantized_multiplier if p.round_away else multiply_by_quantized_multiplier_half_up
+    if p.single_rounding:
+        scale = multiply_by_quantized_multiplier_single
     out = scale(acc, p.multiplier, p.shift) + p.output_offset
     out = clamp_to(out, p.act_min, p.act_max)
     return out.reshape((batch, *p.out_shape))
@@ -152,5 +158,7 @@ def describe(p: FullyConnectedParams, d, shared: dict) -> list:
     d.weights = address(shared["packed"])
     d.weight_format = shared["weight_format"]
     d.mode = lib.EDGED_ROUND_AWAY if p.round_away else lib.EDGED_ROUND_UP
+    if p.single_rounding:
+        d.mode = lib.EDGED_ROUND_SINGLE
     describe_requantization(p, d, shared)
     return []

@@ -13,6 +13,7 @@ from typing import Any
 from edged.errors import EdgedError, UnsupportedModelError, UnsupportedOpError
 from edged.model.fold import fold_shapes
 from edged.model.ir import Graph
+from edged.model.rounding import resolve_rounding
 from edged.ops import OPS
 from edged.ops.base import OpContext, check_op
 from edged.runtime.validate import check_graph
@@ -39,10 +40,15 @@ def op_key(op) -> str:
     return op.custom_code if op.opcode == "CUSTOM" and op.custom_code else op.opcode
 
 
-def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
+def prepare_graph(graph: Graph, model: str = "<model>", rounding: str = "auto") -> PreparedGraph:
     """Check every op is supported and consistent, and prepare it; raise a precise EdgedError otherwise.
 
-    Shape arithmetic left in the graph is folded first (in place), or explained."""
+    Shape arithmetic left in the graph is folded first (in place), or explained. ``rounding``
+    is the requantization rounding of FC/CONV/DEPTHWISE (edged.model.rounding)."""
+    try:
+        rounding = resolve_rounding(rounding)
+    except ValueError as exc:
+        raise EdgedError(str(exc)) from exc
     fold_shapes(graph, model, strict=True)
     for i, op in enumerate(graph.operators):
         if op_key(op) not in OPS:
@@ -60,7 +66,7 @@ def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
     for i, op in enumerate(graph.operators):
         if len(op.outputs) != 1:
             raise UnsupportedModelError(f"{model}: operator #{i} ({op.opcode}) has {len(op.outputs)} outputs")
-        ctx = OpContext(graph, op, i, model)
+        ctx = OpContext(graph, op, i, model, rounding)
         for t in op.inputs:
             if t >= 0 and t not in available:
                 raise UnsupportedModelError(
