@@ -59,16 +59,18 @@ enum {
   EDGED_WEIGHTS_BLOCK_SPARSE = 1 /* packed by edged_s8_spmm_pack() */
 };
 
-/* FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D rounding (edged_op.mode).
- * On x86-64 LiteRT's dense int8 FC and CONV (ruy) round ties up in both steps
- * of the fixed-point multiply, its sparse int8 FC kernel (weights stored in
- * TFLite's sparse encoding) rounds them away from zero, and its depthwise
- * mixes the two (see DEPTHWISE_CONV_2D below). Its aarch64 build rounds once:
- * (acc * multiplier + 2^(30 - shift)) >> (31 - shift) in 64 bits. */
+/* FULLY_CONNECTED / CONV_2D rounding (edged_op.mode). On x86-64 LiteRT's
+ * dense int8 FC and CONV (ruy) round ties up in both steps of the fixed-point
+ * multiply; its sparse int8 FC kernel (weights stored in TFLite's sparse
+ * encoding) rounds them away from zero. Its aarch64 build rounds dense FC and
+ * CONV once: (acc * multiplier + 2^(30 - shift)) >> (31 - shift) in 64 bits,
+ * saturated to int32, except a product of one row (batch included) with
+ * out_c >= 4 and depth >= 8, which its NEON matrix-times-vector kernel rounds
+ * twice, ties up. DEPTHWISE_CONV_2D takes mode EDGED_ROUND_UP only. */
 enum {
   EDGED_ROUND_UP = 0,
   EDGED_ROUND_AWAY = 1,
-  EDGED_ROUND_SINGLE = 2 /* every channel, FC / CONV / DEPTHWISE */
+  EDGED_ROUND_SINGLE = 2
 };
 
 /* MEAN variants (edged_op.mode), after LiteRT's two int8 MEAN paths. */
@@ -186,7 +188,8 @@ typedef struct edged_op {
  *   runs any block-sparse buffer), out_multiplier/out_shift[out_c],
  *   output_offset; clamp. Bias and input_offset are folded in at pack time.
  *   Rounding: mode EDGED_ROUND_UP (RHU, ruy) or EDGED_ROUND_AWAY (RHAZ,
- *   LiteRT's sparse FC kernel). No scratch.
+ *   LiteRT's sparse FC kernel) or EDGED_ROUND_SINGLE (LiteRT on aarch64,
+ *   above). No scratch.
  * CONV_2D  in[0] [in_h,in_w,in_c]; weights packed (dense or block-sparse, as
  *   FULLY_CONNECTED) from the [out_c,kh,kw,in_c] filter as
  *   [out_c, depth = filter_h*filter_w*in_c]; stride_*, dilation_*,

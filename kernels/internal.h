@@ -168,6 +168,14 @@ typedef struct edged_requant {
   int32_t single_rounding;
 } edged_requant;
 
+/* Whether a FULLY_CONNECTED / CONV_2D descriptor's product of `rows`
+ * activation rows (the whole batch) rounds once: mode EDGED_ROUND_SINGLE,
+ * except where LiteRT's NEON matrix-times-vector kernel would take it (one
+ * row, at least 4 output channels and 8 of depth), which rounds twice. */
+EDGED_INLINE int32_t edged_rounds_once(const edged_op* op, int64_t rows, int64_t depth) {
+  return op->mode == EDGED_ROUND_SINGLE && !(rows == 1 && op->out_c >= 4 && depth >= 8);
+}
+
 /* The EDGED_ROUND_* value an edged_requant asks for, for edged_requant1. */
 EDGED_INLINE int edged_rq_mode(const edged_requant* rq) {
   return rq->single_rounding ? EDGED_ROUND_SINGLE : (rq->rhaz ? EDGED_ROUND_AWAY : EDGED_ROUND_UP);

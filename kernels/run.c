@@ -69,7 +69,7 @@ static int input_offset_ok(const edged_op* op) {
   return op->input_offset >= -127 && op->input_offset <= 128;
 }
 
-/* CONV_2D / DEPTHWISE_CONV_2D: x86 rounding (0) or a single rounding. */
+/* CONV_2D: x86 rounding (0) or a single rounding. */
 static int conv_rounding_ok(const edged_op* op) {
   return op->mode == EDGED_ROUND_UP || op->mode == EDGED_ROUND_SINGLE;
 }
@@ -145,7 +145,7 @@ static int valid(const edged_op* op) {
              spatial_extent_ok(op) && windows_fit(op, op->dilation_h, op->dilation_w) &&
              pos(op->depth_multiplier) && (int64_t)op->in_c * op->depth_multiplier == op->out_c &&
              op->weights != NULL && act_ok(op) && per_channel_ok(op) && input_offset_ok(op) &&
-             conv_rounding_ok(op);
+             op->mode == EDGED_ROUND_UP;
     case EDGED_OP_MAX_POOL_2D:
     case EDGED_OP_AVERAGE_POOL_2D:
       return strides_ok(op, 1) && spatial_ok(op) && op->in_c == op->out_c && act_ok(op) &&

@@ -13,6 +13,7 @@ from edged.model.quant import (
     quantize_multipliers,
     vector_body,
 )
+from edged.model.rounding import rounds_once
 from edged.ops.base import (
     MAX_WINDOW,
     OpContext,
@@ -48,7 +49,7 @@ class ConvParams:
     dilation: tuple[int, int]
     pad: tuple[int, int]  # top, left
     depth_multiplier: int
-    # LiteRT's aarch64 build rounds every channel once (edged.model.rounding).
+    # CONV_2D: LiteRT's aarch64 build rounds once (edged.model.rounding); depthwise never does.
     single_rounding: bool = False
 
 
@@ -131,7 +132,7 @@ def prepare(ctx: OpContext) -> ConvParams:
         dilation=dilation,
         pad=(pad_top, pad_left),
         depth_multiplier=dm,
-        single_rounding=ctx.rounding == "single",
+        single_rounding=ctx.rounding == "single" and not depthwise,
     )
 
 
@@ -164,7 +165,8 @@ def reference(p: ConvParams, inputs: list[np.ndarray]) -> np.ndarray:
     else:
         acc = np.einsum("nhwijc,oijc->nhwo", patches, w)
     acc = acc + p.bias
-    if p.single_rounding:
+    rows = acc.size // p.out_hwc[2]  # output pixels of the whole batch: the GEMM's rows
+    if p.single_rounding and rounds_once("single", rows, p.out_hwc[2], w[0].size):
         out = multiply_by_quantized_multiplier_single(acc, p.multiplier, p.shift)
         return clamp_to(out + p.output_offset, p.act_min, p.act_max)
     out = multiply_by_quantized_multiplier_half_up(acc, p.multiplier, p.shift)

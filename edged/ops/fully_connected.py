@@ -14,6 +14,7 @@ from edged.model.quant import (
     quantize_multiplier,
     quantize_multipliers,
 )
+from edged.model.rounding import rounds_once
 from edged.ops.base import OpContext, OutputType, clamp_to, describe_requantization
 
 OPCODES = ("FULLY_CONNECTED",)
@@ -123,7 +124,7 @@ def reference(p: FullyConnectedParams, inputs: list[np.ndarray]) -> np.ndarray:
     acc = rows @ p.weights.astype(np.int64).T + p.bias
     # LiteRT runs dense int8 FULLY_CONNECTED through ruy, which rounds ties up.
     scale = multiply_by_quantized_multiplier if p.round_away else multiply_by_quantized_multiplier_half_up
-    if p.single_rounding:
+    if p.single_rounding and rounds_once("single", rows.shape[0], p.weights.shape[0], p.depth):
         scale = multiply_by_quantized_multiplier_single
     out = scale(acc, p.multiplier, p.shift) + p.output_offset
     out = clamp_to(out, p.act_min, p.act_max)

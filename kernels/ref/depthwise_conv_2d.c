@@ -8,8 +8,7 @@
  *
  * Requantization mimics LiteRT's DepthwiseConvGeneral + optimized Quantize on
  * x86: channel blocks of 8 round ties up, the out_c % 8 leftovers use the
- * scalar gemmlowp rounding. EDGED_ROUND_SINGLE (LiteRT on aarch64) rounds
- * every channel once.
+ * scalar gemmlowp rounding.
  */
 #include "internal.h"
 
@@ -20,7 +19,6 @@ void edged_dw_pixel(const edged_op* op, const int8_t* x, int8_t* yp, int32_t oy,
   const size_t in_c = (size_t)op->in_c, out_c = (size_t)op->out_c;
   const size_t dm = (size_t)op->depth_multiplier;
   const size_t body = out_c - out_c % 8;
-  const int single = op->mode == EDGED_ROUND_SINGLE;
   const int16_t io = (int16_t)op->input_offset;
   const int8_t* w = (const int8_t*)op->weights;
   const int32_t iy0 = oy * op->stride_h - op->pad_top, ix0 = ox * op->stride_w - op->pad_left;
@@ -51,17 +49,14 @@ void edged_dw_pixel(const edged_op* op, const int8_t* x, int8_t* yp, int32_t oy,
     for (size_t j = 0; j < cn; ++j) {
       const size_t c = c0 + j;
       yp[c] = edged_requant1((int32_t)acc[j], op->out_multiplier[c], op->out_shift[c],
-                             op->output_offset, op->act_min, op->act_max,
-                             single ? EDGED_ROUND_SINGLE : (c >= body ? EDGED_ROUND_AWAY : EDGED_ROUND_UP));
+                             op->output_offset, op->act_min, op->act_max, c >= body);
     }
   }
 }
 
 void edged_depthwise_conv_2d(const edged_op* op, int32_t batch) {
 #if defined(__x86_64__)
-  /* The AVX2 kernel has the x86 rounding only. */
-  if (op->mode != EDGED_ROUND_SINGLE && (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2)) &&
-      edged_s8_dwconv_avx2(op, batch) == 0)
+  if ((edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2)) && edged_s8_dwconv_avx2(op, batch) == 0)
     return;
 #endif
   const size_t out_c = (size_t)op->out_c;
