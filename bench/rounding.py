@@ -15,6 +15,7 @@ run python bench/rounding.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import sys
 from collections import defaultdict
@@ -62,10 +63,8 @@ def litert_intermediates(content: bytes, inputs: list[np.ndarray]) -> dict[str, 
     interp.invoke()
     values = {}
     for detail in interp.get_tensor_details():
-        try:
+        with contextlib.suppress(ValueError):  # tensors without data (folded away, or optional)
             values[detail["name"]] = interp.get_tensor(detail["index"])
-        except ValueError:  # tensors without data (folded away, or optional)
-            pass
     return values
 
 
