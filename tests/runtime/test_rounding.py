@@ -111,7 +111,7 @@ def test_an_unknown_mode_is_a_clear_error():
     graph = read_tflite(FIXTURES[0])
     with pytest.raises(EdgedError, match="rounding must be one of"):
         NativeEngine(graph, "m", rounding="nearest")
-    with pytest.raises(ConfigError, match="model.rounding"):
+    with pytest.raises(ConfigError, match=r"model\.rounding"):
         parse_config({"model": {"rounding": "nearest"}})
     assert parse_config({"model": {"rounding": "single"}}).model.rounding == "single"
 
