@@ -194,11 +194,13 @@ typedef struct edged_op {
  *   FULLY_CONNECTED) from the [out_c,kh,kw,in_c] filter as
  *   [out_c, depth = filter_h*filter_w*in_c]; stride_*, dilation_*,
  *   pad_top/left; out [out_h,out_w,out_c]; input_offset (im2col fills padding
- *   with -input_offset), requant as FULLY_CONNECTED. Scratch: edged_scratch_size().
+ *   with -input_offset), requant as FULLY_CONNECTED (mode EDGED_ROUND_UP or
+ *   EDGED_ROUND_SINGLE; rows = out_h*out_w*batch). Scratch: edged_scratch_size().
  * DEPTHWISE_CONV_2D  in[0] [in_h,in_w,in_c], weights raw [kh,kw,out_c] int8,
  *   bias raw int32 or NULL, depth_multiplier (out_c = in_c*depth_multiplier),
  *   geometry as CONV_2D, input_offset, out_multiplier/out_shift, output_offset;
- *   clamp. Channels c < out_c - out_c % 8 RHU, the rest RHAZ.
+ *   clamp. Channels c < out_c - out_c % 8 RHU, the rest RHAZ (on aarch64
+ *   too); mode EDGED_ROUND_UP.
  * MAX_POOL_2D / AVERAGE_POOL_2D  in[0] [in_h,in_w,in_c], out [out_h,out_w,out_c]
  *   with out_c == in_c, filter_*, stride_*, pad_top/left; clamp. Windows are
  *   clipped to the input; average rounds RHAZ over the valid taps.
