@@ -25,6 +25,7 @@ import zmq
 from edged.config import RELOADABLE, Config, changed_keys, check_config, load_config
 from edged.errors import EdgedError
 from edged.metrics import Metrics, serve_http
+from edged.model.rounding import set_default_rounding
 from edged.resolve import ModelResolver
 from edged.serve.feedback import FeedbackLog
 from edged.serve.served import ServedModel, read_model_file
@@ -76,6 +77,7 @@ class App:
 
     def start(self) -> None:
         cfg = self.cfg
+        set_default_rounding(cfg.model.rounding)  # restart-only: every engine of the process follows it
         setup_logging(cfg.log.level)
         prometheus_client.disable_created_metrics()  # _created series only add noise here
         self.notifier.status("loading model")

@@ -11,11 +11,18 @@ import time
 import numpy as np
 
 from edged.errors import EdgedError
+from edged.model.rounding import ROUNDING_MODES, set_default_rounding
 
 ENGINE_CHOICES = ("native", "litert")
 LAYOUT_HELP = (
     "native weight layout of FC/CONV layers: auto (measure dense and block-sparse, keep the fastest), "
     "cost (cost model, no measuring), dense, or a block shape such as 16x4 (default auto)"
+)
+
+
+ROUNDING_HELP = (
+    "requantization rounding of FULLY_CONNECTED / CONV_2D in the native engine: auto (what LiteRT "
+    "does on this machine: single on aarch64, double elsewhere), double or single (default auto)"
 )
 
 
@@ -165,6 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "store.state_dir": args.state_dir,
         "model.engine": args.engine,
         "model.layout": args.layout,
+        "model.rounding": args.rounding,
     }
     return App(args.config, overrides).run()
 
@@ -284,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the model output to this .npy file")
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="native")
     p.add_argument("--layout", default="auto", help=LAYOUT_HELP)
+    p.add_argument("--rounding", choices=ROUNDING_MODES, default=None, help=ROUNDING_HELP)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="batch-1 latency and throughput, engines interleaved")
@@ -304,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model only the native engine runs, e.g. one written with --export hmatrix")
     p.add_argument("--per-op", action="store_true",
                    help="also time each native kernel on its own (median per operator, and per opcode)")
+    p.add_argument("--rounding", choices=ROUNDING_MODES, default=None, help=ROUNDING_HELP)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="classify the bundled digits test split: accuracy and latency")
@@ -311,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="native")
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--layout", default="auto", help=LAYOUT_HELP)
+    p.add_argument("--rounding", choices=ROUNDING_MODES, default=None, help=ROUNDING_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compress", help="prune and re-quantize a model on calibration data")
@@ -366,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="directory of the versioned model store")
     p.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine (default native)")
     p.add_argument("--layout", default=None, help=LAYOUT_HELP)
+    p.add_argument("--rounding", choices=ROUNDING_MODES, default=None, help=ROUNDING_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("client", help="talk to a running daemon")
@@ -409,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "rounding", None):
+        set_default_rounding(args.rounding)
     try:
         return args.func(args)
     except EdgedError as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.errors import EdgedError
+from edged.model.rounding import ROUNDING_MODES
 
 try:
     import tomllib
@@ -39,6 +40,7 @@ class ModelSection:
     name: str = ""  # "" = the file name without .tflite
     engine: str = "native"
     layout: str = "auto"  # native weight layout: auto (measured), cost, dense or a block shape like 16x4
+    rounding: str = "auto"  # FC/CONV requantization: auto (this machine's LiteRT), double or single
     warmup_runs: int = 3
 
 
@@ -184,6 +186,7 @@ def _listen(v: str) -> str | None:
 _CHECKS = {
     "model.engine": _one_of(ENGINES),
     "model.layout": _layout_policy,
+    "model.rounding": _one_of(ROUNDING_MODES),
     "adapt.strategy": _one_of(("magnitude", "wanda", "qsa", "hmatrix", "svd", "pattern")),
     "adapt.kl_budget": _in(1e-6, 10.0),
     "adapt.max_kl_budget": _in(1e-6, 10.0),

@@ -71,12 +71,18 @@ enum {
   EDGED_WEIGHTS_BLOCK_SPARSE = 1 /* packed by edged_s8_spmm_pack() */
 };
 
-/* FULLY_CONNECTED rounding (edged_op.mode): LiteRT's dense int8 FC (ruy)
- * rounds ties up; its sparse int8 FC kernel (weights stored in TFLite's
- * sparse encoding) rounds them away from zero. */
+/* FULLY_CONNECTED / CONV_2D rounding (edged_op.mode). On x86-64 LiteRT's
+ * dense int8 FC and CONV (ruy) round ties up in both steps of the fixed-point
+ * multiply; its sparse int8 FC kernel (weights stored in TFLite's sparse
+ * encoding) rounds them away from zero. Its aarch64 build rounds dense FC and
+ * CONV once: (acc * multiplier + 2^(30 - shift)) >> (31 - shift) in 64 bits,
+ * saturated to int32, except a product of one row (batch included) with
+ * out_c >= 4 and depth >= 8, which its NEON matrix-times-vector kernel rounds
+ * twice, ties up. DEPTHWISE_CONV_2D takes mode EDGED_ROUND_UP only. */
 enum {
   EDGED_ROUND_UP = 0,
-  EDGED_ROUND_AWAY = 1
+  EDGED_ROUND_AWAY = 1,
+  EDGED_ROUND_SINGLE = 2
 };
 
 /* MEAN variants (edged_op.mode), after LiteRT's two int8 MEAN paths. */
@@ -207,16 +213,19 @@ typedef struct edged_op {
  *   runs any block-sparse buffer), out_multiplier/out_shift[out_c],
  *   output_offset; clamp. Bias and input_offset are folded in at pack time.
  *   Rounding: mode EDGED_ROUND_UP (RHU, ruy) or EDGED_ROUND_AWAY (RHAZ,
- *   LiteRT's sparse FC kernel). No scratch.
+ *   LiteRT's sparse FC kernel) or EDGED_ROUND_SINGLE (LiteRT on aarch64,
+ *   above). No scratch.
  * CONV_2D  in[0] [in_h,in_w,in_c]; weights packed (dense or block-sparse, as
  *   FULLY_CONNECTED) from the [out_c,kh,kw,in_c] filter as
  *   [out_c, depth = filter_h*filter_w*in_c]; stride_*, dilation_*,
  *   pad_top/left; out [out_h,out_w,out_c]; input_offset (im2col fills padding
- *   with -input_offset), requant as FULLY_CONNECTED. Scratch: edged_scratch_size().
+ *   with -input_offset), requant as FULLY_CONNECTED (mode EDGED_ROUND_UP or
+ *   EDGED_ROUND_SINGLE; rows = out_h*out_w*batch). Scratch: edged_scratch_size().
  * DEPTHWISE_CONV_2D  in[0] [in_h,in_w,in_c], weights raw [kh,kw,out_c] int8,
  *   bias raw int32 or NULL, depth_multiplier (out_c = in_c*depth_multiplier),
  *   geometry as CONV_2D, input_offset, out_multiplier/out_shift, output_offset;
- *   clamp. Channels c < out_c - out_c % 8 RHU, the rest RHAZ.
+ *   clamp. Channels c < out_c - out_c % 8 RHU, the rest RHAZ (on aarch64
+ *   too); mode EDGED_ROUND_UP.
  * MAX_POOL_2D / AVERAGE_POOL_2D  in[0] [in_h,in_w,in_c], out [out_h,out_w,out_c]
  *   with out_c == in_c, filter_*, stride_*, pad_top/left; clamp. Windows are
  *   clipped to the input; average rounds RHAZ over the valid taps.

@@ -72,6 +72,16 @@ EDGED_INLINE int32_t edged_mbqm_rhu(int32_t x, int32_t multiplier, int32_t shift
   return edged_rshift_rhu(edged_srdhm(shifted, multiplier), right_shift);
 }
 
+/* TFLite's single-rounding MultiplyByQuantizedMultiplier (LiteRT's aarch64
+ * build): x * multiplier / 2^(31 - shift) rounded once, ties toward +inf, in
+ * 64 bits, saturated to int32. shift in [-31, 30], so the total shift is in
+ * [1, 62] and |x * multiplier| + 2^61 < 2^63. */
+EDGED_INLINE int32_t edged_mbqm_single(int32_t x, int32_t multiplier, int32_t shift) {
+  const int total = 31 - shift;
+  const int64_t r = ((int64_t)x * multiplier + (INT64_C(1) << (total - 1))) >> total;
+  return r > INT32_MAX ? INT32_MAX : (r < INT32_MIN ? INT32_MIN : (int32_t)r);
+}
+
 /* Wrapping int32 add: TFLite's int32 accumulators wrap in practice; doing it
  * through uint32 keeps -fsanitize=undefined quiet and the result identical. */
 EDGED_INLINE int32_t edged_wadd(int32_t a, int32_t b) {
@@ -82,12 +92,15 @@ EDGED_INLINE int32_t edged_clamp(int32_t v, int32_t lo, int32_t hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
 
-/* The full requantization tail of FC/CONV/DEPTHWISE for one value; rhaz
- * selects gemmlowp's ties-away rounding instead of ties-up. */
+/* The full requantization tail of FC/CONV/DEPTHWISE for one value; `mode`
+ * is an EDGED_ROUND_* value: ties up (0), gemmlowp's ties away (1), or a
+ * single rounding (EDGED_ROUND_SINGLE). */
 EDGED_INLINE int8_t edged_requant1(int32_t acc, int32_t multiplier, int32_t shift,
                                    int32_t output_offset, int32_t act_min, int32_t act_max,
-                                   int rhaz) {
-  const int32_t scaled = rhaz ? edged_mbqm(acc, multiplier, shift) : edged_mbqm_rhu(acc, multiplier, shift);
+                                   int mode) {
+  const int32_t scaled = mode == EDGED_ROUND_SINGLE ? edged_mbqm_single(acc, multiplier, shift)
+                         : mode == EDGED_ROUND_AWAY ? edged_mbqm(acc, multiplier, shift)
+                                                    : edged_mbqm_rhu(acc, multiplier, shift);
   return (int8_t)edged_clamp(edged_wadd(scaled, output_offset), act_min, act_max);
 }
 
@@ -150,7 +163,23 @@ typedef struct edged_requant {
   /* 0: ties up in the final shift (what LiteRT's ruy does for FC/CONV on
    * x86); 1: gemmlowp's ties away from zero (TFLite's reference kernels). */
   int32_t rhaz;
+  /* Nonzero: one rounding instead (edged_mbqm_single, LiteRT on aarch64);
+   * overrides rhaz. Left out of an initializer, it is 0. */
+  int32_t single_rounding;
 } edged_requant;
+
+/* Whether a FULLY_CONNECTED / CONV_2D descriptor's product of `rows`
+ * activation rows (the whole batch) rounds once: mode EDGED_ROUND_SINGLE,
+ * except where LiteRT's NEON matrix-times-vector kernel would take it (one
+ * row, at least 4 output channels and 8 of depth), which rounds twice. */
+EDGED_INLINE int32_t edged_rounds_once(const edged_op* op, int64_t rows, int64_t depth) {
+  return op->mode == EDGED_ROUND_SINGLE && !(rows == 1 && op->out_c >= 4 && depth >= 8);
+}
+
+/* The EDGED_ROUND_* value an edged_requant asks for, for edged_requant1. */
+EDGED_INLINE int edged_rq_mode(const edged_requant* rq) {
+  return rq->single_rounding ? EDGED_ROUND_SINGLE : (rq->rhaz ? EDGED_ROUND_AWAY : EDGED_ROUND_UP);
+}
 
 /* c[r][o] = requant(term[o] + sum_d a[r][d] * w[o][d]) for r < m, o < out_c.
  * a rows are `a_stride` bytes apart, c rows `c_stride` bytes apart. The

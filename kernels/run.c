@@ -69,6 +69,11 @@ static int input_offset_ok(const edged_op* op) {
   return op->input_offset >= -127 && op->input_offset <= 128;
 }
 
+/* CONV_2D: x86 rounding (0) or a single rounding. */
+static int conv_rounding_ok(const edged_op* op) {
+  return op->mode == EDGED_ROUND_UP || op->mode == EDGED_ROUND_SINGLE;
+}
+
 static int spatial_ok(const edged_op* op) {
   return pos(op->in_h) && pos(op->in_w) && pos(op->in_c) && pos(op->out_h) && pos(op->out_w) &&
          pos(op->out_c) && pos(op->filter_h) && pos(op->filter_w) && pos(op->stride_h) &&
@@ -171,7 +176,7 @@ static int valid(const edged_op* op) {
       return strides_ok(op, 1) && pos(op->in_h) && pos(op->in_c) && pos(op->out_c) &&
              extent_ok(op, smul(op->in_h, op->in_c), smul(op->in_h, op->out_c)) &&
              act_ok(op) && gemm_ok(op, op->in_c) && per_channel_ok(op) &&
-             (op->mode == EDGED_ROUND_UP || op->mode == EDGED_ROUND_AWAY);
+             (op->mode == EDGED_ROUND_UP || op->mode == EDGED_ROUND_AWAY || op->mode == EDGED_ROUND_SINGLE);
     case EDGED_OP_CONV_2D: {
       if (!strides_ok(op, 1) || !spatial_ok(op) || !pos(op->dilation_h) || !pos(op->dilation_w) ||
           !spatial_extent_ok(op) || !windows_fit(op, op->dilation_h, op->dilation_w))
@@ -179,7 +184,7 @@ static int valid(const edged_op* op) {
       const int64_t depth = (int64_t)op->filter_h * op->filter_w * op->in_c;
       /* The packed header first: it proves out_c, so the per-channel arrays
        * can then be read. */
-      if (depth > INT32_MAX || !act_ok(op) || !input_offset_ok(op)) return 0;
+      if (depth > INT32_MAX || !act_ok(op) || !input_offset_ok(op) || !conv_rounding_ok(op)) return 0;
       if (!gemm_ok(op, (int32_t)depth) || !per_channel_ok(op)) return 0;
       return edged_conv_2d_scratch_size(op) == 0 || op->scratch != NULL;
     }
@@ -187,7 +192,8 @@ static int valid(const edged_op* op) {
       return strides_ok(op, 1) && spatial_ok(op) && pos(op->dilation_h) && pos(op->dilation_w) &&
              spatial_extent_ok(op) && windows_fit(op, op->dilation_h, op->dilation_w) &&
              pos(op->depth_multiplier) && (int64_t)op->in_c * op->depth_multiplier == op->out_c &&
-             op->weights != NULL && act_ok(op) && per_channel_ok(op) && input_offset_ok(op);
+             op->weights != NULL && act_ok(op) && per_channel_ok(op) && input_offset_ok(op) &&
+             op->mode == EDGED_ROUND_UP;
     case EDGED_OP_MAX_POOL_2D:
     case EDGED_OP_AVERAGE_POOL_2D:
       return strides_ok(op, 1) && spatial_ok(op) && op->in_c == op->out_c && act_ok(op) &&

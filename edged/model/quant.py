@@ -99,6 +99,22 @@ def multiply_by_quantized_multiplier_half_up(
     return rounding_shift_half_up(srdhm_half_up(shifted, multiplier), right)
 
 
+def multiply_by_quantized_multiplier_single(
+    x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """TFLite's single-rounding MultiplyByQuantizedMultiplier: one rounding, ties toward +inf.
+
+    ``x * multiplier / 2^(31 - shift)`` rounded once, half up, in 64-bit
+    arithmetic (no int32 pre-shift), saturated to int32. It is what LiteRT's
+    aarch64 builds compute for FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D
+    (docs/int8-semantics.md).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    total = 31 - np.asarray(shift, dtype=np.int64)
+    product = x * np.asarray(multiplier, dtype=np.int64)
+    return np.clip((product + (np.int64(1) << (total - 1))) >> total, INT32_MIN, INT32_MAX)
+
+
 def _left_shift(x: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)

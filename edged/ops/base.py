@@ -39,6 +39,8 @@ class OpContext:
     op: Operator
     index: int
     model: str
+    # Requantization rounding of FC/CONV/DEPTHWISE: "double" or "single" (edged.model.rounding).
+    rounding: str = "double"
 
     def input(self, k: int) -> Tensor | None:
         if k >= len(self.op.inputs) or self.op.inputs[k] < 0:

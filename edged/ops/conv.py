@@ -9,9 +9,11 @@ import numpy as np
 from edged.model.quant import (
     multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_half_up,
+    multiply_by_quantized_multiplier_single,
     quantize_multipliers,
     vector_body,
 )
+from edged.model.rounding import rounds_once
 from edged.ops.base import (
     MAX_WINDOW,
     OpContext,
@@ -47,6 +49,8 @@ class ConvParams:
     dilation: tuple[int, int]
     pad: tuple[int, int]  # top, left
     depth_multiplier: int
+    # CONV_2D: LiteRT's aarch64 build rounds once (edged.model.rounding); depthwise never does.
+    single_rounding: bool = False
 
 
 def infer_output(ctx: OpContext) -> OutputType:
@@ -128,6 +132,7 @@ def prepare(ctx: OpContext) -> ConvParams:
         dilation=dilation,
         pad=(pad_top, pad_left),
         depth_multiplier=dm,
+        single_rounding=ctx.rounding == "single" and not depthwise,
     )
 
 
@@ -160,6 +165,10 @@ def reference(p: ConvParams, inputs: list[np.ndarray]) -> np.ndarray:
     else:
         acc = np.einsum("nhwijc,oijc->nhwo", patches, w)
     acc = acc + p.bias
+    rows = acc.size // p.out_hwc[2]  # output pixels of the whole batch: the GEMM's rows
+    if p.single_rounding and rounds_once("single", rows, p.out_hwc[2], w[0].size):
+        out = multiply_by_quantized_multiplier_single(acc, p.multiplier, p.shift)
+        return clamp_to(out + p.output_offset, p.act_min, p.act_max)
     out = multiply_by_quantized_multiplier_half_up(acc, p.multiplier, p.shift)
     if p.depthwise:
         tail = slice(vector_body(p.out_hwc[2], DEPTHWISE_BLOCK), None)
@@ -191,7 +200,7 @@ def pack(p: ConvParams, variant: int, layout=None) -> dict:
 
 
 def describe(p: ConvParams, d, shared: dict) -> list:
-    from edged.runtime.kernels import address, ffi
+    from edged.runtime.kernels import address, ffi, lib
 
     d.in_h, d.in_w, d.in_c = p.in_hwc
     d.out_h, d.out_w, d.out_c = p.out_hwc
@@ -200,6 +209,7 @@ def describe(p: ConvParams, d, shared: dict) -> list:
     d.dilation_h, d.dilation_w = p.dilation
     d.pad_top, d.pad_left = p.pad
     d.depth_multiplier = p.depth_multiplier
+    d.mode = lib.EDGED_ROUND_SINGLE if p.single_rounding else lib.EDGED_ROUND_UP
     if p.depthwise:
         d.weights = address(shared["weights"])
         d.bias = ffi.cast("int32_t *", shared["bias"].ctypes.data)

@@ -10,9 +10,11 @@ import numpy as np
 from edged.model.quant import (
     multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_half_up,
+    multiply_by_quantized_multiplier_single,
     quantize_multiplier,
     quantize_multipliers,
 )
+from edged.model.rounding import rounds_once
 from edged.ops.base import OpContext, OutputType, clamp_to, describe_requantization
 from edged.sparse.densify import runs_sparse_in_litert
 
@@ -35,6 +37,8 @@ class FullyConnectedParams:
     # kernel, which rounds ties away from zero where the dense (ruy) path
     # rounds them up; edged follows whichever path LiteRT takes for the file.
     round_away: bool = False
+    # LiteRT's aarch64 build rounds the dense path once (edged.model.rounding).
+    single_rounding: bool = False
 
 
 def effective_scales(ctx: OpContext, input_scale: float, output_scale: float) -> np.ndarray:
@@ -98,6 +102,8 @@ def prepare(ctx: OpContext) -> FullyConnectedParams:
     else:
         mult, shift = quantize_multipliers(reals)
     act_min, act_max = ctx.activation(y)
+    # Weights LiteRT's sparse kernel reads directly round ties away from zero, in both modes.
+    round_away = runs_sparse_in_litert(ctx.graph, ctx.op.inputs[1])
     return FullyConnectedParams(
         weights=w.data.astype(np.int8),
         bias=bias,
@@ -109,7 +115,8 @@ def prepare(ctx: OpContext) -> FullyConnectedParams:
         act_max=act_max,
         depth=depth,
         out_shape=y.shape[1:],
-        round_away=runs_sparse_in_litert(ctx.graph, ctx.op.inputs[1]),
+        round_away=round_away,
+        single_rounding=ctx.rounding == "single" and not round_away,
     )
 
 
@@ -120,6 +127,8 @@ def reference(p: FullyConnectedParams, inputs: list[np.ndarray]) -> np.ndarray:
     acc = rows @ p.weights.astype(np.int64).T + p.bias
     # LiteRT runs dense int8 FULLY_CONNECTED through ruy, which rounds ties up.
     scale = multiply_by_quantized_multiplier if p.round_away else multiply_by_quantized_multiplier_half_up
+    if p.single_rounding and rounds_once("single", rows.shape[0], p.weights.shape[0], p.depth):
+        scale = multiply_by_quantized_multiplier_single
     out = scale(acc, p.multiplier, p.shift) + p.output_offset
     out = clamp_to(out, p.act_min, p.act_max)
     return out.reshape((batch, *p.out_shape))
@@ -153,5 +162,7 @@ def describe(p: FullyConnectedParams, d, shared: dict) -> list:
     d.weights = address(shared["packed"])
     d.weight_format = shared["weight_format"]
     d.mode = lib.EDGED_ROUND_AWAY if p.round_away else lib.EDGED_ROUND_UP
+    if p.single_rounding:
+        d.mode = lib.EDGED_ROUND_SINGLE
     describe_requantization(p, d, shared)
     return []

@@ -83,8 +83,11 @@ class Engine:
         raise NotImplementedError
 
 
-def load_engine(model: str | os.PathLike, engine: str = "native", layout: str = "auto") -> Engine:
-    """Open a .tflite file with the named engine; ``layout`` is the native weight layout policy."""
+def load_engine(
+    model: str | os.PathLike, engine: str = "native", layout: str = "auto", rounding: str = "auto"
+) -> Engine:
+    """Open a .tflite file with the named engine; ``layout`` is the native weight layout policy,
+    ``rounding`` the native requantization rounding (edged.model.rounding)."""
     path = Path(model)
     if engine == "native":
         from edged.runtime.layout import parse_policy
@@ -94,7 +97,7 @@ def load_engine(model: str | os.PathLike, engine: str = "native", layout: str = 
             policy = parse_policy(layout)
         except ValueError as exc:
             raise EdgedError(str(exc)) from exc
-        return NativeEngine.from_file(path, layout=policy)
+        return NativeEngine.from_file(path, layout=policy, rounding=rounding)
     if engine == "litert":
         from edged.runtime.litert import LiteRTEngine
 

@@ -22,7 +22,8 @@ class NativeEngine(Engine):
     name = "native"
 
     def __init__(
-        self, graph: Graph, model: str = "<model>", variant: int | None = None, layout: LayoutPolicy = "auto"
+        self, graph: Graph, model: str = "<model>", variant: int | None = None, layout: LayoutPolicy = "auto",
+        rounding: str = "auto",
     ) -> None:
         # A float model shows in its weights (input 1 of FULLY_CONNECTED, CONV_2D, ...); other
         # float constants can be an int8 op's parameters (EDGED_HMATRIX's mid-feature scales).
@@ -42,7 +43,7 @@ class NativeEngine(Engine):
         self.graph = graph
         self._local = threading.local()
         try:
-            self.plan: Plan = build_plan(prepare_graph(graph, model), variant, layout)
+            self.plan: Plan = build_plan(prepare_graph(graph, model, rounding), variant, layout)
             # Lay the plan out once now: a descriptor the kernels would refuse is a load error,
             # not a failure of the first request.
             executor = Executor(self.plan)
@@ -53,14 +54,16 @@ class NativeEngine(Engine):
         self.taps = None  # edged.adapt.taps.Taps: copies of intermediates for a sample of runs
 
     @classmethod
-    def from_file(cls, path: Path, variant: int | None = None, layout: LayoutPolicy = "auto") -> NativeEngine:
-        return cls(read_tflite(path), str(path), variant, layout)
+    def from_file(
+        cls, path: Path, variant: int | None = None, layout: LayoutPolicy = "auto", rounding: str = "auto"
+    ) -> NativeEngine:
+        return cls(read_tflite(path), str(path), variant, layout, rounding)
 
     @classmethod
     def from_bytes(
-        cls, content: bytes, model: str = "<model>", layout: LayoutPolicy = "auto"
+        cls, content: bytes, model: str = "<model>", layout: LayoutPolicy = "auto", rounding: str = "auto"
     ) -> NativeEngine:
-        return cls(read_tflite(content, name=model), model, layout=layout)
+        return cls(read_tflite(content, name=model), model, layout=layout, rounding=rounding)
 
     def _executor(self) -> Executor:
         ex = getattr(self._local, "executor", None)

@@ -13,6 +13,7 @@ from typing import Any
 from edged.errors import EdgedError, UnsupportedModelError, UnsupportedOpError
 from edged.model.fold import EVALUATORS, fold_shapes
 from edged.model.ir import Graph
+from edged.model.rounding import resolve_rounding
 from edged.model.split import SPLIT_OPCODES, expand_splits
 from edged.ops import OPS
 from edged.ops.base import OpContext, check_op
@@ -40,11 +41,16 @@ def op_key(op) -> str:
     return op.custom_code if op.opcode == "CUSTOM" and op.custom_code else op.opcode
 
 
-def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
+def prepare_graph(graph: Graph, model: str = "<model>", rounding: str = "auto") -> PreparedGraph:
     """Check every op is supported and consistent, and prepare it; raise a precise EdgedError otherwise.
 
     Shape arithmetic left in the graph is folded first, and splits become slices
-    (both in place), or explained."""
+    (both in place), or explained. ``rounding`` is the requantization rounding of
+    FC/CONV (edged.model.rounding)."""
+    try:
+        rounding = resolve_rounding(rounding)
+    except ValueError as exc:
+        raise EdgedError(str(exc)) from exc
     # An unsupported op is named before any shape arithmetic it may block is explained.
     rewritten = {"SHAPE", *EVALUATORS, *SPLIT_OPCODES}
     for i, op in enumerate(graph.operators):
@@ -71,7 +77,7 @@ def prepare_graph(graph: Graph, model: str = "<model>") -> PreparedGraph:
             raise UnsupportedModelError(
                 f"{model}: operator #{where} ({op.opcode}) has {len(op.outputs)} outputs"
             )
-        ctx = OpContext(graph, op, where, model)
+        ctx = OpContext(graph, op, where, model, rounding)
         for t in op.inputs:
             if t >= 0 and t not in available:
                 raise UnsupportedModelError(

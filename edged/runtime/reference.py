@@ -16,8 +16,8 @@ class ReferenceEngine:
 
     name = "reference"
 
-    def __init__(self, graph: Graph, model: str = "<model>") -> None:
-        self.prepared: PreparedGraph = prepare_graph(graph, model)
+    def __init__(self, graph: Graph, model: str = "<model>", rounding: str = "auto") -> None:
+        self.prepared: PreparedGraph = prepare_graph(graph, model, rounding)
         self.graph = graph
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:

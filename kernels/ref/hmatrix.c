@@ -22,9 +22,9 @@ size_t edged_hmatrix_scratch_size(const edged_op* op, int32_t batch) {
 
 void edged_hmatrix(const edged_op* op, int32_t batch) {
   const edged_s8_gemm_fn gemm = edged_matmul_get(op);
-  const edged_requant mid_rq = {op->mid_multiplier, op->mid_shift, 0, -128, 127, 0};
+  const edged_requant mid_rq = {op->mid_multiplier, op->mid_shift, 0, -128, 127, 0, 0};
   const edged_requant out_rq = {op->out_multiplier, op->out_shift, op->output_offset,
-                                op->act_min, op->act_max, 0};
+                                op->act_min, op->act_max, 0, 0};
   const size_t depth = (size_t)op->in_c, width = depth + (size_t)op->mid_c, n = (size_t)op->out_c;
   const size_t rows_per_sample = (size_t)op->in_h, rows = rows_per_sample * (size_t)batch;
   const int8_t* x = (const int8_t*)op->in[0];

@@ -19,7 +19,7 @@ void edged_s8_gemm_ref(size_t m, const int8_t* a, size_t a_stride, const void* p
       uint32_t acc = (uint32_t)term[o];
       for (size_t d = 0; d < k; ++d) acc += (uint32_t)((int32_t)x[d] * (int32_t)wr[d]);
       y[o] = edged_requant1((int32_t)acc, rq->multiplier[o], rq->shift[o], rq->output_offset,
-                            rq->act_min, rq->act_max, rq->rhaz);
+                            rq->act_min, rq->act_max, edged_rq_mode(rq));
     }
   }
 }

@@ -29,7 +29,7 @@ void edged_s8_spmm_ref(size_t m, const int8_t* a, size_t a_stride, const void* p
       for (size_t j = 0; j < br && i * br + j < n; ++j) {
         const size_t o = i * br + j;
         y[o] = edged_requant1((int32_t)acc[j], rq->multiplier[o], rq->shift[o], rq->output_offset,
-                              rq->act_min, rq->act_max, rq->rhaz);
+                              rq->act_min, rq->act_max, edged_rq_mode(rq));
       }
     }
   }

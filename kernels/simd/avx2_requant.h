@@ -44,9 +44,24 @@ AVX2_INLINE void rq8_load(rq8* p, const edged_requant* rq, size_t o, size_t n) {
   p->fast = _mm256_movemask_epi8(_mm256_cmpeq_epi32(p->mult, _mm256_set1_epi32(INT32_MIN))) == 0;
 }
 
+/* A single rounding (LiteRT's aarch64 semantics, for running them on x86):
+ * lane by lane with the scalar code, as it is not this CPU's native form. */
+AVX2_INLINE __m256i rq8_single(const rq8* p, __m256i acc, const edged_requant* rq) {
+  int32_t a[8], m[8], left[8], right[8];
+  _mm256_storeu_si256((__m256i*)a, acc);
+  _mm256_storeu_si256((__m256i*)m, p->mult);
+  _mm256_storeu_si256((__m256i*)left, p->left);
+  _mm256_storeu_si256((__m256i*)right, p->right);
+  for (int i = 0; i < 8; ++i)
+    a[i] = edged_clamp(edged_wadd(edged_mbqm_single(a[i], m[i], left[i] - right[i]), rq->output_offset),
+                       rq->act_min, rq->act_max);
+  return _mm256_loadu_si256((const __m256i*)a);
+}
+
 /* MultiplyByQuantizedMultiplier on 8 lanes, bit-exact with edged_mbqm()
  * (rq->rhaz) or edged_mbqm_rhu(), then + output offset and clamp. */
 AVX2_INLINE __m256i rq8_apply(const rq8* p, __m256i acc, const edged_requant* rq) {
+  if (rq->single_rounding) return rq8_single(p, acc, rq);
   const __m256i x = p->has_left ? _mm256_sllv_epi32(acc, p->left) : acc;
   /* floor((x*m + 2^30) / 2^31) == gemmlowp's SRDHM; bits 31..62 of the 64-bit
    * sum are the answer, so logical 64-bit shifts are enough. */

@@ -96,12 +96,26 @@ VNNI_INLINE __m512i rq16_scale_steps(const rq16* p, __m512i x, const edged_requa
   return _mm512_mask_add_epi32(v, _mm512_cmpgt_epi32_mask(rem, thresh), v, one);
 }
 
+/* A single rounding (LiteRT's aarch64 semantics, for running them on x86):
+ * lane by lane with the scalar code, as it is not this CPU's native form. */
+VNNI_INLINE __m512i rq16_single(const rq16* p, __m512i acc) {
+  int32_t a[16], m[16], left[16], right[16];
+  _mm512_storeu_si512(a, acc);
+  _mm512_storeu_si512(m, p->mult);
+  _mm512_storeu_si512(left, p->left);
+  _mm512_storeu_si512(right, p->right);
+  for (int i = 0; i < 16; ++i) a[i] = edged_mbqm_single(a[i], m[i], left[i] - right[i]);
+  return _mm512_loadu_si512(a);
+}
+
 /* MultiplyByQuantizedMultiplier on 16 lanes, bit-exact with edged_mbqm() /
  * edged_mbqm_rhu(), then + output offset, clamp, narrow, masked store. */
 VNNI_INLINE void rq16_store(const rq16* p, __m512i acc, const edged_requant* rq, int8_t* dst) {
   const __m512i x = p->has_left ? _mm512_sllv_epi32(acc, p->left) : acc;
   __m512i v;
-  if (p->fast) {
+  if (rq->single_rounding) {
+    v = rq16_single(p, acc);
+  } else if (p->fast) {
     __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, p->mult), p->add_even);
     __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), p->mult_odd), p->add_odd);
     if (rq->rhaz) {

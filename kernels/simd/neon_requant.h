@@ -16,6 +16,7 @@
 
 typedef struct {
   int32x4_t mult, left, neg_right, rmask, rthresh;
+  int64x2_t single_lo, single_hi; /* shift - 31: vrshl's count for a single rounding */
 } edged_rq4;
 
 /* Parameters of channels o..o+3; channels at or past n get multiplier 0 and
@@ -37,9 +38,25 @@ static inline void edged_rq4_load(edged_rq4* p, const edged_requant* rq, size_t 
   const uint32x4_t one_u = vdupq_n_u32(1);
   p->rmask = vreinterpretq_s32_u32(vsubq_u32(vshlq_u32(one_u, vnegq_s32(p->neg_right)), one_u));
   p->rthresh = vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(p->rmask), 1));
+  const int32x4_t total = vsubq_s32(s, vdupq_n_s32(31));
+  p->single_lo = vmovl_s32(vget_low_s32(total));
+  p->single_hi = vmovl_high_s32(total);
+}
+
+/* edged_mbqm_single on 4 lanes: the exact 64-bit products, one rounding
+ * right shift by 31 - shift (vrshl: ties up), saturating narrow. */
+static inline int32x4_t edged_rq4_single(const edged_rq4* p, int32x4_t acc) {
+  const int64x2_t lo = vrshlq_s64(vmull_s32(vget_low_s32(acc), vget_low_s32(p->mult)), p->single_lo);
+  const int64x2_t hi = vrshlq_s64(vmull_high_s32(acc, p->mult), p->single_hi);
+  return vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi));
 }
 
 static inline int32x4_t edged_rq4_apply(const edged_rq4* p, int32x4_t acc, const edged_requant* rq) {
+  if (rq->single_rounding) {
+    int32x4_t v = vaddq_s32(edged_rq4_single(p, acc), vdupq_n_s32(rq->output_offset));
+    v = vmaxq_s32(v, vdupq_n_s32(rq->act_min));
+    return vminq_s32(v, vdupq_n_s32(rq->act_max));
+  }
   /* vshl (not vqshl) wraps like TFLite's int32 x * (1 << left_shift). */
   const int32x4_t x = vshlq_s32(acc, p->left);
   const int32x4_t r = vqrdmulhq_s32(x, p->mult);

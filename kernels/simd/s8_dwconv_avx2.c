@@ -105,9 +105,9 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
   const int8_t* w = (const int8_t*)op->weights;
   const __m256i io = _mm256_set1_epi16((short)op->input_offset);
   const edged_requant rq_up = {op->out_multiplier, op->out_shift, op->output_offset,
-                               op->act_min, op->act_max, 0};
+                               op->act_min, op->act_max, 0, 0};
   const edged_requant rq_away = {op->out_multiplier, op->out_shift, op->output_offset,
-                                 op->act_min, op->act_max, 1};
+                                 op->act_min, op->act_max, 1, 0};
   /* Requantization constants of every 8-channel group, computed once. */
   /* rq8 holds __m256i members: align by hand, malloc only promises 16. */
   void* raw = malloc(groups * (sizeof(rq8) + sizeof(__m128i)) + 32);

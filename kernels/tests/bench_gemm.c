@@ -17,7 +17,7 @@ static void bench(int32_t m, int32_t n, int32_t k, int reps) {
     mult[o] = 1500000000;
     shift[o] = -9;
   }
-  const edged_requant rq = {mult, shift, -5, -128, 127, 0};
+  const edged_requant rq = {mult, shift, -5, -128, 127, 0, 0};
   double* t = (double*)malloc((size_t)reps * sizeof(double));
   for (int v = 0; v < EDGED_VARIANT_COUNT; ++v) {
     if (!(edged_cpu_variants() & (1u << v)) || !edged_s8_gemm_get(v)) continue;

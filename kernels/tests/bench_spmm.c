@@ -107,7 +107,7 @@ static void bench_layer(int32_t m, int32_t n, int32_t k, int only_shape, int onl
     mult[o] = 1500000000;
     shift[o] = -9;
   }
-  const edged_requant rq = {mult, shift, -5, -128, 127, 0};
+  const edged_requant rq = {mult, shift, -5, -128, 127, 0, 0};
   L.rq = &rq;
 
   /* Dense baseline per variant, on a fully random matrix. */

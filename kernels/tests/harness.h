@@ -64,10 +64,22 @@ static EDGED_UNUSED int32_t model_rhu(int32_t x, int e) { /* floor((x + 2^(e-1))
   const int64_t v = (int64_t)x + ((int64_t)1 << (e - 1));
   return (int32_t)(v >= 0 ? v >> e : -((-v + ((int64_t)1 << e) - 1) >> e));
 }
-static EDGED_UNUSED int32_t model_mbqm(int32_t x, int32_t m, int32_t shift, int rhaz) {
+/* One rounding of x*m / 2^(31 - shift), ties up, as floor division of the
+ * exact product (|x*m| <= 2^62), saturated to int32. */
+static EDGED_UNUSED int32_t model_single(int32_t x, int32_t m, int32_t shift) {
+  const int64_t d = (int64_t)1 << (31 - shift), p = (int64_t)x * m;
+  int64_t q = p / d; /* truncates toward zero; make it floor */
+  if (p % d != 0 && p < 0) --q;
+  const int64_t rem = p - q * d; /* in [0, d) */
+  if (rem >= d / 2) ++q; /* ties up */
+  return q > INT32_MAX ? INT32_MAX : (q < INT32_MIN ? INT32_MIN : (int32_t)q);
+}
+/* mode: 0 ties up (twice), 1 ties away (gemmlowp), 2 a single rounding. */
+static EDGED_UNUSED int32_t model_mbqm(int32_t x, int32_t m, int32_t shift, int mode) {
+  if (mode == 2) return model_single(x, m, shift);
   const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
   const int32_t r = model_srdhm(wrap32((int64_t)x * ((int64_t)1 << left)), m);
-  return rhaz ? model_rdbypot(r, right) : model_rhu(r, right);
+  return mode ? model_rdbypot(r, right) : model_rhu(r, right);
 }
 static EDGED_UNUSED int8_t model_requant(int64_t acc, int32_t m, int32_t s, int32_t zp, int32_t lo, int32_t hi,
                             int rhaz) {

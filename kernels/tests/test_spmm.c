@@ -52,7 +52,7 @@ static void test_spmm_case(int32_t m, int32_t n, int32_t k, int32_t br, int32_t 
   CHECK(edged_s8_spmm_check(packed, n, k) == 0, "spmm header");
   CHECK(edged_s8_spmm_check(packed, n + 1, k) != 0, "spmm header accepts a wrong shape");
 
-  const edged_requant rq = {mult, shift, out_zp, lo, hi, rhaz};
+  const edged_requant rq = {mult, shift, out_zp, lo, hi, rhaz == 1, rhaz == 2};
   for (int v = 0; v < EDGED_VARIANT_COUNT; ++v) {
     if (!spmm_runnable(v)) continue;
     guarded c = guarded_new((size_t)(m - 1) * c_stride + (size_t)n);
@@ -85,12 +85,12 @@ static void test_spmm(void) {
     int32_t k = rnd_range(0, 4) == 0 ? rnd_range(100, 400) : rnd_range(1, 70);
     if (rnd_range(0, 2) != 0) k = (k + shape[1] - 1) / shape[1] * shape[1];
     static const int sparsities[] = {0, 50, 80, 95, 100};
-    test_spmm_case(m, n, k, shape[0], shape[1], sparsities[rnd_range(0, 4)], 0, t & 1);
+    test_spmm_case(m, n, k, shape[0], shape[1], sparsities[rnd_range(0, 4)], 0, t % 3);
   }
   for (int t = 0; t < 100; ++t) {
     const int32_t* shape = kShapes[rnd_range(0, N_SHAPES - 1)];
     test_spmm_case(rnd_range(1, 6), rnd_range(1, 70), shape[1] * rnd_range(1, 2), shape[0], shape[1],
-                   30, 1, t & 1);
+                   30, 1, t % 3);
   }
   /* uint16 indices (more than 256 block columns) on every shape a SIMD
    * variant specialises, and the benchmark layers. */
