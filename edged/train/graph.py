@@ -25,7 +25,7 @@ import numpy as np
 
 from edged.adapt.calibration import prunable_ops
 from edged.errors import UnsupportedModelError
-from edged.model.ir import Graph, Tensor
+from edged.model.ir import Graph, Quantization, Tensor
 from edged.runtime.prepared import prepare_graph
 from edged.train import ops
 from edged.train.fake_quant import fake_quant_activation, fake_quant_weights
@@ -35,6 +35,10 @@ FUSED = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "
          "MUL", "CONCATENATION")
 SHAPE_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 PASS_OPS = ("QUANTIZE", "DEQUANTIZE")  # the value stays; fake quantisation moves it onto the new grid
+# Ops whose output must keep its input's quantization (a recalibrated range flows through them).
+TIED = ("MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "PAD")
+# Ops whose output range may be measured again on new data (the rest keep fixed output scales).
+RANGED = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "MEAN", "HARD_SWISH")
 SUPPORTED = (*FUSED, *SHAPE_OPS, *PASS_OPS, "MEAN", "PAD", "SOFTMAX", "LOGISTIC", "HARD_SWISH",
              *ops.CLAMPS)
 
@@ -51,6 +55,12 @@ class Node:
     output: int
     activation: str  # fused activation, NONE if none
     extra: Any  # the op's static arguments (window, axes, shape, ...)
+
+
+@dataclass
+class Checkpoint:
+    params: dict[str, np.ndarray]
+    ranges: dict[int, tuple[float, int]]
 
 
 def dequantize(t: Tensor, dtype=np.float32) -> np.ndarray:
@@ -102,6 +112,12 @@ class TrainGraph:
             self.params[f"{i}:w"] *= self.masks[f"{i}:w"]
             if len(op.inputs) > 2 and op.inputs[2] >= 0:
                 self.params[f"{i}:b"] = self.constants[op.inputs[2]].copy()
+        # (scale, zero point) of every int8 activation: the file's, until ``recalibrate`` measures new ones.
+        self.ranges: dict[int, tuple[float, int]] = {}
+        for node in self.nodes:
+            t = graph.tensors[node.output]
+            if t.dtype == np.int8 and t.quant is not None:
+                self.ranges[node.output] = (t.quant.single_scale, t.quant.single_zero_point)
         self._tape: list[tuple[Node, Any, Any, np.ndarray | None]] = []
 
     # ------------------------------------------------------------------ forward
@@ -115,9 +131,11 @@ class TrainGraph:
                     ).astype(self.dtype)
         return x.astype(self.dtype)
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool = False,
+                observe: dict[int, tuple[float, float]] | None = None) -> np.ndarray:
         """Logits [N, classes] (the final SOFTMAX's input times its beta) of the input batch ``x``;
-        ``train`` keeps what ``backward`` needs."""
+        ``train`` keeps what ``backward`` needs; ``observe`` collects each activation's (min, max)
+        and leaves activations unquantized."""
         values = {self.graph.inputs[0]: self.input_values(x)}
         tape = []
         for node in self.nodes:
@@ -131,8 +149,11 @@ class TrainGraph:
             y = y.reshape((-1, *out_t.shape[1:]))
             y, act_cache = ops.clamp_forward(y, node.activation)
             inside = None
-            if self.quantize and out_t.dtype == np.int8 and out_t.quant is not None:
-                y, inside = fake_quant_activation(y, out_t.quant.single_scale, out_t.quant.single_zero_point)
+            if observe is not None:
+                low, high = observe.get(node.output, (0.0, 0.0))
+                observe[node.output] = (min(low, float(y.min())), max(high, float(y.max())))
+            elif self.quantize and node.output in self.ranges:
+                y, inside = fake_quant_activation(y, *self.ranges[node.output])
             values[node.output] = y
             if train:
                 tape.append((node, cache, act_cache, inside))
@@ -185,14 +206,60 @@ class TrainGraph:
         self._tape = []
         return out, grads
 
+    # ------------------------------------------------------------------ activation ranges
+
+    def recalibrate(self, x: np.ndarray, batch: int = 256) -> int:
+        """Measure the int8 ranges of the activations again on ``x`` (min/max widened to include 0, as
+        the file's were made), where the op allows it: outputs of weighted, arithmetic and mean ops,
+        and what flows unchanged from them through pooling and reshapes. A range fixed elsewhere
+        (softmax, logistic, the model input, tensors feeding CONCATENATION) stays. Returns how many
+        ranges changed. Under drift the old ranges clip, and a clipped activation passes no gradient."""
+        seen: dict[int, tuple[float, float]] = {}
+        for s in range(0, len(x), batch):
+            self.forward(x[s : s + batch], observe=seen)
+        consumers = self.graph.consumers()
+        pinned = {t for t, users in consumers.items()
+                  if any(self.graph.operators[u].opcode == "CONCATENATION" for u in users)}
+        pinned |= set(self.graph.inputs)
+        changed = 0
+        for node in self.nodes:
+            src = node.inputs[0] if node.inputs else -1
+            if node.opcode in TIED and src in self.ranges and node.output in self.ranges:
+                if self.graph.tensors[src].quant is not None and _same_quant(self.graph, src, node.output):
+                    self.ranges[node.output] = self.ranges[src]
+                continue
+            if node.opcode not in RANGED or node.output not in self.ranges or node.output in pinned:
+                continue
+            if self._feeds_tied_pinned(node.output, consumers, pinned):
+                continue
+            low, high = seen[node.output]
+            low, high = min(low, 0.0), max(high, 0.0)
+            scale = float(np.float32(max(high - low, 1e-8) / 255.0))
+            zero_point = int(np.clip(round(-128 - low / scale), -128, 127))
+            if (scale, zero_point) != self.ranges[node.output]:
+                self.ranges[node.output] = (scale, zero_point)
+                changed += 1
+        return changed
+
+    def _feeds_tied_pinned(self, t: int, consumers: dict[int, list[int]], pinned: set[int]) -> bool:
+        """Whether ``t`` flows through tied ops into a tensor whose range must stay."""
+        for u in consumers.get(t, []):
+            op = self.graph.operators[u]
+            if op.opcode in TIED and _same_quant(self.graph, t, op.outputs[0]):
+                out = op.outputs[0]
+                if out in pinned or self._feeds_tied_pinned(out, consumers, pinned):
+                    return True
+        return False
+
     # ------------------------------------------------------------------ parameters
 
-    def snapshot(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.params.items()}
+    def snapshot(self) -> Checkpoint:
+        return Checkpoint({k: v.copy() for k, v in self.params.items()}, dict(self.ranges))
 
-    def restore(self, snapshot: dict[str, np.ndarray]) -> None:
-        for k, v in snapshot.items():
+    def restore(self, checkpoint: Checkpoint) -> None:
+        for k, v in checkpoint.params.items():
             self.params[k][...] = v
+        self.ranges = dict(checkpoint.ranges)
 
     def parameter_bytes(self) -> int:
         return sum(p.nbytes for p in self.params.values())
@@ -216,6 +283,8 @@ class TrainGraph:
         from edged.adapt.requantize import set_float_weights
 
         g = copy.deepcopy(self.graph)
+        for t, (scale, zero_point) in self.ranges.items():  # before the weights: bias scales follow them
+            g.tensors[t].quant = Quantization(np.array([scale], np.float32), np.array([zero_point], np.int64))
         for i in prunable_ops(g):
             w = (self.params[f"{i}:w"] * self.masks[f"{i}:w"]).astype(np.float64)
             set_float_weights(g, i, w)
@@ -225,6 +294,12 @@ class TrainGraph:
                 b.data = np.clip(np.round(self.params[f"{i}:b"].astype(np.float64) / scale),
                                  -(2**31), 2**31 - 1).astype(np.int32)
         return g
+
+
+def _same_quant(graph: Graph, a: int, b: int) -> bool:
+    qa, qb = graph.tensors[a].quant, graph.tensors[b].quant
+    return qa is not None and qb is not None and np.array_equal(qa.scale, qb.scale) and \
+        np.array_equal(qa.zero_point, qb.zero_point)
 
 
 def _window(p) -> ops.Window:
