@@ -132,8 +132,8 @@ def _batch_size(student: TrainGraph, config: FinetuneConfig, fixed_bytes: int) -
     per_row = student.activation_bytes_per_row()
     room = config.memory_budget_bytes - params
     if room < per_row:
-        raise BudgetError(f"a memory budget of {config.memory_budget_bytes} bytes cannot fine-tune this model: "
-                          f"its parameters, optimizer state and data take {params} bytes, a row of "
+        raise BudgetError(f"a memory budget of {config.memory_budget_bytes} bytes cannot fine-tune this "
+                          f"model: its parameters, optimizer state and data take {params} bytes, a row of "
                           f"activations {per_row}")
     return int(min(config.batch, room // per_row))
 
@@ -207,8 +207,8 @@ def finetune(student: Graph, teacher: Graph, x: np.ndarray, labels: np.ndarray |
         if cfg.recalibrate:
             model.recalibrate(x[train])
     model.restore(best_params)
-    return FinetuneResult(model.export(), initial, best, steps, epochs, time.perf_counter() - t0, stopped, batch,
-                          int(np.sum(y[train] >= 0)), pseudo, history)
+    return FinetuneResult(model.export(), initial, best, steps, epochs, time.perf_counter() - t0, stopped,
+                          batch, int(np.sum(y[train] >= 0)), pseudo, history)
 
 
 @contextlib.contextmanager

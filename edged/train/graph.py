@@ -100,7 +100,8 @@ class TrainGraph:
         last = self.nodes[-1]
         if last.opcode == "SOFTMAX" and last.output == self.output:
             self.nodes.pop()
-            self.output, self.beta = last.inputs[0], float(graph.operators[last.index].options.get("beta", 1.0))
+            self.output = last.inputs[0]
+            self.beta = float(graph.operators[last.index].options.get("beta", 1.0))
         self.constants = {i: dequantize(t, self.dtype) for i, t in enumerate(graph.tensors) if t.is_constant}
         self.params: dict[str, np.ndarray] = {}
         self.masks: dict[str, np.ndarray] = {}
@@ -275,7 +276,8 @@ class TrainGraph:
                 isinstance(node.extra[0], ops.Window) else None
             if win is not None:  # the patches a convolution or pool keeps
                 channels = self.graph.tensors[node.inputs[0]].shape[-1]
-                total += 2 * int(np.prod(win.out_hw)) * int(np.prod(win.kernel)) * channels * self.dtype.itemsize
+                patch = int(np.prod(win.out_hw)) * int(np.prod(win.kernel)) * channels
+                total += 2 * patch * self.dtype.itemsize
         return total
 
     def export(self) -> Graph:
