@@ -53,7 +53,7 @@ class FinetuneConfig:
     memory_budget_bytes: int = 256 << 20
     epochs: int = 20
     batch: int = 64
-    lr: float = 5e-4  # Adam
+    lr: float = 1e-3  # Adam
     temperature: float = 2.0
     label_weight: float = 0.5  # share of a labelled row's loss from its label
     pseudo_threshold: float | None = None  # master confidence that makes a pseudo-label; None = off
@@ -175,13 +175,16 @@ def finetune(student: Graph, teacher: Graph, x: np.ndarray, labels: np.ndarray |
 
     initial = best = held_loss()
     best_params = model.snapshot()
-    if cfg.recalibrate:
-        model.recalibrate(x[train])
     optimizer = Adam(lr=cfg.lr)
     steps = epochs = 0
     history: list[float] = []
     stopped = "epochs"
     for epoch in range(cfg.epochs):
+        if stop is not None and stop.is_set():
+            stopped = "stop"
+            break
+        if cfg.recalibrate:
+            model.recalibrate(x[train])
         shuffled = train[rng.permutation(len(train))]
         for s in range(0, len(shuffled), batch):
             if stop is not None and stop.is_set():
@@ -204,8 +207,6 @@ def finetune(student: Graph, teacher: Graph, x: np.ndarray, labels: np.ndarray |
             best, best_params = loss, model.snapshot()
         if stopped != "epochs":
             break
-        if cfg.recalibrate:
-            model.recalibrate(x[train])
     model.restore(best_params)
     return FinetuneResult(model.export(), initial, best, steps, epochs, time.perf_counter() - t0, stopped,
                           batch, int(np.sum(y[train] >= 0)), pseudo, history)
