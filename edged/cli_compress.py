@@ -104,7 +104,7 @@ def _finetune(args, graph, calib, comp, result, progress) -> None:
     SIGTERM stops it early and keeps the best checkpoint so far."""
     from edged.train.finetune import FinetuneConfig, finetune, stop_on_sigterm
 
-    config = FinetuneConfig(time_budget_s=args.finetune_time_s,
+    config = FinetuneConfig(time_budget_s=args.finetune_time_s, epochs=args.finetune_epochs,
                             memory_budget_bytes=int(args.finetune_memory_mb * (1 << 20)), seed=args.seed)
     with stop_on_sigterm() as stop:
         tuned = finetune(result.graph, graph, calib.x, calib.y, config, stop=stop, progress=progress)
