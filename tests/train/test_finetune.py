@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -120,3 +121,21 @@ def test_bad_inputs_are_refused_with_reasons(split):
         finetune(pruned, master, x, config=FinetuneConfig(memory_budget_bytes=1000))
     with pytest.raises(EdgedError):
         finetune(pruned, master, x, config=FinetuneConfig(time_budget_s=0))
+
+
+def test_pseudo_labels_and_a_tight_memory_budget(split):
+    """Unlabelled rows the master is sure of become labelled; a budget that holds only a few rows of
+    activations makes the batches smaller instead of failing."""
+    train_images, _, _, _ = split
+    master, pruned = damaged("digits_cnn", 0.5)
+    x = digits_for(master, train_images)
+    cfg = FinetuneConfig(time_budget_s=NO_CLOCK, epochs=1, pseudo_threshold=0.9, seed=0)
+    result = finetune(pruned, master, x, config=cfg)
+    assert 0 < result.pseudo <= len(x) and result.labelled > 0
+    from edged.train.graph import TrainGraph
+
+    model = TrainGraph(pruned)
+    fixed = 5 * model.parameter_bytes() + x.nbytes + len(x) * 10 * 4
+    tight = dataclasses.replace(cfg, pseudo_threshold=None,
+                                memory_budget_bytes=fixed + 5 * model.activation_bytes_per_row())
+    assert finetune(pruned, master, x, config=tight).batch == 5
