@@ -138,6 +138,9 @@ class Controller:
         # Labelled feedback rows (input, label), newest last: fine-tuning learns from the older part,
         # validation judges on the newest, which no candidate has trained on.
         self._labelled: deque[tuple[np.ndarray, int]] = deque(maxlen=4096)
+        # A version accepted for beating the master on labels disagrees with it on purpose: fidelity
+        # to the master neither rolls it back nor triggers; feedback accuracy still watches it.
+        self._judged_by_labels = False
 
     # ------------------------------------------------------------ wiring
 
@@ -225,7 +228,7 @@ class Controller:
                 if reading.tripped:
                     why = f"input KL {reading.kl:.4f} > threshold {reading.threshold:.4f}"
                     trigger = trigger or ("drift", why)
-            if not self._served_is_master:
+            if not self._served_is_master and not self._judged_by_labels:
                 # log-probabilities: the monitor's softmax gives the probabilities back
                 served = np.log(self._probs(self._dequantize(y)))
                 reading = self.fidelity.observe(served, np.log(self._probs(self._master_outputs(x))))
@@ -412,6 +415,7 @@ class Controller:
         model = self.deploy_fn(content, made_by)
         self.attach(model)
         self._previous, self._serving_content = previous, content
+        self._judged_by_labels = "master_accuracy" in numbers
         self.fidelity.reset()
         self.drift.rebase()
         self._set_state(State.PROBATION)
@@ -509,6 +513,7 @@ class Controller:
                                           "output_kl": reading.output_kl})
         self.attach(model)
         self._serving_content, self._previous = previous, None
+        self._judged_by_labels = False
         self.fidelity.reset()
         if self.metrics is not None and self._served_is_master:
             self.metrics.fidelity(1.0, 0.0)

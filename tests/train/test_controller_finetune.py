@@ -4,6 +4,7 @@ out, decides whether one beats the master; without labels the fidelity gate stay
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -71,7 +72,8 @@ def test_an_adaptation_trains_on_labelled_feedback_and_swaps_when_it_beats_the_m
     validation on rows it never trained on, swap."""
     content = default_model_path("digits_mlp").read_bytes()
     log = FeedbackLog(4096, keep_inputs=True)
-    ctrl, daemon, _ = controller(content, log, finetune_time_s=600.0, min_labelled=40, fidelity_floor=0.0)
+    ctrl, daemon, _ = controller(content, log, finetune_time_s=600.0, min_labelled=40, probation_s=600,
+                                 fidelity_floor=0.99)
     images, labels = load_digits_test()
     x = digits_for(ctrl.master, images)
     y = relabelled(labels)
@@ -89,4 +91,12 @@ def test_an_adaptation_trains_on_labelled_feedback_and_swaps_when_it_beats_the_m
     validated = next(e for e in ctrl.events if e.kind == "validated")
     assert validated.numbers["accuracy"] > validated.numbers["master_accuracy"]
     assert validated.numbers["labelled"] == 120
+    assert daemon.model.content != content
+    # In probation the new version disagrees with the master on every relabelled 3; fidelity to the
+    # master must not roll back what the labels chose.
+    with Traffic(daemon):
+        for _ in range(60):
+            ctrl.step()
+            time.sleep(0.05)
+    assert "rolled_back" not in [e.kind for e in ctrl.events]
     assert daemon.model.content != content
