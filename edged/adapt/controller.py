@@ -389,7 +389,8 @@ class Controller:
             self.metrics.training_seconds.observe(done["train_s"])
         self._emit("trained", f"{cfg.strategy} scores on {len(calib)} samples", seconds=done["train_s"])
         self._set_state(State.PRUNING)
-        self._emit("pruned", "KL-budget search", sparsity=done["sparsity"], kl=done["kl"],
+        pruned_kl = done["finetune"]["kl_before"] if "finetune" in done else done["kl"]
+        self._emit("pruned", "KL-budget search", sparsity=done["sparsity"], kl=pruned_kl,
                    kl_budget=self.kl_budget, seconds=done["prune_s"], layers=done["layer_sparsity"])
         if "finetune" in done:
             self._emit("finetuned", "distillation" + (" + feedback labels" if len(y_train) else ""),

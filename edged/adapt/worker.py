@@ -99,10 +99,16 @@ def finetune_candidate(record: dict, master, calib: np.ndarray, settings: dict) 
         real = (values.astype(np.float64) - float(out.quant.zero_point[0])) * float(out.quant.scale[0])
         return output_probabilities(master, real)
 
-    record.update(content=write_tflite(tuned.graph), kl=mean_row_kl(probs(master), probs(tuned.graph)))
+    kl = mean_row_kl(probs(master), probs(tuned.graph))
+    # Without labels the goal is the master's outputs: a tuned candidate further from them is dropped.
+    # With labels it may move away on purpose, and validation on held-out labels decides.
+    kept = y is not None or kl <= record["kl"]
     record["finetune"] = {"epochs": tuned.epochs, "steps": tuned.steps, "stopped": tuned.stopped,
                           "loss_before": tuned.initial_loss, "loss_after": tuned.best_loss,
-                          "labelled": tuned.labelled, "seconds": time.perf_counter() - t0}
+                          "labelled": tuned.labelled, "kl_before": record["kl"], "kl_after": kl,
+                          "kept": kept, "seconds": time.perf_counter() - t0}
+    if kept:
+        record.update(content=write_tflite(tuned.graph), kl=kl)
     return record
 
 

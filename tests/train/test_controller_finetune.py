@@ -72,8 +72,8 @@ def test_an_adaptation_trains_on_labelled_feedback_and_swaps_when_it_beats_the_m
     validation on rows it never trained on, swap."""
     content = default_model_path("digits_mlp").read_bytes()
     log = FeedbackLog(4096, keep_inputs=True)
-    ctrl, daemon, _ = controller(content, log, finetune_time_s=600.0, min_labelled=40, probation_s=600,
-                                 fidelity_floor=0.99)
+    ctrl, daemon, _ = controller(content, log, finetune=True, finetune_time_s=600.0, min_labelled=40,
+                                 probation_s=600, fidelity_floor=0.99)
     images, labels = load_digits_test()
     x = digits_for(ctrl.master, images)
     y = relabelled(labels)
