@@ -1,6 +1,6 @@
 """Accuracy vs compression of the bundled models under edged's compressor, in one run.
 
-    python bench/adapt.py [--json OUT.json] [--only compression|drift|cycle]
+    python bench/adapt.py [--json OUT.json] [--only compression|drift|cycle|taps|reconstruct|finetune|adapt]
 
 The bundled digits test split (360 images) is cut in two: the first half is
 the calibration data the compressor sees, the second half is held out and
@@ -14,6 +14,11 @@ on clean calibration data against dynamic re-pruning cut on the drifted
 window, at equal sparsity, both scored on held-out drifted images. Last, one
 full adaptation cycle of the wide MLP inside the daemon under load: its
 duration, and the serving p99 during it against the steady p99.
+
+``finetune``: held-out accuracy of pruned + reconstructed models with and without fine-tuning
+(edged.train). ``adapt``: under drift, with labels on 30 % of the traffic, the adapted model (pruned,
+reconstructed and fine-tuned on the drifted traffic) against the frozen master and a statically
+pruned model of the same sparsity, on held-out drifted images.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ STRATEGY_NAMES = ("magnitude", "wanda", "qsa", "qsa+bc")  # +bc: with bias corre
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="also write the results to this JSON file")
-    ap.add_argument("--only", choices=("compression", "drift", "cycle", "taps", "reconstruct", "qsa"))
+    ap.add_argument("--only", choices=("compression", "drift", "cycle", "taps", "reconstruct", "qsa",
+                                       "finetune", "adapt"))
     ap.add_argument("--models", default="digits_mlp,digits_cnn", help="reconstruct: the models to measure")
     args = ap.parse_args(argv)
     results = {}
@@ -53,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         results["reconstruct"] = reconstruct(args.models.split(","))
     if args.only in (None, "qsa"):
         results["qsa"] = qsa_quality(args.models.split(","))
+    if args.only in (None, "finetune"):
+        from finetune_bench import finetune_rows
+
+        results["finetune"] = finetune_rows(args.models.split(","))
+    if args.only in (None, "adapt"):
+        from finetune_bench import adapt_rows
+
+        results["adapt"] = adapt_rows(args.models.split(","))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

@@ -60,7 +60,7 @@ class App:
         self.server: Server | None = None
         self.metrics = Metrics(snapshot=lambda: self.server.snapshot() if self.server else None)
         self.models = ModelResolver(self.metrics, self.notifier)
-        self.feedback = FeedbackLog(self.cfg.server.feedback_window)
+        self.feedback = FeedbackLog(self.cfg.server.feedback_window, keep_inputs=self.cfg.adapt.enabled)
         self.auth = None
         self.http = None
         self.watchdog: Watchdog | None = None

@@ -358,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparse-encoding", action="store_true",
                    help="same as --storage litert-kernel; for hmatrix / svd --export factors, also leave the "
                         "zeros between leaves out of the 'pays' count")
+    p.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True,
+                   help="magnitude, wanda, qsa, obs: after pruning, train the kept weights with 8-bit fake "
+                        "quantisation toward the input model's outputs (and the calibration labels y, if "
+                        "given); the checkpoint with the lowest held-out loss is written (default on)")
+    p.add_argument("--finetune-time-s", type=float, default=10.0, help="fine-tuning time budget in seconds")
+    p.add_argument("--finetune-epochs", type=int, default=20, help="fine-tuning: at most this many epochs")
+    p.add_argument("--finetune-memory-mb", type=float, default=256.0, help="fine-tuning memory budget in MiB")
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning: seed of the held-out split and batches")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("demo", help="the adaptation loop live: daemon, clean then drifted traffic, swaps")

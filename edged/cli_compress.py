@@ -94,7 +94,25 @@ def compress(args: argparse.Namespace) -> int:
         result = comp.search(kl_budget=args.kl_budget, sparsity=args.sparsity)
     except ValueError as exc:
         raise EdgedError(str(exc)) from exc
+    if getattr(args, "finetune", False):
+        _finetune(args, graph, calib, comp, result, progress)
     return _write_compressed(args, graph, comp, result, t0)
+
+
+def _finetune(args, graph, calib, comp, result, progress) -> None:
+    """Train the pruned candidate's kept weights (edged.train.finetune) in place of ``result``'s graph;
+    SIGTERM stops it early and keeps the best checkpoint so far."""
+    from edged.train.finetune import FinetuneConfig, finetune, stop_on_sigterm
+
+    config = FinetuneConfig(time_budget_s=args.finetune_time_s, epochs=args.finetune_epochs,
+                            memory_budget_bytes=int(args.finetune_memory_mb * (1 << 20)), seed=args.seed)
+    with stop_on_sigterm() as stop:
+        tuned = finetune(result.graph, graph, calib.x, calib.y, config, stop=stop, progress=progress)
+    kl = comp.kl(tuned.graph)
+    print(f"fine-tuned: {tuned.epochs} epochs, {tuned.steps} steps in {tuned.seconds:.1f} s "
+          f"({tuned.stopped}); held-out loss {tuned.initial_loss:.5f} -> {tuned.best_loss:.5f}; "
+          f"output KL {result.kl:.5f} -> {kl:.5f}")
+    result.graph, result.kl = tuned.graph, kl
 
 
 def _compress_patterns(args, graph, calib) -> int:

@@ -102,6 +102,10 @@ class AdaptSection:
     load_per_cpu: float = 0.0  # 1-min load per CPU above this pushes toward sparsity; 0 = off
     cpu_temp_c: float = 0.0  # hottest sensor above this pushes toward sparsity; 0 = off
     nice: int = 10  # the adaptation thread's niceness (Linux, per thread)
+    finetune: bool = True  # train a candidate's kept weights (distillation, feedback labels) first
+    finetune_time_s: float = 8.0  # its time budget inside one adaptation
+    finetune_memory_bytes: int = 256 << 20  # and its memory budget (the worker process)
+    min_labelled: int = 30  # labelled feedback rows held out before validation judges by accuracy
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,9 @@ _CHECKS = {
     "adapt.load_per_cpu": _in(0.0, 1000.0),
     "adapt.cpu_temp_c": _in(0.0, 200.0),
     "adapt.nice": _in(0, 19),
+    "adapt.finetune_time_s": _in(0.1, 86400),
+    "adapt.finetune_memory_bytes": _in(1 << 20, 1 << 40),
+    "adapt.min_labelled": _in(1, 1_000_000),
     "model.warmup_runs": _in(0, 1000),
     "server.bind": _endpoint,
     "server.workers": _in(1, 64),

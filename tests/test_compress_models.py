@@ -57,7 +57,7 @@ def test_compress_writes_a_smaller_model_both_engines_run_close_to_the_source(pa
     # larger ones it takes minutes here, and masks alone already keep them close.
     rebuild = "--reconstruct" if path.stat().st_size < 60_000 else "--no-reconstruct"
     assert main(["compress", str(path), "--sparsity", "0.3", "--block", "1x16", rebuild,
-                 "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) == 0
+                 "--finetune-epochs", "2", "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) == 0
     text = capsys.readouterr().out
     sparsity = float(re.search(r"sparsity ([\d.]+)% of prunable weights", text).group(1))
     assert sparsity > 25

@@ -135,6 +135,12 @@ class Controller:
         self.last_drift = None
         self._block_choice: dict[int, BlockShape] | None = None
         self._workers: ProcessPoolExecutor | None = None
+        # Labelled feedback rows (input, label), newest last: fine-tuning learns from the older part,
+        # validation judges on the newest, which no candidate has trained on.
+        self._labelled: deque[tuple[np.ndarray, int]] = deque(maxlen=4096)
+        # A version accepted for beating the master on labels disagrees with it on purpose: fidelity
+        # to the master neither rolls it back nor triggers; feedback accuracy still watches it.
+        self._judged_by_labels = False
 
     # ------------------------------------------------------------ wiring
 
@@ -222,7 +228,7 @@ class Controller:
                 if reading.tripped:
                     why = f"input KL {reading.kl:.4f} > threshold {reading.threshold:.4f}"
                     trigger = trigger or ("drift", why)
-            if not self._served_is_master:
+            if not self._served_is_master and not self._judged_by_labels:
                 # log-probabilities: the monitor's softmax gives the probabilities back
                 served = np.log(self._probs(self._dequantize(y)))
                 reading = self.fidelity.observe(served, np.log(self._probs(self._master_outputs(x))))
@@ -266,12 +272,16 @@ class Controller:
         self._feedback_seen, new = self.feedback.since(self._feedback_seen)
         reading = None
         for e in new:
-            for p, t in zip(e.predicted, e.label, strict=True):
+            rows = self._feedback_rows(e)
+            for k, (p, t) in enumerate(zip(e.predicted, e.label, strict=True)):
                 try:
                     reading = self.accuracy.record(p, t)
                 except ValueError:
                     if self.metrics is not None:
                         self.metrics.bad_labels.inc()
+                    continue
+                if rows is not None:
+                    self._labelled.append((rows[k], int(t)))
         if reading is not None and self.metrics is not None:
             self.metrics.accuracy(reading.accuracy)
         floor = self.cfg.accuracy_floor
@@ -279,6 +289,27 @@ class Controller:
             self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
             return "accuracy", f"feedback accuracy lower bound {reading.accuracy_lower:.3f} < {floor}"
         return None
+
+    def _feedback_rows(self, event) -> np.ndarray | None:
+        """The event's input rows in the model's input shape, if the feedback log kept them and they fit."""
+        x = getattr(event, "inputs", None)
+        spec = self.master.input_tensors[0]
+        if x is None or x.dtype != spec.dtype or x.size != len(event.label) * int(np.prod(spec.shape[1:])):
+            return None
+        return x.reshape((len(event.label), *spec.shape[1:]))
+
+    def _labelled_split(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+        """(rows to train on, rows to validate on): the newest third of the labelled feedback (at least
+        ``min_labelled``) is held out when there are enough; otherwise all of it trains."""
+        shape = self.master.input_tensors[0].shape[1:]
+        rows = list(self._labelled)
+        dtype = self.master.input_tensors[0].dtype
+        x = np.stack([r for r, _ in rows]) if rows else np.zeros((0, *shape), dtype)
+        y = np.array([t for _, t in rows], dtype=np.int64)
+        held = max(self.cfg.min_labelled, len(rows) // 3)
+        if len(rows) < 2 * held:
+            return (x, y), None
+        return (x[:-held], y[:-held]), (x[-held:], y[-held:])
 
     def _pressure_trigger(self) -> tuple[str, str] | None:
         cfg, why = self.cfg, None
@@ -343,8 +374,13 @@ class Controller:
         # Training and pruning run in a worker process: they are numpy- and Python-heavy, and in
         # this process they would hold the GIL against the serving threads.
         self._set_state(State.TRAINING)
+        (x_train, y_train), labelled_check = self._labelled_split()
+        finetune = None
+        if cfg.finetune and cfg.strategy in ("magnitude", "wanda", "qsa"):
+            finetune = {"time_s": cfg.finetune_time_s, "memory_bytes": cfg.finetune_memory_bytes,
+                        "x": x_train, "y": y_train}
         job = self._pool().submit(compress_job, self.master_bytes, calib, cfg.strategy, self._blocks(),
-                                  self.kl_budget)
+                                  self.kl_budget, False, finetune)
         try:
             done = job.result(timeout=max(60.0, 10 * cfg.collect_timeout_s))
         except ValueError as exc:
@@ -353,12 +389,16 @@ class Controller:
             self.metrics.training_seconds.observe(done["train_s"])
         self._emit("trained", f"{cfg.strategy} scores on {len(calib)} samples", seconds=done["train_s"])
         self._set_state(State.PRUNING)
-        self._emit("pruned", "KL-budget search", sparsity=done["sparsity"], kl=done["kl"],
+        pruned_kl = done["finetune"]["kl_before"] if "finetune" in done else done["kl"]
+        self._emit("pruned", "KL-budget search", sparsity=done["sparsity"], kl=pruned_kl,
                    kl_budget=self.kl_budget, seconds=done["prune_s"], layers=done["layer_sparsity"])
+        if "finetune" in done:
+            self._emit("finetuned", "distillation" + (" + feedback labels" if len(y_train) else ""),
+                       **done["finetune"])
         candidate = read_tflite(done["content"], name="candidate")
 
         self._set_state(State.VALIDATING)
-        verdict = self._validate(candidate, check)
+        verdict = self._validate(candidate, check, labelled_check)
         numbers = {k: v for k, v in verdict.items() if k not in ("ok", "why")}
         if not verdict["ok"]:
             self._emit("rejected", verdict["why"], **numbers)
@@ -376,6 +416,7 @@ class Controller:
         model = self.deploy_fn(content, made_by)
         self.attach(model)
         self._previous, self._serving_content = previous, content
+        self._judged_by_labels = "master_accuracy" in numbers
         self.fidelity.reset()
         self.drift.rebase()
         self._set_state(State.PROBATION)
@@ -415,8 +456,11 @@ class Controller:
         self._block_choice = out
         return out
 
-    def _validate(self, candidate: Graph, x: np.ndarray) -> dict[str, Any]:
-        """Held-back fidelity and KL against the master, and latency against the served model."""
+    def _validate(self, candidate: Graph, x: np.ndarray,
+                  labelled: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+        """Held-back fidelity and KL against the master, and latency against the served model. With
+        labelled feedback held out from training, accuracy decides instead of fidelity: the candidate
+        must be right more often than the master (as often, and faithful to it, also passes)."""
         from edged.benchmark import measure
         from edged.runtime.native import NativeEngine
 
@@ -438,6 +482,19 @@ class Controller:
                 break
         verdict = {"ok": True, "why": "", "agreement": agree / len(x), "agreement_lower": lower, "kl": kl,
                    "latency_ratio": ratio, "samples": len(x)}
+        faithful = lower >= self.cfg.fidelity_floor and kl <= 2 * self.kl_budget
+        if labelled is not None:
+            lx, ly = labelled
+            cand_hits = int(np.sum(np.argmax(engine.infer([lx])[0].reshape(len(lx), -1), 1) == ly))
+            master_hits = int(np.sum(np.argmax(self._master_outputs(lx), 1) == ly))
+            verdict.update(accuracy=cand_hits / len(ly), master_accuracy=master_hits / len(ly),
+                           labelled=len(ly))
+            if cand_hits < master_hits or (cand_hits == master_hits and not faithful):
+                verdict.update(ok=False, why=f"labelled held-out accuracy {cand_hits / len(ly):.3f} is not "
+                               f"above the master's {master_hits / len(ly):.3f}")
+            elif ratio > _MAX_LATENCY_RATIO:
+                verdict.update(ok=False, why=f"candidate p50 {ratio:.2f}x the served model's")
+            return verdict
         if lower < self.cfg.fidelity_floor:
             verdict.update(ok=False, why=f"agreement lower bound {lower:.3f} < {self.cfg.fidelity_floor}")
         elif kl > 2 * self.kl_budget:
@@ -457,6 +514,7 @@ class Controller:
                                           "output_kl": reading.output_kl})
         self.attach(model)
         self._serving_content, self._previous = previous, None
+        self._judged_by_labels = False
         self.fidelity.reset()
         if self.metrics is not None and self._served_is_master:
             self.metrics.fidelity(1.0, 0.0)

@@ -26,12 +26,14 @@ def lower_priority(nice: int) -> None:
 
 
 def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_budget: float,
-                 reconstruct: bool = False) -> dict:
+                 reconstruct: bool = False, finetune: dict | None = None) -> dict:
     """Score, allocate and prune in the worker process; returns the candidate's bytes and record.
     ``reconstruct`` solves the chosen candidate's kept weights again (adds one reconstruction,
     ~10-40 s for the bundled MLP on a loaded 2-core machine, to the cycle).
 
-    The retrainer gets a bounded share of the cycle: 0.4 s per layer at most."""
+    The retrainer gets a bounded share of the cycle: 0.4 s per layer at most. ``finetune``
+    ({"time_s", "memory_bytes", "x", "y"}: labelled feedback rows, possibly none) trains the
+    pruned candidate afterwards (``finetune_candidate``)."""
     t0 = time.perf_counter()
     graph = read_tflite(master, name="master")
     if strategy == "pattern":
@@ -59,7 +61,8 @@ def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_bud
     t1 = time.perf_counter()
     result = comp.search(kl_budget=kl_budget, steps=6)
     if not reconstruct:
-        return _job_record(result, t1 - t0, time.perf_counter() - t1)
+        record = _job_record(result, t1 - t0, time.perf_counter() - t1)
+        return finetune_candidate(record, graph, calib, finetune) if finetune else record
     # The chosen candidate's kept weights are solved for again (edged.adapt.reconstruct); reconstructing
     # every candidate of the search would cost a cycle minutes. It is kept only when it is closer.
     comp.reconstruct = True
@@ -67,7 +70,46 @@ def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_bud
     kl = comp.kl(rebuilt)
     if kl <= result.kl:
         result.graph, result.kl = rebuilt, kl
-    return _job_record(result, t1 - t0, time.perf_counter() - t1)
+    record = _job_record(result, t1 - t0, time.perf_counter() - t1)
+    return finetune_candidate(record, graph, calib, finetune) if finetune else record
+
+
+def finetune_candidate(record: dict, master, calib: np.ndarray, settings: dict) -> dict:
+    """Fine-tune the candidate of ``record`` (edged.train.finetune): distillation from the master on the
+    collected inputs, plus cross-entropy on the labelled feedback rows ``settings["x"]``/``["y"]``
+    when there are any. The record gets the new bytes and a ``finetune`` entry."""
+    from edged.adapt.compress import output_probabilities
+    from edged.adapt.stats import mean_row_kl
+    from edged.runtime.native import NativeEngine
+    from edged.train.finetune import FinetuneConfig, finetune
+
+    t0 = time.perf_counter()
+    x_l, y_l = settings.get("x"), settings.get("y")
+    x, y = calib, None
+    if x_l is not None and len(x_l):
+        x = np.concatenate([calib, x_l])
+        y = np.concatenate([np.full(len(calib), -1, np.int64), np.asarray(y_l, np.int64)])
+    config = FinetuneConfig(time_budget_s=settings["time_s"], memory_budget_bytes=settings["memory_bytes"],
+                            label_weight=0.8 if y is not None else 0.5)
+    tuned = finetune(read_tflite(record["content"], name="candidate"), master, x, y, config)
+    out = master.output_tensors[0]
+
+    def probs(graph) -> np.ndarray:
+        values = NativeEngine(graph, layout="dense").infer([calib])[0].reshape(len(calib), -1)
+        real = (values.astype(np.float64) - float(out.quant.zero_point[0])) * float(out.quant.scale[0])
+        return output_probabilities(master, real)
+
+    kl = mean_row_kl(probs(master), probs(tuned.graph))
+    # Without labels the goal is the master's outputs: a tuned candidate further from them is dropped.
+    # With labels it may move away on purpose, and validation on held-out labels decides.
+    kept = y is not None or kl <= record["kl"]
+    record["finetune"] = {"epochs": tuned.epochs, "steps": tuned.steps, "stopped": tuned.stopped,
+                          "loss_before": tuned.initial_loss, "loss_after": tuned.best_loss,
+                          "labelled": tuned.labelled, "kl_before": record["kl"], "kl_after": kl,
+                          "kept": kept, "seconds": time.perf_counter() - t0}
+    if kept:
+        record.update(content=write_tflite(tuned.graph), kl=kl)
+    return record
 
 
 def _job_record(result, train_s: float, prune_s: float) -> dict:

@@ -141,7 +141,8 @@ class BatchRunner:
             tally.request_s.append((done - job.arrival_ns) / 1e9)
             if record:
                 end = start + job.samples
-                self.feedback.record(job.request_id, model.name, model.version, outputs[0][start:end])
+                self.feedback.record(job.request_id, model.name, model.version, outputs[0][start:end],
+                                     job.inputs[0] if self.feedback.keep_inputs else None)
                 start = end
         if tally.due(done):
             tally.flush()

@@ -21,6 +21,7 @@ class FeedbackEvent:
     model_version: str
     predicted: tuple[int, ...]
     label: tuple[int, ...]
+    inputs: np.ndarray | None = None  # the request's first input, when the log keeps inputs
 
     @property
     def correct(self) -> int:
@@ -28,19 +29,24 @@ class FeedbackEvent:
 
 
 class FeedbackLog:
-    def __init__(self, capacity: int = 4096, keep_events: int = 4096) -> None:
+    def __init__(self, capacity: int = 4096, keep_events: int = 4096, keep_inputs: bool = False) -> None:
         self.capacity = capacity
-        self._pending: OrderedDict[str, tuple[str, str, np.ndarray]] = OrderedDict()
+        # Labelled inputs are what fine-tuning and validation under drift learn from (edged.adapt).
+        self.keep_inputs = keep_inputs
+        self._pending: OrderedDict[str, tuple[str, str, np.ndarray, np.ndarray | None]] = OrderedDict()
         self.events: deque[FeedbackEvent] = deque(maxlen=keep_events)
         self.total = 0  # events ever matched
         self._lock = threading.Lock()
 
-    def record(self, request_id: str, model_name: str, model_version: str, output: np.ndarray) -> None:
-        """Remember a [batch, classes] output (its argmax is taken only if feedback comes)."""
+    def record(self, request_id: str, model_name: str, model_version: str, output: np.ndarray,
+               inputs: np.ndarray | None = None) -> None:
+        """Remember a [batch, classes] output (its argmax is taken only if feedback comes), and with
+        ``keep_inputs`` a copy of the request's input batch."""
         if self.capacity <= 0 or output.ndim != 2:
             return
+        kept = np.array(inputs, copy=True) if self.keep_inputs and inputs is not None else None
         with self._lock:
-            self._pending[request_id] = (model_name, model_version, output)
+            self._pending[request_id] = (model_name, model_version, output, kept)
             self._pending.move_to_end(request_id)
             while len(self._pending) > self.capacity:
                 self._pending.popitem(last=False)
@@ -52,12 +58,12 @@ class FeedbackLog:
             entry = self._pending.get(request_id)
             if entry is None:
                 return "unmatched", None
-            name, version, output = entry
+            name, version, output, inputs = entry
             predicted = tuple(int(c) for c in np.argmax(output, axis=1))
             if len(labels) != len(predicted):
                 return "mismatch", None
             del self._pending[request_id]
-            event = FeedbackEvent(request_id, name, version, predicted, labels)
+            event = FeedbackEvent(request_id, name, version, predicted, labels, inputs)
             self.events.append(event)
             self.total += 1
         return ("correct" if event.correct == len(labels) else "incorrect"), event

@@ -78,9 +78,11 @@ class Traffic:
         self.thread.join()
 
 
+# Fine-tuning (edged.train) is off here: these tests time the pruning cycle itself;
+# tests/train/test_controller_finetune.py runs the cycle with it.
 CFG = AdaptSection(enabled=True, strategy="magnitude", kl_budget=0.05, block="1x1", sample_rate=1.0,
                    window=128, calib_samples=256, collect_timeout_s=20, min_interval_s=0, probation_s=2,
-                   fidelity_floor=0.8)
+                   fidelity_floor=0.8, finetune=False)
 
 
 def run_until(ctrl: Controller, done, timeout: float = 60.0) -> None:

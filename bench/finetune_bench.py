@@ -1,0 +1,127 @@
+"""Fine-tuning measurements for bench/adapt.py (``--only finetune``, ``--only adapt``).
+
+Data: scikit-learn's digits training split (the bundled models' own, 1437 images) as calibration data
+or traffic, the bundled test split (360 images) held out; without scikit-learn, the first half of the
+test split stands in for the training split. Accuracies are the native int8 engine's.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from edged.adapt.calibration import Calibration
+from edged.adapt.compress import STRATEGIES, Compressor
+from edged.corruptions import corrupt
+from edged.data import default_model_path, digits_for, load_digits_test
+from edged.model.tflite import read_tflite
+from edged.runtime.native import NativeEngine
+from edged.sparse.block_csr import BlockShape
+from edged.train.finetune import FinetuneConfig, finetune
+
+SPARSITY = 0.9
+CALIB_ROWS = 512  # what the compressor (and its reconstruction) sees, as in the daemon's window
+LABELLED_SHARE = 0.3
+TIME_BUDGET_S = 20.0
+
+
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """(train images, train labels, test images, test labels, where the training rows come from)."""
+    images, labels = load_digits_test()
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        half = len(images) // 2
+        return images[:half], labels[:half], images[half:], labels[half:], "first half of the test split"
+    d = load_digits()
+    train, _, y, _ = train_test_split(d.images.astype(np.uint8), d.target, test_size=0.2, random_state=0,
+                                      stratify=d.target)
+    return train, y.astype(np.int64), images, labels, f"scikit-learn training split ({len(train)} images)"
+
+
+def accuracy(graph, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(NativeEngine(graph, layout="dense").infer([x])[0], 1) == y))
+
+
+def finetune_rows(models: list[str]) -> list[dict]:
+    """Dense int8, pruned 90 % (unstructured, 16x4) + reconstruction, and + fine-tuning (distillation
+    alone, and with the calibration labels), held-out accuracy."""
+    train_images, train_labels, test_images, test_labels, source = digits_split()
+    print(f"\nfine-tuning (obs + reconstruction at {SPARSITY:.0%}; compressor sees {CALIB_ROWS} images, "
+          f"fine-tuning all of the {source}; {TIME_BUDGET_S:.0f} s budget; accuracy on "
+          f"{len(test_images)} test images)")
+    print(f"{'model':<11} {'block':>5} {'dense':>7} {'recon':>7} {'+ft':>7} {'+ft+y':>7} {'recon s':>8} "
+          f"{'ft s':>6} {'epochs':>6}")
+    rows = []
+    for name in models:
+        graph = read_tflite(default_model_path(name))
+        x, xt = digits_for(graph, train_images), digits_for(graph, test_images)
+        dense = accuracy(graph, xt, test_labels)
+        for block in (BlockShape(1, 1), BlockShape(16, 4)):
+            t0 = time.perf_counter()
+            comp = Compressor(graph, Calibration(x[:CALIB_ROWS]), STRATEGIES["obs"](), block,
+                              reconstruct=True)
+            result = comp.search(sparsity=SPARSITY, steps=8)
+            recon_s = time.perf_counter() - t0
+            cfg = FinetuneConfig(time_budget_s=TIME_BUDGET_S, seed=0)
+            distilled = finetune(result.graph, graph, x, config=cfg)
+            supervised = finetune(result.graph, graph, x, train_labels, cfg)
+            row = {"model": name, "block": str(block), "sparsity": result.sparsity, "dense": dense,
+                   "reconstructed": accuracy(result.graph, xt, test_labels),
+                   "finetuned": accuracy(distilled.graph, xt, test_labels),
+                   "finetuned_labels": accuracy(supervised.graph, xt, test_labels),
+                   "reconstruct_s": recon_s, "finetune_s": distilled.seconds, "epochs": distilled.epochs}
+            rows.append(row)
+            print(f"{name:<11} {row['block']:>5} {dense:>7.2%} {row['reconstructed']:>7.2%} "
+                  f"{row['finetuned']:>7.2%} {row['finetuned_labels']:>7.2%} {recon_s:>8.1f} "
+                  f"{row['finetune_s']:>6.1f} {row['epochs']:>6}", flush=True)
+    return rows
+
+
+def drifted(images: np.ndarray, kind: str, seed: int) -> np.ndarray:
+    """``mix``: contrast loss, then sensor noise, then translation, each at severity 0.5 (at 1.0 the
+    three together leave even a classifier trained on them at chance); single kinds at 1.0."""
+    if kind == "mix":
+        out = corrupt(images, "contrast", 0.5, seed)
+        out = corrupt(out, "noise", 0.5, seed + 1)
+        return corrupt(out, "translate", 0.5, seed + 2)
+    return corrupt(images, kind, 1.0, seed)
+
+
+def adapt_rows(models: list[str], kinds: tuple[str, ...] = ("mix", "contrast", "blur")) -> list[dict]:
+    """Frozen master vs static pruned (clean calibration) vs adapted (pruned + reconstructed on the
+    drifted traffic, fine-tuned with labels on 30 % of it), held-out drifted test images."""
+    train_images, train_labels, test_images, test_labels, source = digits_split()
+    print(f"\nadaptation under drift ({SPARSITY:.0%} unstructured; traffic: the drifted {source}, labels on "
+          f"{LABELLED_SHARE:.0%} of it; accuracy on {len(test_images)} drifted test images)")
+    print(f"{'model':<11} {'drift':<9} {'master':>7} {'static':>7} {'adapted':>8} {'vs master':>9} "
+          f"{'vs static':>9} {'cycle s':>8}")
+    block = BlockShape(1, 1)
+    rows = []
+    for name in models:
+        graph = read_tflite(default_model_path(name))
+        clean = digits_for(graph, train_images)
+        static = Compressor(graph, Calibration(clean[:CALIB_ROWS]), STRATEGIES["obs"](), block,
+                            reconstruct=True).search(sparsity=SPARSITY, steps=8).graph
+        for kind in kinds:
+            x = digits_for(graph, drifted(train_images, kind, 10))
+            xt = digits_for(graph, drifted(test_images, kind, 20))
+            rng = np.random.default_rng(0)
+            y = np.where(rng.random(len(x)) < LABELLED_SHARE, train_labels, -1)
+            t0 = time.perf_counter()
+            pruned = Compressor(graph, Calibration(x[:CALIB_ROWS]), STRATEGIES["obs"](), block,
+                                reconstruct=True).search(sparsity=SPARSITY, steps=8).graph
+            cfg = FinetuneConfig(time_budget_s=TIME_BUDGET_S, label_weight=0.9, seed=0)
+            adapted = finetune(pruned, graph, x, y, cfg).graph
+            cycle_s = time.perf_counter() - t0
+            row = {"model": name, "drift": kind, "master": accuracy(graph, xt, test_labels),
+                   "static": accuracy(static, xt, test_labels), "adapted": accuracy(adapted, xt, test_labels),
+                   "reconstructed_only": accuracy(pruned, xt, test_labels), "cycle_s": cycle_s,
+                   "labelled": int(np.sum(y >= 0))}
+            rows.append(row)
+            print(f"{name:<11} {kind:<9} {row['master']:>7.1%} {row['static']:>7.1%} {row['adapted']:>8.1%} "
+                  f"{(row['adapted'] - row['master']) * 100:>+8.1f}p "
+                  f"{(row['adapted'] - row['static']) * 100:>+8.1f}p {cycle_s:>8.1f}", flush=True)
+    return rows
