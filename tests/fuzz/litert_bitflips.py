@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes[outcome] += 1
         if outcome not in ("ok", "edged_error"):
             crashes.append({"run": run, "outcome": outcome, "flips": flips})
+            print(json.dumps(crashes[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"outcomes": outcomes, "crashes": crashes}))
     return 0
 

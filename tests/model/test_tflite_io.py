@@ -124,6 +124,15 @@ def test_corrupt_tensor_name_is_a_model_format_error_in_litert():
         LiteRTEngine(bytes(content), "flipped.tflite")
 
 
+def test_model_whose_operators_are_lost_is_refused_before_litert():
+    # This flip empties the operator vector: LiteRT loads the file, runs nothing, and then cannot
+    # read the output it never allocated (a bare ValueError from get_tensor).
+    content = flip(FIXTURES[0].read_bytes(), [(2852, 2)])
+    assert read_tflite(content).operators == []
+    with pytest.raises(ModelFormatError, match="output tensor #18 .* is never computed"):
+        LiteRTEngine(content, "flipped.tflite")
+
+
 @settings(max_examples=100)
 @given(st.data())
 def test_corrupt_models_fail_cleanly_in_litert_too(data):
