@@ -129,7 +129,7 @@ def test_model_whose_operators_are_lost_is_refused_before_litert():
     # read the output it never allocated (a bare ValueError from get_tensor).
     content = flip(FIXTURES[0].read_bytes(), [(2852, 2)])
     assert read_tflite(content).operators == []
-    with pytest.raises(ModelFormatError, match="output tensor #18 .* is never computed"):
+    with pytest.raises(ModelFormatError, match=r"output tensor #18 .* is never computed"):
         LiteRTEngine(content, "flipped.tflite")
 
 
