@@ -40,9 +40,10 @@ def _check_structure(content: bytes, model: str, delegates: bool) -> bool:
         from edged.model.tflite import read_tflite
     except BackendUnavailableError:
         return delegates
-    from edged.runtime.wellformed import check_outputs_computed
+    from edged.runtime.wellformed import check_dataflow, check_outputs_computed
 
     graph = read_tflite(content, name=model)
+    check_dataflow(graph, model)
     check_outputs_computed(graph, model)
     _check_edged_ops(graph, model)
     return _check_sparse_weights(graph, model, delegates)

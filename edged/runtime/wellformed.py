@@ -20,3 +20,35 @@ def check_outputs_computed(graph: Graph, model: str) -> None:
                 f"{model}: graph output tensor #{t} '{graph.tensors[t].name}' is never computed "
                 f"(no operator writes it; the graph has {len(graph.operators)} operators)"
             )
+
+
+def check_dataflow(graph: Graph, model: str) -> None:
+    """Operators in order read only tensors already there, and write each tensor once.
+
+    LiteRT runs operators in file order and trusts this wiring: an operator
+    reading a tensor nothing has written reads memory LiteRT never allocated
+    (a crash in ``invoke``), and one writing a constant writes into the file's
+    mapped buffer.
+    """
+    present = set(graph.inputs)
+    written: set[int] = set()
+    for k, op in enumerate(graph.operators):
+        for t in op.inputs:
+            tensor = graph.tensors[t] if t >= 0 else None
+            if tensor is None or tensor.is_constant or tensor.is_variable or t in present:
+                continue
+            raise ModelFormatError(
+                f"{model}: operator #{k} ({op.opcode}) reads tensor #{t} '{tensor.name}', which no "
+                "graph input or earlier operator provides"
+            )
+        for t in op.outputs:
+            if t < 0:
+                continue
+            tensor = graph.tensors[t]
+            if tensor.is_constant or t in written or t in graph.inputs:
+                what = "a constant" if tensor.is_constant else "written twice"
+                raise ModelFormatError(
+                    f"{model}: operator #{k} ({op.opcode}) writes tensor #{t} '{tensor.name}', {what}"
+                )
+            written.add(t)
+            present.add(t)

@@ -133,6 +133,19 @@ def test_model_whose_operators_are_lost_is_refused_before_litert():
         LiteRTEngine(content, "flipped.tflite")
 
 
+@pytest.mark.parametrize(
+    "flips",
+    [[(3192, 0)], [(6832, 1), (6094, 6), (3192, 0), (3433, 0)]],
+    ids=["one-flip", "four-flips"],
+)
+def test_operator_reading_a_tensor_nothing_writes_is_refused_before_litert(flips):
+    # The flip turns MAX_POOL_2D's output from tensor 14 into 15 (RESHAPE's output): RESHAPE then
+    # reads tensor 14, which LiteRT never allocated, and invoke crashed the process (SIGSEGV).
+    content = flip(FIXTURES[0].read_bytes(), flips)
+    with pytest.raises(ModelFormatError, match=r"operator #5 \(RESHAPE\) reads tensor #14 .* no graph input"):
+        LiteRTEngine(content, "flipped.tflite")
+
+
 @settings(max_examples=100)
 @given(st.data())
 def test_corrupt_models_fail_cleanly_in_litert_too(data):
