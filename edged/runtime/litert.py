@@ -40,7 +40,11 @@ def _check_structure(content: bytes, model: str, delegates: bool) -> bool:
         from edged.model.tflite import read_tflite
     except BackendUnavailableError:
         return delegates
+    from edged.runtime.wellformed import check_dataflow, check_outputs_computed
+
     graph = read_tflite(content, name=model, keep_densify=True)
+    check_dataflow(graph, model)
+    check_outputs_computed(graph, model)
     _check_edged_ops(graph, model)
     return _check_sparse_weights(graph, model, delegates)
 
@@ -180,9 +184,10 @@ class LiteRTEngine(Engine):
             for idx, x in zip(self._in_idx, inputs, strict=True):
                 self._interp.set_tensor(idx, x)
             self._interp.invoke()
+            # A corrupt file can leave an output unallocated: reading it raises ValueError.
+            return [self._interp.get_tensor(i).copy() for i in self._out_idx]
         except (ValueError, RuntimeError) as exc:
             raise EdgedError(f"{self.model}: LiteRT failed to run the model: {exc}") from exc
-        return [self._interp.get_tensor(i).copy() for i in self._out_idx]
 
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         batch = inputs[0].shape[0]
