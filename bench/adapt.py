@@ -271,6 +271,14 @@ RECONSTRUCT_POINTS = ((BlockShape(1, 1), 0.5), (BlockShape(1, 1), 0.8), (BlockSh
                       (BlockShape(16, 4), 0.9), (BlockShape(4, 4), 0.9))
 
 
+def _bundled_setup(name: str, calib_images, test_images, test_labels):
+    """A bundled model, its calibration set, and a Compressor scoring accuracy on the held-out images."""
+    graph = read_tflite(default_model_path(name))
+    held = Calibration(digits_for(graph, test_images), test_labels)
+    calib = Calibration(digits_for(graph, calib_images))
+    return graph, calib, Compressor(graph, held, STRATEGIES["magnitude"]())
+
+
 def _digits_split():
     """Calibration images and the held-out test split: scikit-learn's training split (the one the
     bundled models were trained on) when scikit-learn is installed, else the first half of the test split."""
@@ -301,10 +309,7 @@ def reconstruct(models: list[str]) -> list[dict]:
           f"{'file B':>8} {'fp32/file':>9} {'s':>6}")
     rows = []
     for name in models:
-        graph = read_tflite(default_model_path(name))
-        held = Calibration(digits_for(graph, test_images), test_labels)
-        calib = Calibration(digits_for(graph, calib_images))
-        judge = Compressor(graph, held, STRATEGIES["magnitude"]())
+        graph, calib, judge = _bundled_setup(name, calib_images, test_images, test_labels)
         fp32 = float_bytes(graph)
         dense = {"model": name, "block": "-", "target": 0.0, "reconstruct": False, "sparsity": 0.0,
                  "accuracy": judge.accuracy(graph), "file_bytes": len(write_tflite(graph)), "seconds": 0.0}
@@ -356,10 +361,7 @@ def qsa_quality(models: list[str], targets=(0.7, 0.8, 0.9)) -> list[dict]:
           "unstructured masks, no reconstruction)")
     rows = []
     for name in models:
-        graph = read_tflite(default_model_path(name))
-        held = Calibration(digits_for(graph, test_images), test_labels)
-        calib = Calibration(digits_for(graph, calib_images))
-        judge = Compressor(graph, held, STRATEGIES["magnitude"]())
+        graph, calib, judge = _bundled_setup(name, calib_images, test_images, test_labels)
         qsa = QsaStrategy()
         scorers = {"magnitude": STRATEGIES["magnitude"](), "wanda": STRATEGIES["wanda"](), "qsa": qsa}
         scorers_extra = {}
