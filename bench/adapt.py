@@ -30,7 +30,7 @@ import time
 
 from edged.adapt.calibration import Calibration
 from edged.adapt.compress import STRATEGIES, Compressor, float_bytes, served_bytes
-from edged.data import default_model_path, digits_for, load_digits_test
+from edged.data import default_model_path, digits_for, load_digits_test, load_digits_train
 from edged.model.tflite import read_tflite
 from edged.sparse.block_csr import BlockShape
 
@@ -280,21 +280,11 @@ def _bundled_setup(name: str, calib_images, test_images, test_labels):
 
 
 def _digits_split():
-    """Calibration images and the held-out test split: scikit-learn's training split (the one the
-    bundled models were trained on) when scikit-learn is installed, else the first half of the test split."""
-    import numpy as np
-
+    """Calibration images (the training split the bundled models were trained on) and the held-out
+    test split."""
+    train, _ = load_digits_train()
     images, labels = load_digits_test()
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError:
-        half = len(images) // 2
-        return images[:half], images[half:], labels[half:], "first half of the test split"
-    d = load_digits()
-    train, _, _, _ = train_test_split(d.images.astype(np.uint8), d.target, test_size=0.2, random_state=0,
-                                      stratify=d.target)
-    return train, images, labels, f"scikit-learn training split ({len(train)} images)"
+    return train, images, labels, f"digits training split ({len(train)} images)"
 
 
 def reconstruct(models: list[str]) -> list[dict]:

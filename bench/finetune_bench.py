@@ -1,8 +1,7 @@
 """Fine-tuning measurements for bench/adapt.py (``--only finetune``, ``--only adapt``).
 
-Data: scikit-learn's digits training split (the bundled models' own, 1437 images) as calibration data
-or traffic, the bundled test split (360 images) held out; without scikit-learn, the first half of the
-test split stands in for the training split. Accuracies are the native int8 engine's.
+Data: the bundled digits training split (the bundled models' own, 1437 images) as calibration data
+or traffic, the bundled test split (360 images) held out. Accuracies are the native int8 engine's.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import numpy as np
 from edged.adapt.calibration import Calibration
 from edged.adapt.compress import STRATEGIES, Compressor
 from edged.corruptions import corrupt
-from edged.data import default_model_path, digits_for, load_digits_test
+from edged.data import default_model_path, digits_for, load_digits_test, load_digits_train
 from edged.model.tflite import read_tflite
 from edged.runtime.native import NativeEngine
 from edged.sparse.block_csr import BlockShape
@@ -28,17 +27,9 @@ TIME_BUDGET_S = 20.0
 
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """(train images, train labels, test images, test labels, where the training rows come from)."""
-    images, labels = load_digits_test()
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError:
-        half = len(images) // 2
-        return images[:half], labels[:half], images[half:], labels[half:], "first half of the test split"
-    d = load_digits()
-    train, _, y, _ = train_test_split(d.images.astype(np.uint8), d.target, test_size=0.2, random_state=0,
-                                      stratify=d.target)
-    return train, y.astype(np.int64), images, labels, f"scikit-learn training split ({len(train)} images)"
+    train, y = load_digits_train()
+    test, yt = load_digits_test()
+    return train, y, test, yt, f"digits training split ({len(train)} images)"
 
 
 def accuracy(graph, x: np.ndarray, y: np.ndarray) -> float:

@@ -13,6 +13,7 @@ Outputs (next to this script):
 * ``digits_mlp.tflite``  int8 MLP 64 -> 1024 -> 1024 -> 10, softmax
 * ``digits_cnn.tflite``  int8 CNN conv3x3(16) -> conv3x3(32) -> maxpool2 -> fc(10), softmax
 * ``digits_test.npz``    the test split: ``images`` uint8 [N, 8, 8] (0..16), ``labels`` int64 [N]
+* ``digits_train.npz``   the training split, same arrays (1437 images)
 * ``digits_models.json`` parameters, file sizes and test accuracies
 * ``README.md``          the same numbers as a table
 
@@ -246,7 +247,7 @@ README_HEAD = """\
 Two small int8 classifiers for the scikit-learn `load_digits` images (1797 real
 8x8 handwritten digits, pixel values 0..16), used by `edged eval`, the benchmarks
 and the tests. They install with the package as `edged.models`; `edged.data`
-finds them (`default_model_path("digits_mlp")`, `load_digits_test()`,
+finds them (`default_model_path("digits_mlp")`, `load_digits_test()`, `load_digits_train()`,
 `digits_input(...)`).
 
 | file | contents |
@@ -254,6 +255,7 @@ finds them (`default_model_path("digits_mlp")`, `load_digits_test()`,
 | `digits_mlp.tflite` | {mlp_ops} |
 | `digits_cnn.tflite` | {cnn_ops} |
 | `digits_test.npz` | the test split: `images` uint8 [N,8,8] (raw 0..16), `labels` int64 [N] |
+| `digits_train.npz` | the training split (1437 images), same arrays: calibration and traffic for benchmarks |
 | `digits_models.json` | the numbers of the table below |
 | `train_digits.py` | the script that made all of the above (data, calibration, int8 export, checks) |
 | `digits_nets.py` | the float networks and their numpy training (Adam, cross-entropy) |
@@ -342,6 +344,9 @@ def main() -> int:
 
     np.savez_compressed(
         HERE / "digits_test.npz", images=x_te_img.astype(np.uint8), labels=y_te.astype(np.int64)
+    )
+    np.savez_compressed(
+        HERE / "digits_train.npz", images=x_tr_img.astype(np.uint8), labels=y_tr.astype(np.int64)
     )
 
     results: dict[str, dict] = {}
