@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.data import default_model_path, digits_input, load_digits_test
+from edged.data import default_model_path, digits_input, load_digits_test, load_digits_train
 from edged.model.tflite import read_tflite
 from edged.runtime.engine import load_engine
 from edged.runtime.kernels import VARIANT_NAMES, available_variants
@@ -97,3 +97,20 @@ def test_threads_get_their_own_arena():
     for t in threads:
         t.join(timeout=60)
     assert not errors
+
+
+def test_bundled_training_split_is_the_one_the_models_learned():
+    """The bundled training split: 1437 images, every class, disjoint from the test split, and the
+    bundled models fit it at least as well as the held-out images."""
+    train, y = load_digits_train()
+    test, _ = load_digits_test()
+    assert train.shape == (1437, 8, 8) and train.dtype == np.uint8 and train.max() <= 16
+    assert np.bincount(y, minlength=10).min() > 100
+    assert not set(map(bytes, train)) & set(map(bytes, test))
+    for name in BUNDLED:
+        engine = NativeEngine.from_file(default_model_path(name))
+        spec = engine.inputs[0]
+        x = digits_input(train, spec.dtype, spec.scale, spec.zero_point, spec.shape)
+        train_acc = np.mean(np.argmax(engine.infer([x])[0], 1) == y)
+        test_x, test_y = _digits(engine)
+        assert train_acc >= np.mean(np.argmax(engine.infer([test_x])[0], 1) == test_y) - 0.005
