@@ -7,7 +7,7 @@ LiteRT's x86-64 build, ``single`` its aarch64 build, NEON bodies included).
 Per op and mode: models with a difference / models, differing elements /
 elements, and the max |difference| (LSB for int8, absolute for DEQUANTIZE's float32).
 
-    python bench/neon_ops.py [--models N] [--seed S]
+    python bench/neon_ops.py [--models N] [--seed S] [--ops OP ...]
 
 Run it on the machine whose LiteRT is in question (on aarch64: .ci/arm64.sh
 run python bench/neon_ops.py).
@@ -105,10 +105,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=200, help="random models per op")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ops", nargs="*", choices=sorted(OPS), default=list(OPS))
     args = parser.parse_args()
     print(f"machine {platform.machine()}, rounding auto -> {resolve_rounding('auto')}, {args.models} models per op")
     print(f"{'op':11} {'mode':7} {'models off':>12} {'elements off':>16} {'max |diff|':>10}")
-    for opcode in OPS:
+    for opcode in args.ops:
         for mode, s in measure(opcode, args.models, args.seed).items():
             print(f"{opcode:11} {mode:7} {s[0]:5d}/{s[1]:<6d} {s[2]:7d}/{s[3]:<8d} {s[4]:10.3g}")
 
