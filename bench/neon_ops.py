@@ -107,7 +107,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ops", nargs="*", choices=sorted(OPS), default=list(OPS))
     args = parser.parse_args()
-    print(f"machine {platform.machine()}, rounding auto -> {resolve_rounding('auto')}, {args.models} models per op")
+    auto = resolve_rounding("auto")
+    print(f"machine {platform.machine()}, rounding auto -> {auto}, {args.models} models per op")
     print(f"{'op':11} {'mode':7} {'models off':>12} {'elements off':>16} {'max |diff|':>10}")
     for opcode in args.ops:
         for mode, s in measure(opcode, args.models, args.seed).items():

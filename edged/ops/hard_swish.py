@@ -186,8 +186,10 @@ def describe(p: HardSwishParams, d, shared: dict) -> list:
     d.output_offset = p.output_zero_point
     d.multiplier, d.shift = p.output_multiplier, p.output_exponent
     d.in_multiplier[0], d.in_shift[0] = p.reluish_multiplier, p.reluish_exponent
-    # Every int8 input through the kernel's own arithmetic once; runs look it up.
-    table = np.empty(256, dtype=np.int8)
+    d.mode = lib.EDGED_BODY_NEON if p.neon else lib.EDGED_BODY_X86
+    # Every int8 input through the kernel's own arithmetic once (NEON: the body's and
+    # the tail's); runs look it up.
+    table = np.empty(512 if p.neon else 256, dtype=np.int8)
     lib.edged_hard_swish_table(ffi.addressof(d), ffi.cast("int8_t *", address(table)))
     d.table = address(table)
     return [table]

@@ -106,7 +106,10 @@ def native_kind(p: QuantizeParams) -> int:
 
 
 def describe(p: QuantizeParams, d, shared: dict) -> list:
+    from edged.runtime.kernels import lib
+
     d.count = d.in_stride[0]
+    d.mode = lib.EDGED_BODY_NEON if p.neon else lib.EDGED_BODY_X86
     d.scale = p.scale
     d.zero_point = p.zero_point
     d.output_offset = p.zero_point

@@ -34,7 +34,8 @@ NEON_BLOCK = 16  # SoftmaxInt8LUT's body, per row
 
 @dataclass
 class SoftmaxParams:
-    table: np.ndarray  # float32[256]: table[255 - v] = expf(-input_scale * beta * v); neon: int32 (uint16 values)
+    # float32[256]: table[255 - v] = expf(-input_scale * beta * v); neon: int32 (uint16_exp_table)
+    table: np.ndarray
     output_scale: float
     output_zero_point: int
     depth: int
@@ -125,11 +126,12 @@ def pack(p: SoftmaxParams, variant: int) -> dict:
 
 
 def describe(p: SoftmaxParams, d, shared: dict) -> list:
-    from edged.runtime.kernels import address
+    from edged.runtime.kernels import address, lib
 
     d.in_c = d.out_c = p.depth
     d.count = d.in_stride[0]
     d.table = address(shared["table"])
     d.scale = p.output_scale
     d.output_offset = d.zero_point = p.output_zero_point
+    d.mode = lib.EDGED_BODY_NEON if p.neon else lib.EDGED_BODY_X86
     return []
