@@ -127,7 +127,11 @@ def test_dequantize_fused_body_is_the_exact_value_rounded_once(scale, zp, n, bat
     body = x.size - x.size % quantize.FLOAT_BLOCK
     # In float32 with an exact product: the sum then rounds once (a float64 sum of these
     # two is exact, so its rounding to float32 is the correctly rounded fused result).
-    exact = x.reshape(-1)[:body].astype(np.float64) * float(s32) + float(offset)
+    product = x.reshape(-1)[:body].astype(np.float64) * float(s32)  # 8 x 24 bits: exact
+    exact = product + float(offset)
+    # TwoSum's error term is zero: the float64 sum lost nothing.
+    rebuilt_offset = exact - product
+    assert np.all((product - (exact - rebuilt_offset)) + (float(offset) - rebuilt_offset) == 0)
     np.testing.assert_array_equal(got[:body], exact.astype(np.float32))
     # Where the product is already a float32, fusing changes nothing.
     products = x.reshape(-1)[:body].astype(np.float32) * s32
