@@ -27,17 +27,13 @@ litert=${EDGED_ARM_LITERT:-ai-edge-litert==2.3.0}
 # The subset: the rounding semantics and the converter fixtures against this
 # LiteRT (auto -> single), every op against LiteRT (the C-against-numpy pairs of
 # every op run on x86; here test_rounding.py runs them for the GEMM ops, whose
-# NEON kernels are aarch64's own), whole models, the reader.
-# Left out: three ops whose aarch64 LiteRT build computes differently from its
-# x86 one outside the requantization this job checks: DEQUANTIZE (its NEON body
-# fuses x*scale + offset into one FMA; edged keeps x86's two roundings: one
-# float ulp on some elements), SOFTMAX (one step on rare rows, seen on
-# residual12_int8io at batch 9) and HARD_SWISH (a NEON body: one step on some
-# elements). docs/int8-semantics.md lists them.
-ARM_SUBSET="tests/runtime/test_rounding.py tests/runtime/test_models.py tests/ops/test_ops_vs_litert.py \
+# NEON kernels are aarch64's own, and test_neon_bodies.py for HARD_SWISH,
+# SOFTMAX and DEQUANTIZE, whose aarch64 LiteRT forms single mode reproduces),
+# whole models, the reader.
+ARM_SUBSET="tests/runtime/test_rounding.py tests/runtime/test_neon_bodies.py tests/runtime/test_models.py \
+  tests/ops/test_ops_vs_litert.py tests/ops/test_mul_hard_swish.py \
   tests/model/test_fold.py tests/model/test_tflite_io.py \
-  --deselect tests/runtime/test_models.py::test_converter_models_batched_match_litert[residual12_int8io.tflite] \
-  -k 'not ((QUANTIZE/DEQUANTIZE or HARD_SWISH or SOFTMAX) and vs-litert) and not vs-reference'"
+  -k 'not vs-reference'"
 # Bump to rebuild a cached rootfs whose contents no longer fit this script.
 stamp_version=1
 

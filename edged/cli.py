@@ -21,8 +21,9 @@ LAYOUT_HELP = (
 
 
 ROUNDING_HELP = (
-    "requantization rounding of FULLY_CONNECTED / CONV_2D in the native engine: auto (what LiteRT "
-    "does on this machine: single on aarch64, double elsewhere), double or single (default auto)"
+    "requantization rounding of FULLY_CONNECTED / CONV_2D (and the forms of HARD_SWISH, SOFTMAX, "
+    "DEQUANTIZE) in the native engine: auto (what LiteRT does on this machine: single on aarch64, "
+    "double elsewhere), double (LiteRT's x86-64 build) or single (its aarch64 build) (default auto)"
 )
 
 

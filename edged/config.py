@@ -40,7 +40,9 @@ class ModelSection:
     name: str = ""  # "" = the file name without .tflite
     engine: str = "native"
     layout: str = "auto"  # native weight layout: auto (measured), cost, dense or a block shape like 16x4
-    rounding: str = "auto"  # FC/CONV requantization: auto (this machine's LiteRT), double or single
+    # FC/CONV requantization and the HARD_SWISH/SOFTMAX/DEQUANTIZE forms: auto (this machine's
+    # LiteRT), double (its x86-64 build) or single (its aarch64 build)
+    rounding: str = "auto"
     warmup_runs: int = 3
 
 

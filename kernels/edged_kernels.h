@@ -85,6 +85,15 @@ enum {
   EDGED_ROUND_SINGLE = 2
 };
 
+/* HARD_SWISH, SOFTMAX, DEQUANTIZE (edged_op.mode): the LiteRT build whose
+ * arithmetic they reproduce. Its x86-64 build runs HARD_SWISH's scalar code,
+ * the float-table SOFTMAX and DEQUANTIZE's multiply-then-add body; its
+ * aarch64 build their NEON forms (see the per-op notes below). */
+enum {
+  EDGED_BODY_X86 = 0,
+  EDGED_BODY_NEON = 1
+};
+
 /* MEAN variants (edged_op.mode), after LiteRT's two int8 MEAN paths. */
 enum {
   EDGED_MEAN_REFERENCE = 0, /* reference_ops::QuantizedMeanOrSum: every case but the one below */
@@ -244,8 +253,13 @@ typedef struct edged_op {
  *   mode EDGED_SUB_*: SUB, the reference form for every element, the
  *   subtracted operand's scaled value negated before the sum.
  * SOFTMAX  in[0] rows of in_c (the last axis), `count` elements per sample;
- *   table = float[256] from edged_softmax_table(); scale = output scale;
- *   output_offset = output zero point. RHAZ (std::round); int8 clamp.
+ *   scale = output scale; output_offset = output zero point; int8 clamp.
+ *   mode EDGED_BODY_X86: table = float[256] from edged_softmax_table(),
+ *   RHAZ (std::round) of each float probability. mode EDGED_BODY_NEON
+ *   (SoftmaxInt8LUT): table = int32[256] of uint16 values from
+ *   edged_softmax_uint16_table(); per row an int32 sum of the entries,
+ *   QuantizeMultiplier(1.0f / ((float)sum * scale)), then each entry scaled
+ *   by it: the first in_c - in_c % 16 of a row MBQM_RHU, the rest MBQM.
  * LOGISTIC  `count` elements; table = int8[256] from edged_logistic_table().
  *   TANH runs as this kind too, with its own table (LiteRT's LUT of tanhf).
  * QUANTIZE  in[0] float32, `count` elements; scale, zero_point (of the output).
@@ -253,8 +267,9 @@ typedef struct edged_op {
  * REQUANTIZE  `count` elements; input_offset, multiplier, shift,
  *   output_offset; body (B = 16) RHU, tail RHAZ; int8 clamp.
  * DEQUANTIZE  in[0] int8 -> out float32, `count` elements; scale, zero_point
- *   (of the input). Body (B = 8): (float)x*scale + (float)(-zp*(double)scale);
- *   tail: (float)((double)scale*(x - zp)).
+ *   (of the input). Body (B = 8): (float)x*scale + (float)(-zp*(double)scale),
+ *   rounded after the product and the sum (mode EDGED_BODY_X86) or once, a
+ *   fused multiply-add (EDGED_BODY_NEON); tail: (float)((double)scale*(x - zp)).
  * CONCATENATION  n_in inputs; per sample a [outer, sum(axis_size), inner]
  *   output, input k is [outer, axis_size[k], inner]; bytes are copied (LiteRT
  *   requires equal quantization; in_offset/in_multiplier are unused).
@@ -276,10 +291,13 @@ typedef struct edged_op {
  *   Scratch: edged_scratch_size().
  * HARD_SWISH  `count` elements; input_offset, output_offset; multiplier
  *   (Q15, 0..32767) and shift (<= 0) of the output; in_multiplier[0] (Q15)
- *   and in_shift[0] of the "reluish" factor. LiteRT's scalar int16 fixed
- *   point for every element (its x86 build has no vector body for it).
- *   table: NULL, or int8[256] from edged_hard_swish_table() on this op,
- *   looked up instead.
+ *   and in_shift[0] of the "reluish" factor. mode EDGED_BODY_X86: LiteRT's
+ *   scalar int16 fixed point for every element (its x86 build has no vector
+ *   body for it); EDGED_BODY_NEON: the first n - n % 8 elements of the flat
+ *   tensor (batch included) in its NEON body's rounding (vqrdmulh, vrshl:
+ *   ties up; vqdmulh: floor), the rest scalar. table: NULL, or the
+ *   edged_hard_swish_table() of this op (256 entries; 512 in NEON mode, the
+ *   body's then the tail's), looked up instead.
  * MUL  in[0], in[1] (a constant operand has in_stride 0), broadcast by
  *   bcast_rank/bcast_shape/bcast_batched; batched operands and the output
  *   are contiguous over the batch (stride = elements per sample).
@@ -362,10 +380,14 @@ int32_t edged_s8_spmm_pack(int32_t out_c, int32_t depth, int32_t block_rows, int
  * * beta * v) for v in 0..255. logistic: table[(uint8)q] for q in -128..127,
  * LUTPopulate of 1 / (1 + expf(-x)). */
 void edged_softmax_table(float input_scale, float beta, float* table);
+/* SoftmaxInt8LUT's table (LiteRT's aarch64 build): table[v] =
+ * min(65535, (int32)(expf(input_scale * beta * (v - 255)) * 65535 + 0.5)). */
+void edged_softmax_uint16_table(float input_scale, float beta, int32_t* table);
 void edged_logistic_table(float input_scale, int32_t input_zero_point, float output_scale,
                           int32_t output_zero_point, int8_t* table);
 
-/* HARD_SWISH of every byte q (table[(uint8)q]) for an op's parameters. */
+/* HARD_SWISH of every byte q (table[(uint8)q]) for an op's parameters; in
+ * mode EDGED_BODY_NEON 512 entries: the NEON body's, then the scalar tail's. */
 void edged_hard_swish_table(const edged_op* op, int8_t* table);
 
 /* Scratch bytes an op needs for a batch of `batch` samples. */

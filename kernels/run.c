@@ -170,6 +170,10 @@ static int batch_matmul_ok(const edged_op* op) {
          op->in_offset[1] >= -127 && op->in_offset[1] <= 128;
 }
 
+static int body_mode_ok(const edged_op* op) {
+  return op->mode == EDGED_BODY_X86 || op->mode == EDGED_BODY_NEON;
+}
+
 static int valid(const edged_op* op) {
   switch (op->kind) {
     case EDGED_OP_FULLY_CONNECTED:
@@ -219,7 +223,7 @@ static int valid(const edged_op* op) {
              (op->bcast_rank == 0 || edged_bcast_valid(op));
     case EDGED_OP_SOFTMAX:
       return strides_ok(op, 1) && op->table != NULL && pos(op->in_c) && op->count >= 1 &&
-             op->count % op->in_c == 0 && extent_ok(op, op->count, op->count);
+             op->count % op->in_c == 0 && extent_ok(op, op->count, op->count) && body_mode_ok(op);
     case EDGED_OP_LOGISTIC:
       return strides_ok(op, 1) && op->table != NULL && op->count >= 0 && extent_ok(op, op->count, op->count);
     case EDGED_OP_QUANTIZE:
@@ -230,7 +234,8 @@ static int valid(const edged_op* op) {
       return strides_ok(op, 1) && op->count >= 0 && shift_ok(op->shift) &&
              extent_ok(op, op->count, op->count);
     case EDGED_OP_DEQUANTIZE:
-      return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count);
+      return strides_ok(op, 1) && op->count >= 0 && extent_ok(op, op->count, op->count) &&
+             body_mode_ok(op);
     case EDGED_OP_CONCATENATION: {
       if (op->n_in < 1 || op->n_in > 8 || op->outer < 0 || op->inner < 1) return 0;
       const int64_t outer = op->outer > 0 ? op->outer : 1; /* the kernel runs outer 0 as 1 */
@@ -261,7 +266,7 @@ static int valid(const edged_op* op) {
              op->shift <= 0 && op->shift >= -31 &&
              op->in_shift[0] >= -31 && op->in_shift[0] <= 30 && op->multiplier >= 0 &&
              op->multiplier <= INT16_MAX && op->in_multiplier[0] >= 0 &&
-             op->in_multiplier[0] <= INT16_MAX && input_offset_ok(op);
+             op->in_multiplier[0] <= INT16_MAX && input_offset_ok(op) && body_mode_ok(op);
     case EDGED_OP_MUL:
       return edged_mul_valid(op);
     case EDGED_OP_MAXIMUM_MINIMUM:

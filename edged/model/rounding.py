@@ -8,6 +8,11 @@ ties up), except where its NEON matrix-times-vector path takes the product,
 which rounds twice everywhere. DEPTHWISE_CONV_2D rounds twice on both. edged
 follows the platform it runs on unless told otherwise, so its results equal
 that machine's LiteRT.
+
+The two modes also name the LiteRT build whose other per-target arithmetic
+edged reproduces: ``single`` is the aarch64 build, whose NEON bodies of
+HARD_SWISH, SOFTMAX and DEQUANTIZE compute differently from the x86-64 build's
+(``neon_bodies``).
 """
 
 from __future__ import annotations
@@ -51,3 +56,13 @@ def rounds_once(rounding: str, rows: int, out_c: int, depth: int) -> bool:
     output channels and 8 of depth to its NEON matrix-times-vector kernel
     (cpu_backend_gemm's custom GEMV), which rounds twice, ties up."""
     return rounding == "single" and not (rows == 1 and out_c >= 4 and depth >= 8)
+
+
+def neon_bodies(rounding: str) -> bool:
+    """Whether HARD_SWISH, SOFTMAX and DEQUANTIZE follow LiteRT's aarch64 build under ``rounding``.
+
+    That build runs HARD_SWISH's NEON body (ties-up rounding, flooring high
+    multiply), SOFTMAX's uint16 lookup-table kernel (SoftmaxInt8LUT) and
+    DEQUANTIZE's fused multiply-add; the x86-64 build runs scalar HARD_SWISH,
+    the float-table SOFTMAX and a multiply then an add (docs/int8-semantics.md)."""
+    return rounding == "single"

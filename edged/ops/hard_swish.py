@@ -6,6 +6,13 @@ element takes the scalar code, which is the reference arithmetic reproduced
 here: the input is moved to a "high-resolution" scale (x 2^7), a "reluish"
 factor in [0, 1] is computed on a scale where 3.0 is 2^15, and the two are
 multiplied with a truncating (not rounding) doubling high multiply.
+
+LiteRT's aarch64 build runs the NEON body over the flat tensor (batch
+included) in blocks of 8 and the scalar code above on the last ``n % 8``
+elements. The body's steps are the same but round as the instructions do:
+``vqrdmulh`` and ``vrshl`` round ties up (not away from zero) and ``vqdmulh``
+floors (not truncates) the final product, so a negative input can land one
+step lower. ``neon`` selects that form (edged.model.rounding.neon_bodies).
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edged.model.quant import quantize_multiplier
+from edged.model.quant import quantize_multiplier, vector_body
+from edged.model.rounding import neon_bodies
 from edged.ops.base import OpContext, same_as_input
 
 OPCODES = ("HARD_SWISH",)
+NEON_BLOCK = 8
 infer_output = same_as_input
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
 INT32_MAX_MINUS_OFFSET = 2**31 - 1 - (1 << 15)
@@ -31,6 +40,7 @@ class HardSwishParams:
     output_exponent: int  # <= 0
     reluish_multiplier: int  # int16 fixed point
     reluish_exponent: int
+    neon: bool = False  # LiteRT's aarch64 build: NEON body, scalar tail
 
 
 def downscale_multiplier(multiplier: int) -> int:
@@ -65,6 +75,7 @@ def prepare(ctx: OpContext) -> HardSwishParams:
         output_exponent=out_exp,
         reluish_multiplier=downscale_multiplier(relu_mult),
         reluish_exponent=relu_exp,
+        neon=neon_bodies(ctx.rounding),
     )
 
 
@@ -106,8 +117,46 @@ def _saturating_left_shift16(x: np.ndarray, amount: int) -> np.ndarray:
     return _saturate16(x * (1 << amount))
 
 
+def _vqrdmulh16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """NEON vqrdmulh on int16: the high half of 2ab, ties up."""
+    return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, (a * b + (1 << 14)) >> 15)
+
+
+def _vqdmulh16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """NEON vqdmulh on int16: the high half of 2ab, floored."""
+    return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, (a * b) >> 15)
+
+
+def _vrshr16(x: np.ndarray, exponent: int) -> np.ndarray:
+    """NEON vrshl by -exponent: a right shift rounding ties up, in full precision."""
+    if exponent <= 0:
+        return x
+    return (x + (1 << (exponent - 1))) >> exponent
+
+
+def _neon(p: HardSwishParams, x: np.ndarray) -> np.ndarray:
+    hires = x * (1 << 7)
+    preshift_output = _vqrdmulh16(hires, p.output_multiplier)
+    reluish = _saturating_left_shift16(hires, max(0, p.reluish_exponent - 1))
+    reluish = _vqrdmulh16(reluish, p.reluish_multiplier)
+    reluish = _saturating_left_shift16(reluish, 1 if p.reluish_exponent > 0 else 0)
+    reluish = _vrshr16(reluish, -p.reluish_exponent)
+    reluish = (reluish + (1 << 15)) >> 1  # vrhadd with 32767
+    out = _vrshr16(_vqdmulh16(reluish, preshift_output), -p.output_exponent)
+    return _wrap16(out + p.output_zero_point)
+
+
 def reference(p: HardSwishParams, inputs: list[np.ndarray]) -> np.ndarray:
-    x = inputs[0].astype(np.int64) - p.input_zero_point
+    x = inputs[0].astype(np.int64).reshape(-1) - p.input_zero_point
+    if not p.neon:
+        out = _scalar(p, x)
+    else:
+        body = vector_body(x.size, NEON_BLOCK)
+        out = np.concatenate([_neon(p, x[:body]), _scalar(p, x[body:])])
+    return np.clip(out, -128, 127).astype(np.int8).reshape(inputs[0].shape)
+
+
+def _scalar(p: HardSwishParams, x: np.ndarray) -> np.ndarray:
     hires = x * (1 << 7)
     preshift_output = _srdhm16(hires, p.output_multiplier)
     reluish = hires
@@ -120,8 +169,7 @@ def reference(p: HardSwishParams, inputs: list[np.ndarray]) -> np.ndarray:
         reluish = _rounding_divide_by_pot16(reluish, -p.reluish_exponent)
     reluish = (reluish + (1 << 15)) >> 1
     out = _rounding_divide_by_pot16(_sdhm16(reluish, preshift_output), -p.output_exponent)
-    out = _wrap16(out + p.output_zero_point)
-    return np.clip(out, -128, 127).astype(np.int8).reshape(inputs[0].shape)
+    return _wrap16(out + p.output_zero_point)
 
 
 def native_kind(p: HardSwishParams) -> int:
@@ -138,8 +186,10 @@ def describe(p: HardSwishParams, d, shared: dict) -> list:
     d.output_offset = p.output_zero_point
     d.multiplier, d.shift = p.output_multiplier, p.output_exponent
     d.in_multiplier[0], d.in_shift[0] = p.reluish_multiplier, p.reluish_exponent
-    # Every int8 input through the kernel's own arithmetic once; runs look it up.
-    table = np.empty(256, dtype=np.int8)
+    d.mode = lib.EDGED_BODY_NEON if p.neon else lib.EDGED_BODY_X86
+    # Every int8 input through the kernel's own arithmetic once (NEON: the body's and
+    # the tail's); runs look it up.
+    table = np.empty(512 if p.neon else 256, dtype=np.int8)
     lib.edged_hard_swish_table(ffi.addressof(d), ffi.cast("int8_t *", address(table)))
     d.table = address(table)
     return [table]

@@ -1,7 +1,11 @@
 """QUANTIZE (float32 -> int8, int8 -> int8) and DEQUANTIZE (int8 -> float32).
 
 LiteRT's kernels run a SIMD body over the flat tensor (batch included) and a
-scalar tail that rounds differently; both are reproduced.
+scalar tail that rounds differently; both are reproduced. DEQUANTIZE's body is
+``float(x) * s + float(-zp * s)``: two float roundings in the x86-64 build
+(NEON on SSE has no fused multiply-add), one in the aarch64 build, whose
+compiler has __ARM_FEATURE_FMA and so takes ``vfmaq_f32`` (``neon``,
+edged.model.rounding.neon_bodies).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from edged.model.quant import (
     round_half_away,
     vector_body,
 )
+from edged.model.rounding import neon_bodies
 from edged.ops.base import OpContext, OutputType, same_as_input
 
 OPCODES = ("QUANTIZE", "DEQUANTIZE")
@@ -32,6 +37,7 @@ class QuantizeParams:
     input_zero_point: int = 0
     multiplier: int = 0
     shift: int = 0
+    neon: bool = False  # DEQUANTIZE: LiteRT's aarch64 build (fused multiply-add body)
 
 
 def infer_output(ctx: OpContext) -> OutputType:
@@ -46,7 +52,7 @@ def prepare(ctx: OpContext) -> QuantizeParams:
         if y.dtype != np.float32:
             raise ctx.fail(f"DEQUANTIZE to {y.dtype} is not supported")
         scale, zp = ctx.scale_zp(x)
-        return QuantizeParams("dequantize", scale, zp)
+        return QuantizeParams("dequantize", scale, zp, neon=neon_bodies(ctx.rounding))
     ctx.require_int8(y)
     out_scale, out_zp = ctx.scale_zp(y)
     if x.dtype == np.float32:
@@ -63,7 +69,13 @@ def reference(p: QuantizeParams, inputs: list[np.ndarray]) -> np.ndarray:
     scale = float(np.float32(p.scale))
     if p.mode == "dequantize":
         body = vector_body(flat.size, FLOAT_BLOCK)
-        head = flat[:body].astype(np.float32) * np.float32(scale) + np.float32(-p.zero_point * scale)
+        offset = np.float32(-p.zero_point * scale)
+        if p.neon:
+            # x (8 bits) times a float32 (24) plus a float32 within 2^9 of it is exact in
+            # float64: its one rounding to float32 is the fused multiply-add's.
+            head = (flat[:body].astype(np.float64) * scale + np.float64(offset)).astype(np.float32)
+        else:
+            head = flat[:body].astype(np.float32) * np.float32(scale) + offset
         tail = (scale * (flat[body:].astype(np.float64) - p.zero_point)).astype(np.float32)
         return np.concatenate([head, tail]).reshape(x.shape)
     if p.mode == "quantize":
@@ -94,7 +106,10 @@ def native_kind(p: QuantizeParams) -> int:
 
 
 def describe(p: QuantizeParams, d, shared: dict) -> list:
+    from edged.runtime.kernels import lib
+
     d.count = d.in_stride[0]
+    d.mode = lib.EDGED_BODY_NEON if p.neon else lib.EDGED_BODY_X86
     d.scale = p.scale
     d.zero_point = p.zero_point
     d.output_offset = p.zero_point
