@@ -29,6 +29,28 @@ size_t edged_conv_2d_scratch_size(const edged_op* op) {
   return chunk_rows(op) * depth;
 }
 
+/* n <= 32 bytes as at most two fixed-size, possibly overlapping copies per
+ * power of two: those compile to plain moves, where a byte loop costs a
+ * branch per byte on the 3-channel first layers. Reads and writes stay
+ * inside [src, src + n) and [dst, dst + n). */
+static void copy_small(int8_t* dst, const int8_t* src, size_t n) {
+  if (n >= 16) {
+    memcpy(dst, src, 16);
+    memcpy(dst + n - 16, src + n - 16, 16);
+  } else if (n >= 8) {
+    memcpy(dst, src, 8);
+    memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    memcpy(dst, src, 4);
+    memcpy(dst + n - 4, src + n - 4, 4);
+  } else if (n >= 2) {
+    memcpy(dst, src, 2);
+    memcpy(dst + n - 2, src + n - 2, 2);
+  } else if (n == 1) {
+    dst[0] = src[0];
+  }
+}
+
 static void im2col(const edged_op* op, const int8_t* x, size_t first, size_t count, int8_t* dst) {
   /* Geometry in locals: dst is int8_t*, which may alias anything, so the
    * compiler would otherwise reload every op field after each byte stored. */
@@ -50,7 +72,7 @@ static void im2col(const edged_op* op, const int8_t* x, size_t first, size_t cou
       if (row_inside && cols_inside) {
         const int8_t* src = x + ((size_t)iy * (size_t)in_w + (size_t)ix0) * in_c;
         if (run <= 32) {
-          for (size_t i = 0; i < run; ++i) dst[i] = src[i];
+          copy_small(dst, src, run);
         } else {
           memcpy(dst, src, run);
         }
@@ -61,8 +83,8 @@ static void im2col(const edged_op* op, const int8_t* x, size_t first, size_t cou
         const int32_t ix = ix0 + kx * dw;
         if (row_inside && ix >= 0 && ix < in_w) {
           const int8_t* src = x + ((size_t)iy * (size_t)in_w + (size_t)ix) * in_c;
-          if (in_c <= 16) { /* first layers (RGB): a call per 3 bytes would dominate */
-            for (size_t c = 0; c < in_c; ++c) dst[c] = src[c];
+          if (in_c <= 32) { /* first layers (RGB): a call per 3 bytes would dominate */
+            copy_small(dst, src, in_c);
           } else {
             memcpy(dst, src, in_c);
           }
