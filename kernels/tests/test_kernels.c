@@ -166,7 +166,11 @@ static void test_conv_2d(void) {
   for (int t = 0; t < 120; ++t) {
     edged_op op = blank_op(EDGED_OP_CONV_2D);
     const int32_t batch = rnd_range(1, 2);
-    op.in_h = rnd_range(1, 9); op.in_w = rnd_range(1, 9); op.in_c = rnd_range(1, 20);
+    /* Every sixth layer is deep enough for im2col to work in several chunks
+     * and to copy window rows of more than 64 bytes. */
+    const int deep = t % 6 == 1;
+    op.in_h = rnd_range(deep ? 8 : 1, deep ? 16 : 9); op.in_w = rnd_range(deep ? 8 : 1, deep ? 16 : 9);
+    op.in_c = rnd_range(deep ? 100 : 1, deep ? 150 : 20);
     op.out_c = rnd_range(1, 40);
     const int pointwise = t % 5 == 0;
     op.filter_h = pointwise ? 1 : rnd_range(1, 4); op.filter_w = pointwise ? 1 : rnd_range(1, 4);
