@@ -585,6 +585,13 @@ static void test_validation(void) {
   int8_t buf[4] = {1, 2, 3, 4}, out[4];
   ops[0].in[0] = buf; ops[0].out = out; ops[0].count = 4;
   ops[0].in_stride[0] = ops[0].out_stride = 4;
+  /* edged_execute runs what edged_validate accepted, and refuses only the
+   * arguments it can check for nothing: no descriptors, batch below 1. */
+  memset(out, 0, sizeof out);
+  CHECK(edged_validate(ops, 1, 1) == 0 && edged_execute(ops, 1, 1) == 0 && memcmp(buf, out, 4) == 0,
+        "execute a validated copy");
+  CHECK(edged_execute(ops, 0, 1) == 0, "execute nothing");
+  CHECK(edged_execute(NULL, 1, 1) == -1 && edged_execute(ops, 1, 0) == -1, "execute without ops or batch");
   ops[1] = blank_op(99);
   CHECK(edged_run(ops, 2, 1) == 2, "unknown kind must be rejected as op 2");
   ops[1] = blank_op(EDGED_OP_FULLY_CONNECTED); /* no weights */
