@@ -1,13 +1,15 @@
 """Native engine vs LiteRT on the bundled models, interleaved in one run.
 
-    python bench/engines.py [--runs N] [--fixtures] [--json OUT.json] [MODEL ...]
+    python bench/engines.py [--runs N] [--fixtures] [--variant NAME] [--json OUT.json] [MODEL ...]
 
 Models: the bundled ones, or the files given; ``--fixtures`` adds the models
 the TF Lite converter made from standard Keras architectures
 (tests/fixtures/converter and tests/fixtures/dynamic_batch). Reports batch-1
 p50/p99 per engine and the native/LiteRT p50 ratios, against LiteRT's builtin
 kernels (the arithmetic edged reproduces) and against LiteRT with its default
-XNNPACK delegate (what a LiteRT user gets by default).
+XNNPACK delegate (what a LiteRT user gets by default). ``--variant avx2``
+plans the native GEMMs for a variant other than the CPU's best (e.g. the
+AVX2 path a CPU without AVX-512 VNNI runs).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from edged.benchmark import measure, sample_inputs
 from edged.data import default_model_path
+from edged.runtime.kernels import VARIANT_NAMES, available_variants
 from edged.runtime.litert import LiteRTEngine
 from edged.runtime.native import NativeEngine
 
@@ -27,9 +30,9 @@ MODELS = ("digits_mlp", "digits_cnn")
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 
-def bench_model(path: Path, runs: int, batch: int) -> dict:
+def bench_model(path: Path, runs: int, batch: int, variant: int | None = None) -> dict:
     engines = {
-        "native": NativeEngine.from_file(path),
+        "native": NativeEngine.from_file(path, variant=variant),
         "litert": LiteRTEngine.from_file(path),
         "litert_xnnpack": LiteRTEngine.from_file(path, delegates=True),
     }
@@ -49,6 +52,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--fixtures", action="store_true", help="add the converter-made fixture models")
+    names = {VARIANT_NAMES[v]: v for v in available_variants()}
+    parser.add_argument(
+        "--variant", choices=sorted(names), help="native kernel variant (default: the best here)"
+    )
     parser.add_argument("models", nargs="*", type=Path, help="model files (default: the bundled models)")
     args = parser.parse_args()
     paths = args.models or [default_model_path(m) for m in MODELS]
@@ -58,7 +65,8 @@ def main() -> int:
     results = {
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "models": [bench_model(m, args.runs, args.batch) for m in paths],
+        "variant": args.variant,
+        "models": [bench_model(m, args.runs, args.batch, names.get(args.variant)) for m in paths],
     }
     print(
         "| model | native p50 us | LiteRT builtin p50 us | LiteRT XNNPACK p50 us "

@@ -403,6 +403,14 @@ int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch);
  * first invalid descriptor. The planner calls it once when a model loads. */
 int32_t edged_validate(const edged_op* ops, int32_t n_ops, int32_t batch);
 
+/* Run `n_ops` operators that edged_validate has accepted, without checking
+ * them again: the per-call form for a planner that validated its plan once
+ * and never changes the descriptors, or the packed weights and per-channel
+ * arrays they point to, afterwards. Returns 0, or -1 for no descriptors or a
+ * batch below 1. Anything else unvalidated may read or write out of bounds:
+ * callers that cannot promise this use edged_run. */
+int32_t edged_execute(const edged_op* ops, int32_t n_ops, int32_t batch);
+
 /* edged_run, with the plan validated once and then executed `reps` times:
  * for measuring a plan (the autotuner, benchmarks) without per-call overhead. */
 int32_t edged_run_repeat(const edged_op* ops, int32_t n_ops, int32_t batch, int32_t reps);

@@ -1,4 +1,5 @@
-/* edged_run: validate a whole plan, then execute it op by op.
+/* edged_run: validate a whole plan, then execute it op by op
+ * (edged_execute: a plan validated once before, executed only).
  *
  * Validation is O(channels) per op at most, never O(data): it exists so that
  * a planner bug surfaces as "op #k is invalid" in Python instead of a crash
@@ -359,6 +360,12 @@ int32_t edged_run(const edged_op* ops, int32_t n_ops, int32_t batch) {
   if (n_ops <= 0) return 0;
   const int32_t bad = validate(ops, n_ops, batch);
   return bad != 0 ? bad : execute(ops, n_ops, batch);
+}
+
+int32_t edged_execute(const edged_op* ops, int32_t n_ops, int32_t batch) {
+  if (n_ops <= 0) return 0;
+  if (ops == NULL || batch < 1) return -1;
+  return execute(ops, n_ops, batch);
 }
 
 int32_t edged_run_repeat(const edged_op* ops, int32_t n_ops, int32_t batch, int32_t reps) {

@@ -7,6 +7,8 @@ always complete and always bit-exact.
 
 A ``Plan`` is immutable and shared between threads; each thread runs it
 through its own ``Executor``, which owns the arena and the descriptor array.
+C validates an executor's descriptors once, when they are written; each run
+then only executes them.
 """
 
 from __future__ import annotations
@@ -88,7 +90,16 @@ def build_plan(
         except (ValueError, OverflowError, IndexError, ArithmeticError) as exc:
             raise PlanError(step, f"cannot pack its weights ({type(exc).__name__}: {exc})") from exc
         shared[step.index]["kind"] = kind
+        freeze(shared[step.index])
     return Plan(prepared, variant, native, alias, batch_pinned(prepared), shared, layouts)
+
+
+def freeze(shared: dict[str, Any]) -> None:
+    """Make a step's packed arrays read-only: descriptors point into them, and an
+    executor validates its descriptors once, so they must not change afterwards."""
+    for value in shared.values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
 
 
 def single_op_executor(
@@ -99,6 +110,7 @@ def single_op_executor(
     Its arena holds ``batch`` samples of random activations."""
     shared = {step.index: step.module.pack(step.params, variant, layout)}
     shared[step.index]["kind"] = step.module.native_kind(step.params)
+    freeze(shared[step.index])
     plan = Plan(PreparedGraph(graph, [step]), variant, [True], {}, False, shared)
     ex = Executor(plan, batch)
     rng = np.random.default_rng(0)
@@ -210,6 +222,9 @@ class Executor:
         self._scratch = np.zeros(scratch_bytes + ALIGN, dtype=np.uint8)
         for i in range(k):
             self._ops[i].scratch = address(self._scratch)
+        # Validated once here, run unchecked (edged_execute) on every call: nothing
+        # writes the descriptors after this, and what they point to is read-only.
+        self.check()
 
     def _describe_step(self, step: Step, d: Any) -> None:
         shared = self.plan.shared[step.index]
@@ -227,7 +242,7 @@ class Executor:
         self._keep.extend(step.module.describe(step.params, d, shared) or [])
 
     def check(self) -> None:
-        """Have C validate every descriptor now, as edged_run would before running; raise PlanError."""
+        """Have C validate every descriptor (done whenever they are written); raise PlanError."""
         for seg in self._segments:
             if seg.native:
                 bad = lib.edged_validate(seg.ops, seg.count, 1)
@@ -261,9 +276,8 @@ class Executor:
         steps = self.plan.steps
         for seg in self._segments:
             if seg.native:
-                status = lib.edged_run(seg.ops, seg.count, batch)
-                if status != 0:
-                    raise RuntimeError(f"native kernel rejected descriptor {seg.first + status - 1}")
+                if lib.edged_execute(seg.ops, seg.count, batch) != 0:
+                    raise RuntimeError(f"native kernels refused batch {batch}")
             else:
                 step = steps[seg.first]
                 args = [self.view(t, batch) for t in step.activation_inputs]

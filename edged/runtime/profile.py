@@ -1,7 +1,8 @@
 """Where a native run spends its time: each C kernel timed on its own, in place.
 
 After one whole run has filled the arena with real activations, every
-descriptor is run alone (``edged_run`` on one descriptor) ``runs`` times and
+descriptor is run alone (``edged_execute`` on one descriptor, which the
+executor validated when it wrote it) ``runs`` times and
 its median kept, less the cost of an empty call from Python. Descriptors read
 and write the same arena slots as in a whole run, so each kernel sees the
 data and cache footprint it sees there;
@@ -60,14 +61,14 @@ def profile_run(engine: NativeEngine, inputs: list[np.ndarray], runs: int = 200)
         ex.run(inputs)
     total = _median_us(lambda: ex.run(inputs), runs)
     # The cost of a call from Python that runs nothing, taken off each kernel's time.
-    call_us = _median_us(lambda: lib.edged_run(ex._ops, 0, batch), runs)
+    call_us = _median_us(lambda: lib.edged_execute(ex._ops, 0, batch), runs)
     graph = engine.plan.prepared.graph
     ops: list[OpTime] = []
     for k, step in enumerate(ex.descriptor_steps):
         descriptor = ex._ops + k
 
         def one(d=descriptor, index=step.index) -> None:
-            if lib.edged_run(d, 1, batch) != 0:
+            if lib.edged_execute(d, 1, batch) != 0:
                 raise RuntimeError(f"the kernel of operator {index} rejected its descriptor")
 
         shape = (batch, *graph.tensors[step.output].shape[1:])

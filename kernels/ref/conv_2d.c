@@ -29,48 +29,86 @@ size_t edged_conv_2d_scratch_size(const edged_op* op) {
   return chunk_rows(op) * depth;
 }
 
+/* n bytes from src to dst. Up to 64 bytes as two fixed-size, possibly
+ * overlapping copies of the largest power of two not above n: those compile
+ * to plain moves, where a byte loop costs a branch per byte on the 3-channel
+ * first layers and a library call costs more than the copy. Reads and writes
+ * stay inside [src, src + n) and [dst, dst + n). */
+EDGED_INLINE void copy_run(int8_t* dst, const int8_t* src, size_t n) {
+  if (n > 64) {
+    memcpy(dst, src, n);
+  } else if (n >= 32) {
+    memcpy(dst, src, 32);
+    memcpy(dst + n - 32, src + n - 32, 32);
+  } else if (n >= 16) {
+    memcpy(dst, src, 16);
+    memcpy(dst + n - 16, src + n - 16, 16);
+  } else if (n >= 8) {
+    memcpy(dst, src, 8);
+    memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    memcpy(dst, src, 4);
+    memcpy(dst + n - 4, src + n - 4, 4);
+  } else if (n >= 2) {
+    memcpy(dst, src, 2);
+    memcpy(dst + n - 2, src + n - 2, 2);
+  } else if (n == 1) {
+    dst[0] = src[0];
+  }
+}
+
+/* n padding bytes; `pad` holds 64 of them, enough for every short fill. */
+EDGED_INLINE void fill_run(int8_t* dst, const int8_t* pad, int8_t fill, size_t n) {
+  if (n > 64) {
+    memset(dst, fill, n);
+  } else {
+    copy_run(dst, pad, n);
+  }
+}
+
 static void im2col(const edged_op* op, const int8_t* x, size_t first, size_t count, int8_t* dst) {
   /* Geometry in locals: dst is int8_t*, which may alias anything, so the
    * compiler would otherwise reload every op field after each byte stored. */
   const int8_t fill = (int8_t)(-op->input_offset);
+  int8_t pad[64];
+  memset(pad, fill, sizeof pad);
   const size_t in_c = (size_t)op->in_c;
   const int32_t in_h = op->in_h, in_w = op->in_w, out_w = op->out_w;
   const int32_t fh = op->filter_h, fw = op->filter_w, sh = op->stride_h, sw = op->stride_w;
   const int32_t dh = op->dilation_h, dw = op->dilation_w, pt = op->pad_top, pl = op->pad_left;
-  for (size_t r = first; r < first + count; ++r) {
-    const int32_t oy = (int32_t)(r / (size_t)out_w), ox = (int32_t)(r % (size_t)out_w);
+  const size_t run = (size_t)fw * in_c;
+  int32_t oy = (int32_t)(first / (size_t)out_w), ox = (int32_t)(first % (size_t)out_w);
+  for (size_t r = 0; r < count; ++r) {
     const int32_t iy0 = oy * sh - pt, ix0 = ox * sw - pl;
     /* With no horizontal dilation, a window row fully inside the input is
      * one contiguous run of filter_w * in_c bytes. */
     const int cols_inside = dw == 1 && ix0 >= 0 && ix0 + fw <= in_w;
-    const size_t run = (size_t)fw * in_c;
     for (int32_t ky = 0; ky < fh; ++ky) {
       const int32_t iy = iy0 + ky * dh;
-      const int row_inside = iy >= 0 && iy < in_h;
-      if (row_inside && cols_inside) {
-        const int8_t* src = x + ((size_t)iy * (size_t)in_w + (size_t)ix0) * in_c;
-        if (run <= 32) {
-          for (size_t i = 0; i < run; ++i) dst[i] = src[i];
-        } else {
-          memcpy(dst, src, run);
-        }
+      if (iy < 0 || iy >= in_h) { /* the whole window row is padding */
+        fill_run(dst, pad, fill, run);
+        dst += run;
+        continue;
+      }
+      const int8_t* src_row = x + (size_t)iy * (size_t)in_w * in_c;
+      if (cols_inside) {
+        copy_run(dst, src_row + (size_t)ix0 * in_c, run);
         dst += run;
         continue;
       }
       for (int32_t kx = 0; kx < fw; ++kx) {
         const int32_t ix = ix0 + kx * dw;
-        if (row_inside && ix >= 0 && ix < in_w) {
-          const int8_t* src = x + ((size_t)iy * (size_t)in_w + (size_t)ix) * in_c;
-          if (in_c <= 16) { /* first layers (RGB): a call per 3 bytes would dominate */
-            for (size_t c = 0; c < in_c; ++c) dst[c] = src[c];
-          } else {
-            memcpy(dst, src, in_c);
-          }
+        if (ix >= 0 && ix < in_w) {
+          copy_run(dst, src_row + (size_t)ix * in_c, in_c);
         } else {
-          memset(dst, fill, in_c);
+          fill_run(dst, pad, fill, in_c);
         }
         dst += in_c;
       }
+    }
+    if (++ox == out_w) {
+      ox = 0;
+      ++oy;
     }
   }
 }

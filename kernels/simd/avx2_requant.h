@@ -102,9 +102,20 @@ AVX2_INLINE void store8(const rq8* p, __m256i v, int8_t* dst) {
   if (p->valid == 8) {
     _mm_storel_epi64((__m128i*)dst, b8);
   } else if (p->valid) {
+    /* 1..7 bytes as two overlapping fixed-size stores: a variable-length
+     * memcpy would be a library call per pixel on narrow layers. */
     int8_t tmp[16];
+    const size_t n = p->valid;
     _mm_storeu_si128((__m128i*)tmp, b8);
-    memcpy(dst, tmp, p->valid);
+    if (n >= 4) {
+      memcpy(dst, tmp, 4);
+      memcpy(dst + n - 4, tmp + n - 4, 4);
+    } else if (n >= 2) {
+      memcpy(dst, tmp, 2);
+      memcpy(dst + n - 2, tmp + n - 2, 2);
+    } else {
+      dst[0] = tmp[0];
+    }
   }
 }
 

@@ -136,7 +136,14 @@ VNNI_INLINE void rq16_store(const rq16* p, __m512i acc, const edged_requant* rq,
   v = _mm512_add_epi32(v, _mm512_set1_epi32(rq->output_offset));
   v = _mm512_max_epi32(v, _mm512_set1_epi32(rq->act_min));
   v = _mm512_min_epi32(v, _mm512_set1_epi32(rq->act_max));
-  _mm_mask_storeu_epi8(dst, p->store_mask, _mm512_cvtepi32_epi8(v));
+  /* Full blocks store 16 bytes plainly: vpmovdb straight to memory under a
+   * mask is a slow multi-uop store on Intel cores. */
+  const __m128i narrow = _mm512_cvtepi32_epi8(v);
+  if (p->store_mask == 0xFFFF) {
+    _mm_storeu_si128((__m128i*)dst, narrow);
+  } else {
+    _mm_mask_storeu_epi8(dst, p->store_mask, narrow);
+  }
 }
 
 #endif /* EDGED_AVX512_REQUANT_H */

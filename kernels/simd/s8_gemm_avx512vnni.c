@@ -73,24 +73,25 @@ VNNI_INLINE void gemv_blocks(const int8_t* x, const int8_t* w, size_t k_pad, siz
   }
 }
 
-/* Four rows times NB blocks. Rows past the end of the matrix alias the last
- * real row (computed, never stored): cheaper than a kernel per row count. */
-VNNI_INLINE void tile_4rows(const int8_t* a, size_t a_stride, size_t rows, const int8_t* w,
-                            size_t k_pad, size_t depth, const int32_t* term, size_t o,
-                            const edged_requant* rq, const rq16* p, int8_t* c, size_t c_stride,
-                            const int nb) {
-  const int8_t* x[4];
-  for (size_t i = 0; i < 4; ++i) x[i] = a + (i < rows ? i : rows - 1) * a_stride;
+/* MR rows times NB blocks (MR * NB <= 8 accumulators). Rows past the end of
+ * the matrix alias the last real row (computed, never stored): cheaper than
+ * a kernel per row count. */
+VNNI_INLINE void tile_rows(const int8_t* a, size_t a_stride, size_t rows, const int8_t* w,
+                           size_t k_pad, size_t depth, const int32_t* term, size_t o,
+                           const edged_requant* rq, const rq16* p, int8_t* c, size_t c_stride,
+                           const int mr, const int nb) {
+  const int8_t* x[8];
+  for (size_t i = 0; i < (size_t)mr; ++i) x[i] = a + (i < rows ? i : rows - 1) * a_stride;
   const size_t full = depth / 4;
   const size_t block_bytes = 16 * k_pad;
-  __m512i acc[4][2];
-  for (int i = 0; i < 4; ++i)
+  __m512i acc[8][2];
+  for (int i = 0; i < mr; ++i)
     for (int b = 0; b < nb; ++b) acc[i][b] = _mm512_setzero_si512();
   size_t q = 0;
   for (; q < full; ++q) {
     __m512i wv[2];
     for (int b = 0; b < nb; ++b) wv[b] = _mm512_loadu_si512(w + (size_t)b * block_bytes + q * 64);
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < mr; ++i) {
       const __m512i xv = bcast_u8(load_u32(x[i] + 4 * q));
       for (int b = 0; b < nb; ++b) acc[i][b] = _mm512_dpbusd_epi32(acc[i][b], xv, wv[b]);
     }
@@ -98,14 +99,14 @@ VNNI_INLINE void tile_4rows(const int8_t* a, size_t a_stride, size_t rows, const
   if (q < k_pad / 4) { /* depth % 4 != 0: one zero-padded quad */
     __m512i wv[2];
     for (int b = 0; b < nb; ++b) wv[b] = _mm512_loadu_si512(w + (size_t)b * block_bytes + q * 64);
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < mr; ++i) {
       const __m512i xv = bcast_u8(tail_u32(x[i], full, depth));
       for (int b = 0; b < nb; ++b) acc[i][b] = _mm512_dpbusd_epi32(acc[i][b], xv, wv[b]);
     }
   }
   for (int b = 0; b < nb; ++b) {
     const __m512i t = _mm512_loadu_si512(term + o + 16 * (size_t)b);
-    for (size_t i = 0; i < 4 && i < rows; ++i)
+    for (size_t i = 0; i < (size_t)mr && i < rows; ++i)
       rq16_store(&p[b], _mm512_add_epi32(acc[i][b], t), rq, c + i * c_stride + o + 16 * (size_t)b);
   }
 }
@@ -138,16 +139,18 @@ VNNI_TARGET void edged_s8_gemm_avx512vnni(size_t m, const int8_t* a, size_t a_st
     rq16_load(&p[0], rq, 16 * b, n);
     rq16_load(&p[1], rq, 16 * b + 16, n);
     for (size_t r = 0; r < m; r += 4)
-      tile_4rows(a + r * a_stride, a_stride, m - r < 4 ? m - r : 4, w + b * block_bytes, k_pad,
-                 depth, term, 16 * b, rq, p, c + r * c_stride, c_stride, 2);
+      tile_rows(a + r * a_stride, a_stride, m - r < 4 ? m - r : 4, w + b * block_bytes, k_pad,
+                depth, term, 16 * b, rq, p, c + r * c_stride, c_stride, 4, 2);
   }
   if (b < nblocks) {
+    /* A lone block (16 channels or fewer, as in the first layers): 8 rows,
+     * so 8 independent vpdpbusd chains still cover its latency. */
     rq16 p[2];
     rq16_load(&p[0], rq, 16 * b, n);
     p[1] = p[0];
-    for (size_t r = 0; r < m; r += 4)
-      tile_4rows(a + r * a_stride, a_stride, m - r < 4 ? m - r : 4, w + b * block_bytes, k_pad,
-                 depth, term, 16 * b, rq, p, c + r * c_stride, c_stride, 1);
+    for (size_t r = 0; r < m; r += 8)
+      tile_rows(a + r * a_stride, a_stride, m - r < 8 ? m - r : 8, w + b * block_bytes, k_pad,
+                depth, term, 16 * b, rq, p, c + r * c_stride, c_stride, 8, 1);
   }
 }
 

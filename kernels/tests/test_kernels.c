@@ -166,7 +166,11 @@ static void test_conv_2d(void) {
   for (int t = 0; t < 120; ++t) {
     edged_op op = blank_op(EDGED_OP_CONV_2D);
     const int32_t batch = rnd_range(1, 2);
-    op.in_h = rnd_range(1, 9); op.in_w = rnd_range(1, 9); op.in_c = rnd_range(1, 20);
+    /* Every sixth layer is deep enough for im2col to work in several chunks
+     * and to copy window rows of more than 64 bytes. */
+    const int deep = t % 6 == 1;
+    op.in_h = rnd_range(deep ? 8 : 1, deep ? 16 : 9); op.in_w = rnd_range(deep ? 8 : 1, deep ? 16 : 9);
+    op.in_c = rnd_range(deep ? 100 : 1, deep ? 150 : 20);
     op.out_c = rnd_range(1, 40);
     const int pointwise = t % 5 == 0;
     op.filter_h = pointwise ? 1 : rnd_range(1, 4); op.filter_w = pointwise ? 1 : rnd_range(1, 4);
@@ -581,6 +585,13 @@ static void test_validation(void) {
   int8_t buf[4] = {1, 2, 3, 4}, out[4];
   ops[0].in[0] = buf; ops[0].out = out; ops[0].count = 4;
   ops[0].in_stride[0] = ops[0].out_stride = 4;
+  /* edged_execute runs what edged_validate accepted, and refuses only the
+   * arguments it can check for nothing: no descriptors, batch below 1. */
+  memset(out, 0, sizeof out);
+  CHECK(edged_validate(ops, 1, 1) == 0 && edged_execute(ops, 1, 1) == 0 && memcmp(buf, out, 4) == 0,
+        "execute a validated copy");
+  CHECK(edged_execute(ops, 0, 1) == 0, "execute nothing");
+  CHECK(edged_execute(NULL, 1, 1) == -1 && edged_execute(ops, 1, 0) == -1, "execute without ops or batch");
   ops[1] = blank_op(99);
   CHECK(edged_run(ops, 2, 1) == 2, "unknown kind must be rejected as op 2");
   ops[1] = blank_op(EDGED_OP_FULLY_CONNECTED); /* no weights */

@@ -13,7 +13,7 @@ import pytest
 from edged.errors import ModelFormatError, UnsupportedModelError
 from edged.model.builder import GraphBuilder
 from edged.model.tflite import write_tflite
-from edged.runtime.kernels import lib
+from edged.runtime.kernels import ffi, lib
 from edged.runtime.litert import LiteRTEngine
 from edged.runtime.native import NativeEngine
 from edged.runtime.reference import ReferenceEngine
@@ -122,7 +122,10 @@ def test_resize_descriptor_reading_outside_its_input_is_rejected_by_c():
     engine = NativeEngine(_resize_graph("RESIZE_BILINEAR", (4, 4), (8, 8), half_pixel_centers=True))
     ops, count = engine._executor().native_ops()
     assert lib.edged_validate(ops, count, 1) == 0
-    rows = engine.plan.shared[0]["rows"]
+    # The plan's own map is read-only once planned: corrupt a copy the descriptor points to.
+    assert not engine.plan.shared[0]["rows"].flags.writeable
+    rows = engine.plan.shared[0]["rows"].copy()
+    ops[0].rows = ffi.cast("int32_t *", rows.ctypes.data)
     saved = rows[3 * 7 + 1]
     rows[3 * 7 + 1] = 4  # the last output row's lower tap: one past the input
     assert lib.edged_validate(ops, count, 1) == 1

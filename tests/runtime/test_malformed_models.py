@@ -156,19 +156,47 @@ def test_an_op_writing_a_graph_input_is_refused():
         NativeEngine(graph, "loop.tflite")
 
 
-def test_kernels_refuse_a_descriptor_that_outgrows_its_tensor_when_loading():
-    """The C extent checks stand behind the shape checks: a plan whose concatenation writes
-    past its output (as the short CONCATENATION once did) is refused before anything runs."""
+def _concatenation_engine() -> NativeEngine:
     b = GraphBuilder()
     x = b.input("x", np.int8, (1, 1, 1, 8), 0.1, 0)
     x2 = b.input("x2", np.int8, (1, 1, 1, 8), 0.1, 0)
     y = b.tensor("y", np.int8, (1, 1, 1, 16), 0.1, 0)
     b.op("CONCATENATION", [x, x2], [y], axis=3)
     b.output(y)
-    engine = NativeEngine.from_bytes(write_tflite(b.build()), "concat.tflite")
+    return NativeEngine.from_bytes(write_tflite(b.build()), "concat.tflite")
+
+
+def test_kernels_refuse_a_descriptor_that_outgrows_its_tensor_when_loading():
+    """The C extent checks stand behind the shape checks: a plan whose concatenation writes
+    past its output (as the short CONCATENATION once did) is refused before anything runs."""
+    engine = _concatenation_engine()
     engine.plan.steps[0].params.axis_sizes = (8, 100)  # as if the shape check had let it through
     with pytest.raises(PlanError, match=r"operator #0 \(CONCATENATION\): the native kernel rejects"):
         Executor(engine.plan).check()
+
+
+def test_every_executor_validates_its_descriptors_when_it_writes_them():
+    """Runs only execute (edged_execute, no checks), so an executor built for another thread
+    and one laid out again for a bigger batch are validated before they can run."""
+    engine = _concatenation_engine()
+    executor = engine._executor()
+    engine.plan.steps[0].params.axis_sizes = (8, 100)
+    with pytest.raises(PlanError, match=r"operator #0 \(CONCATENATION\): the native kernel rejects"):
+        Executor(engine.plan)
+    with pytest.raises(PlanError, match=r"operator #0 \(CONCATENATION\): the native kernel rejects"):
+        executor.run([np.zeros((3, 1, 1, 8), np.int8)] * 2)  # outgrows capacity 1: new descriptors
+
+
+def test_what_descriptors_point_to_is_read_only_once_planned():
+    """Descriptors are validated once, so the packed weights, per-channel arrays and tables
+    they point into must not change afterwards."""
+    engine = NativeEngine.from_file(ROOT / "tests" / "fixtures" / "dynamic_batch" / "mobilenet_v1.tflite")
+    shared = engine.plan.shared.values()
+    arrays = [v for step in shared for v in step.values() if isinstance(v, np.ndarray)]
+    assert arrays
+    assert not any(a.flags.writeable for a in arrays)
+    with pytest.raises(ValueError, match="read-only"):
+        arrays[0][...] = 0
 
 
 def test_every_op_module_infers_its_output():
