@@ -102,6 +102,7 @@ class AdaptSection:
     load_per_cpu: float = 0.0  # 1-min load per CPU above this pushes toward sparsity; 0 = off
     cpu_temp_c: float = 0.0  # hottest sensor above this pushes toward sparsity; 0 = off
     nice: int = 10  # the adaptation thread's niceness (Linux, per thread)
+    reconstruct: bool = True  # solve a pruned candidate's kept weights again on the window (OBS)
     finetune: bool = True  # train a candidate's kept weights (distillation, feedback labels) first
     finetune_time_s: float = 8.0  # its time budget inside one adaptation
     finetune_memory_bytes: int = 256 << 20  # and its memory budget (the worker process)

@@ -1,8 +1,8 @@
 """The pruning controller: watch the served data, re-derive a sparse model from the dense master
 when it pays, prove it, swap it in, and take it back if it degrades.
 
-States: serving -> collecting -> training -> pruning -> validating -> swapping
--> probation -> serving, with rollback from probation. One adaptation at a
+States: serving -> collecting -> training -> pruning (and reconstruction, fine-tuning) -> validating
+-> swapping -> probation -> serving, with rollback from probation. One adaptation at a
 time, at most one per ``min_interval_s``; every decision is an ``Event`` with
 its reason and numbers, counted in metrics and, for swaps, written to the
 model store's lineage. The controller never raises into the daemon: a crash
@@ -365,51 +365,69 @@ class Controller:
 
     def _adapt(self, kind: str, t0: float) -> str:
         cfg = self.cfg
+        phases: dict[str, float] = {}  # wall seconds of each phase, in order
         self._set_state(State.COLLECTING)
         x = self._collect(cfg.calib_samples)
         held = max(8, len(x) // 4)
         calib, check = x[:-held], x[-held:]
-        self._emit("collected", "fresh window", samples=len(x), seconds=time.perf_counter() - t0)
+        phases["collect"] = time.perf_counter() - t0
+        self._emit("collected", "fresh window", samples=len(x), seconds=phases["collect"])
 
         # Training and pruning run in a worker process: they are numpy- and Python-heavy, and in
         # this process they would hold the GIL against the serving threads.
         self._set_state(State.TRAINING)
         (x_train, y_train), labelled_check = self._labelled_split()
+        pruning = cfg.strategy in ("magnitude", "wanda", "qsa")
         finetune = None
-        if cfg.finetune and cfg.strategy in ("magnitude", "wanda", "qsa"):
+        if cfg.finetune and pruning:
             finetune = {"time_s": cfg.finetune_time_s, "memory_bytes": cfg.finetune_memory_bytes,
                         "x": x_train, "y": y_train}
+        t_job = time.perf_counter()
         job = self._pool().submit(compress_job, self.master_bytes, calib, cfg.strategy, self._blocks(),
-                                  self.kl_budget, False, finetune)
+                                  self.kl_budget, cfg.reconstruct and pruning, finetune)
         try:
             done = job.result(timeout=max(60.0, 10 * cfg.collect_timeout_s))
         except ValueError as exc:
             raise AdaptationAbortedError(f"no candidate: {exc}") from exc
+        worker_s = time.perf_counter() - t_job
         if self.metrics is not None:
             self.metrics.training_seconds.observe(done["train_s"])
+        phases["score"] = done["train_s"]
         self._emit("trained", f"{cfg.strategy} scores on {len(calib)} samples", seconds=done["train_s"])
         self._set_state(State.PRUNING)
-        pruned_kl = done["finetune"]["kl_before"] if "finetune" in done else done["kl"]
-        self._emit("pruned", "KL-budget search", sparsity=done["sparsity"], kl=pruned_kl,
+        phases["prune"] = done["prune_s"]
+        self._emit("pruned", "KL-budget search", sparsity=done["sparsity"], kl=done["pruned_kl"],
                    kl_budget=self.kl_budget, seconds=done["prune_s"], layers=done["layer_sparsity"])
+        if "reconstruct" in done:
+            phases["reconstruct"] = done["reconstruct"]["seconds"]
+            self._emit("reconstructed", f"kept weights solved again on {len(calib)} samples",
+                       **done["reconstruct"])
         if "finetune" in done:
+            phases["finetune"] = done["finetune"]["seconds"]
             self._emit("finetuned", "distillation" + (" + feedback labels" if len(y_train) else ""),
                        **done["finetune"])
+        # Process start-up, transfers, and the worker's own reading and writing of the model.
+        phases["worker_other"] = max(0.0, worker_s - sum(phases[k] for k in phases if k != "collect"))
         candidate = read_tflite(done["content"], name="candidate")
 
         self._set_state(State.VALIDATING)
+        t_check = time.perf_counter()
         verdict = self._validate(candidate, check, labelled_check)
+        phases["validate"] = time.perf_counter() - t_check
         numbers = {k: v for k, v in verdict.items() if k not in ("ok", "why")}
         if not verdict["ok"]:
-            self._emit("rejected", verdict["why"], **numbers)
+            self._emit("rejected", verdict["why"], **numbers, cycle_s=time.perf_counter() - t0,
+                       **_phase_numbers(phases))
             return "rejected"
-        self._emit("validated", "held-back window", **numbers)
+        self._emit("validated", "held-back window", **numbers, seconds=phases["validate"])
 
         self._set_state(State.SWAPPING)
+        t_swap = time.perf_counter()
         content = done["content"]
         previous = self._serving_content
         made_by = {
             "strategy": cfg.strategy, "trigger": kind, "kl_budget": self.kl_budget, "kl": done["kl"],
+            "pruned_kl": done["pruned_kl"], "reconstructed": done.get("reconstruct", {}).get("kept", False),
             "sparsity": done["sparsity"], "layers": done["layers"], "kl_curve": done["curve"],
             "validation": numbers, "parent_sha256": _sha(previous),
         }
@@ -421,8 +439,9 @@ class Controller:
         self.drift.rebase()
         self._set_state(State.PROBATION)
         self._probation_until = self.clock() + cfg.probation_s
+        phases["swap"] = time.perf_counter() - t_swap
         self._emit("swapped", f"serving version {getattr(model, 'version', '?')}", sparsity=done["sparsity"],
-                   kl=done["kl"], cycle_s=time.perf_counter() - t0)
+                   kl=done["kl"], cycle_s=time.perf_counter() - t0, **_phase_numbers(phases))
         return "swapped"
 
     def _collect(self, n: int) -> np.ndarray:
@@ -527,6 +546,10 @@ class Controller:
                    kl_budget=self.kl_budget)
         if self.metrics is not None:
             self.metrics.adaptations.labels("rolled_back").inc()
+
+
+def _phase_numbers(phases: dict[str, float]) -> dict[str, float]:
+    return {f"{name}_s": seconds for name, seconds in phases.items()}
 
 
 def _sha(content: bytes) -> str:

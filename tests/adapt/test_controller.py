@@ -206,3 +206,29 @@ def test_other_strategies_adapt_through_the_same_cycle(strategy):
         served = daemon.model.engines[0].graph
         assert any(op.custom_code == "EDGED_HMATRIX" for op in served.operators)
     ctrl.stop()
+
+
+def test_the_cycle_reconstructs_the_pruned_candidate_on_the_tapped_window():
+    """prune -> reconstruct -> validate -> swap: the swapped candidate is the reconstructed one,
+    closer to the master than its masks alone, and each phase's time is in the swap's event."""
+    content = default_model_path("digits_mlp").read_bytes()
+    daemon = FakeDaemon(content)
+    ctrl = Controller(content, dataclasses.replace(CFG, kl_budget=0.1), current=lambda: daemon.model,
+                      deploy=daemon.deploy)
+    ctrl.attach(daemon.model)
+    with Traffic(daemon) as traffic:
+        traffic.shift = "noise"
+        outcome = ctrl.adapt("timer", "test")
+    ctrl.stop()
+    lines = [e.line() for e in ctrl.events]
+    kinds = [e.kind for e in ctrl.events]
+    assert kinds[kinds.index("pruned") + 1] == "reconstructed", lines
+    rebuilt = next(e for e in ctrl.events if e.kind == "reconstructed").numbers
+    assert rebuilt["kept"] and rebuilt["kl_after"] < rebuilt["kl_before"] / 2, lines
+    assert outcome == "swapped", lines
+    made_by = daemon.deployed[-1][1]
+    assert made_by["reconstructed"] and made_by["kl"] == rebuilt["kl_after"] < made_by["pruned_kl"]
+    swapped = next(e for e in ctrl.events if e.kind == "swapped").numbers
+    phases = ("collect_s", "score_s", "prune_s", "reconstruct_s", "validate_s", "swap_s", "worker_other_s")
+    assert all(swapped[p] >= 0 for p in phases), swapped
+    assert sum(swapped[p] for p in phases) <= swapped["cycle_s"] + 1e-6
