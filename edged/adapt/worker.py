@@ -21,8 +21,19 @@ from edged.model.tflite import read_tflite, write_tflite
 
 
 def lower_priority(nice: int) -> None:
+    """Raise the niceness of every thread of this process by ``nice``. Linux keeps one nice value
+    per thread, and numpy's BLAS threads start when numpy is imported, before this runs: reniced
+    through the main thread alone, they would do the reconstruction's and fine-tuning's matrix
+    products at the daemon's priority, against the serving threads."""
     with contextlib.suppress(OSError):  # a worker at the daemon's priority still works
         os.nice(nice)
+    with contextlib.suppress(OSError, AttributeError):  # no /proc or no per-thread priorities
+        target = os.getpriority(os.PRIO_PROCESS, 0)
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError, ValueError):  # a thread that just ended
+                tid = int(task)
+                if os.getpriority(os.PRIO_PROCESS, tid) < target:
+                    os.setpriority(os.PRIO_PROCESS, tid, target)
 
 
 def compress_job(master: bytes, calib: np.ndarray, strategy: str, blocks, kl_budget: float,

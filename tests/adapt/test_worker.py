@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 
 from edged.adapt.compress import output_probabilities
+from edged.adapt.controller import Controller
 from edged.adapt.stats import mean_row_kl
 from edged.adapt.worker import compress_job
+from edged.config import AdaptSection
 from edged.corruptions import corrupt
 from edged.data import default_model_path, digits_for, load_digits_test
 from edged.model.tflite import read_tflite
@@ -42,3 +47,22 @@ def test_reconstruction_in_the_job_brings_held_out_outputs_closer_to_the_master(
     kl_masked = mean_row_kl(reference, _probs(cand_masked, held))
     kl_rebuilt = mean_row_kl(reference, _probs(cand_rebuilt, held))
     assert kl_rebuilt < kl_masked / 2, (kl_rebuilt, kl_masked)
+
+
+def _thread_niceness() -> dict[int, int]:
+    return {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="per-thread priorities: Linux")
+def test_every_thread_of_the_worker_process_runs_at_the_configured_niceness():
+    """numpy's BLAS threads exist before the pool's initializer runs; they must be reniced too, or the
+    worker's matrix products compete with the serving threads at full priority."""
+    content = MLP.read_bytes()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    cfg = AdaptSection(enabled=True, nice=7)
+    ctrl = Controller(content, cfg, current=lambda: None, deploy=lambda c, m: None)
+    try:
+        niceness = ctrl._pool().submit(_thread_niceness).result(timeout=60)
+    finally:
+        ctrl.stop()
+    assert niceness and all(v >= min(base + 7, 19) for v in niceness.values()), niceness
