@@ -33,6 +33,7 @@ from edged.data import default_model_path, digits_for, load_digits_test
 from edged.model.tflite import read_tflite
 
 PHASES = ("collect", "score", "prune", "reconstruct", "finetune", "worker_other", "validate", "swap")
+STAGES = ("collect", "worker", "validate", "swap")  # p99 is also read per stage
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO edged\.adapt: "
                    r"adapt (\w+)\s+\[(\w+)\] (.*)$")
 _NUMBER = re.compile(r"(\w+)=(-?[0-9.]+(?:e[-+]?\d+)?|inf|nan|True|False)")
@@ -49,6 +50,7 @@ class CycleRecord:
     during_p99_us: float
     steady_requests: int
     during_requests: int
+    stage_p99_us: dict[str, float]  # collect, worker (score .. fine-tune), validate, swap
     events: list[str] = field(default_factory=list)
 
     @property
@@ -195,19 +197,32 @@ def _next_cycle(log_path: Path, load: Load, quiet_from: float, timeout_s: float)
     steady = load.between(quiet_from, trigger.at)
     during = load.between(trigger.at, end.at)
     cycle_events = events[events.index(trigger): events.index(end) + 1]
+    stage_p99 = {}
+    bounds = list(zip(STAGES, ("collected", "trained", "validated", "swapped"), strict=True))
+    start = trigger.at
+    for stage, closing in bounds:
+        stop = next((e.at for e in cycle_events if e.kind == closing), None)
+        if stop is None:
+            break
+        rows = load.between(start, stop)
+        if len(rows):
+            stage_p99[stage] = float(np.percentile(rows, 99))
+        start = stop
     return CycleRecord(
         outcome=end.kind, total_s=end.numbers.get("cycle_s", end.at - trigger.at),
         phases={p: end.numbers[f"{p}_s"] for p in PHASES if f"{p}_s" in end.numbers},
         steady_p50_us=float(np.percentile(steady, 50)), steady_p99_us=float(np.percentile(steady, 99)),
         during_p50_us=float(np.percentile(during, 50)), during_p99_us=float(np.percentile(during, 99)),
-        steady_requests=len(steady), during_requests=len(during), events=[e.text[:160] for e in cycle_events])
+        steady_requests=len(steady), during_requests=len(during), stage_p99_us=stage_p99,
+        events=[e.text[:160] for e in cycle_events])
 
 
 def _print_cycle(n: int, r: CycleRecord) -> None:
     phases = ", ".join(f"{k} {v:.2f}" for k, v in r.phases.items())
     print(f"cycle {n}: {r.outcome} in {r.total_s:.2f} s ({phases}); p50 {r.steady_p50_us:.0f} -> "
           f"{r.during_p50_us:.0f} us, p99 {r.steady_p99_us:.0f} -> {r.during_p99_us:.0f} us "
-          f"({r.p99_ratio:.2f}x; {r.steady_requests} steady, {r.during_requests} during)", flush=True)
+          f"({r.p99_ratio:.2f}x; {r.steady_requests} steady, {r.during_requests} during; p99 by stage "
+          + ", ".join(f"{k} {v:.0f}" for k, v in r.stage_p99_us.items()) + ")", flush=True)
     for line in r.events:
         print(f"    {line}")
 
@@ -231,6 +246,8 @@ def _summary(records: list[CycleRecord], requests: int, errors: int, clients: in
         "during_p50_us": median(r.during_p50_us for r in records),
         "during_p99_us": median(r.during_p99_us for r in records),
         "p99_ratio": median(r.p99_ratio for r in records),
+        "stage_p99_ratio": {k: median(r.stage_p99_us[k] / r.steady_p99_us for r in records
+                                      if k in r.stage_p99_us) for k in STAGES},
     }
     m = out["median"]
     phases = ", ".join(f"{p} {v:.2f}" for p, v in m["phases_s"].items() if v is not None)
@@ -238,5 +255,7 @@ def _summary(records: list[CycleRecord], requests: int, errors: int, clients: in
           f"{rate:g} req/s at batch 1, worker nice {nice}): total {m['total_s']:.2f} s ({phases}); "
           f"p50 steady {m['steady_p50_us']:.0f} us, during {m['during_p50_us']:.0f} us; "
           f"p99 steady {m['steady_p99_us']:.0f} us, during {m['during_p99_us']:.0f} us; "
-          f"p99 ratio {m['p99_ratio']:.2f}x; {requests} requests, {errors} failed")
+          f"p99 ratio {m['p99_ratio']:.2f}x (by stage: "
+          + ", ".join(f"{k} {v:.2f}x" for k, v in m["stage_p99_ratio"].items() if v is not None)
+          + f"); {requests} requests, {errors} failed")
     return out
