@@ -20,6 +20,18 @@ from edged.adapt.qsa import QsaConfig
 from edged.model.tflite import read_tflite, write_tflite
 
 
+def init_worker(nice: int, threads: int) -> None:
+    """The worker process's start: lower its priority, and cap the threads numpy's BLAS runs on
+    (``threads``; 0 keeps its default, one per core). With one, a core stays free for the serving
+    threads however heavy the cycle; on a loaded 2-core machine one thread was no slower than
+    two (bench/adapt.py --only cycle)."""
+    lower_priority(nice)
+    if threads > 0:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)  # for the rest of the process's life
+
+
 def lower_priority(nice: int) -> None:
     """Raise the niceness of every thread of this process by ``nice``. Linux keeps one nice value
     per thread, and numpy's BLAS threads start when numpy is imported, before this runs: reniced

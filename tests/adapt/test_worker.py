@@ -66,3 +66,20 @@ def test_every_thread_of_the_worker_process_runs_at_the_configured_niceness():
     finally:
         ctrl.stop()
     assert niceness and all(v >= min(base + 7, 19) for v in niceness.values()), niceness
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_the_worker_process_runs_numpy_on_the_configured_number_of_threads():
+    content = MLP.read_bytes()
+    ctrl = Controller(content, AdaptSection(enabled=True, worker_threads=1), current=lambda: None,
+                      deploy=lambda c, m: None)
+    try:
+        threads = ctrl._pool().submit(_blas_threads).result(timeout=60)
+    finally:
+        ctrl.stop()
+    assert threads and all(n == 1 for n in threads), threads
