@@ -251,6 +251,14 @@ class Controller:
         shape = self.master.input_tensors[0].shape[1:]
         return x.reshape((-1, *shape)), y
 
+    def _skip_backlog(self) -> None:
+        """After a swap: the monitors start from the rows the new version serves. The rows tapped
+        while the cycle ran were served by the version before it: probation judged on them would
+        pass or fail the wrong model, and the drift reference rebuilt from them in one long step
+        (fidelity shadows every row) outlasted probation and, over hundreds of windows at once,
+        tripped the freshly calibrated drift threshold: a new adaptation right after probation."""
+        self._seen = self.taps.total(self.input_tensor)
+
     def _master_outputs(self, x: np.ndarray) -> np.ndarray:
         return self._dequantize(self.master_engine.infer([x])[0].reshape(len(x), -1))
 
@@ -414,6 +422,7 @@ class Controller:
         }
         model = self.deploy_fn(content, made_by)
         self.attach(model)
+        self._skip_backlog()
         self._previous, self._serving_content = previous, content
         self._judged_by_labels = verdict.judged_by_labels
         self.fidelity.reset()
@@ -475,6 +484,7 @@ class Controller:
         model = self.deploy_fn(previous, {"rollback": True, "agreement_upper": reading.agreement_upper,
                                           "output_kl": reading.output_kl})
         self.attach(model)
+        self._skip_backlog()
         self._serving_content, self._previous = previous, None
         self._judged_by_labels = False
         self.fidelity.reset()
