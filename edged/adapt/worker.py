@@ -1,9 +1,10 @@
-"""The adaptation worker process: scoring, allocation and pruning away from the serving threads.
+"""The adaptation worker process: scoring, pruning, reconstruction and fine-tuning away from the
+serving threads (and validation: edged.adapt.validation.validation_job runs here too).
 
 Its work is numpy- and Python-heavy; in the daemon's process it would hold
 the GIL against the serving threads (measured: serving p99 4.2x its steady
 value during a cycle, against 1.6x from a worker process). Everything it
-receives and returns is plain bytes, arrays and dicts.
+receives and returns is plain bytes, arrays, dicts and dataclasses.
 """
 
 from __future__ import annotations
