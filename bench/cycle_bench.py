@@ -157,16 +157,20 @@ def run_cycles(cycles: int = 3, clients: int = 2, rate: float = 300.0, strategy:
     records: list[CycleRecord] = []
     try:
         _wait_ready(endpoint, proc, log_path)
+        reference = clean  # what the daemon's drift monitor takes as normal
         with Load(endpoint, data, clients, rate) as load:
             for n in range(cycles):
+                data["x"] = reference  # a rejected cycle leaves the old reference: drift clears first
                 quiet_from = time.time()
                 time.sleep(quiet_s)  # the steady stretch this cycle is compared with
-                data["x"] = noisy if n % 2 == 0 else clean
+                data["x"] = drifted = noisy if reference is clean else clean
                 record = _next_cycle(log_path, load, quiet_from, timeout_s)
                 if record is None:
                     print(f"cycle {n + 1}: no cycle ended within {timeout_s:.0f} s", flush=True)
                     break
                 records.append(record)
+                if record.outcome == "swapped":  # the monitor rebases on the swapped version's traffic
+                    reference = drifted
                 _print_cycle(n + 1, record)
             errors, requests = len(load.errors), len(load.samples)
     finally:
