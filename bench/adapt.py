@@ -11,9 +11,11 @@ served, over the float32 weight bytes).
 
 Then, under drift (noise, contrast, translation, blur): a static mask cut
 on clean calibration data against dynamic re-pruning cut on the drifted
-window, at equal sparsity, both scored on held-out drifted images. Last, one
-full adaptation cycle of the wide MLP inside the daemon under load: its
-duration, and the serving p99 during it against the steady p99.
+window, at equal sparsity, both scored on held-out drifted images.
+
+``cycle`` (bench/cycle_bench.py): a few full adaptation cycles of the wide MLP
+inside a real daemon under steady ZeroMQ traffic: each phase's wall time and the
+total, and serving p50/p99 during a cycle against steady (medians over cycles).
 
 ``finetune``: held-out accuracy of pruned + reconstructed models with and without fine-tuning
 (edged.train). ``adapt``: under drift, with labels on 30 % of the traffic, the adapted model (pruned,
@@ -45,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=("compression", "drift", "cycle", "taps", "reconstruct", "qsa",
                                        "finetune", "adapt"))
     ap.add_argument("--models", default="digits_mlp,digits_cnn", help="reconstruct: the models to measure")
+    ap.add_argument("--cycles", type=int, default=3, help="cycle: adaptations to measure (medians over them)")
+    ap.add_argument("--rate", type=float, default=300.0,
+                    help="cycle: requests per second per client (2 clients; 0 = back to back)")
+    ap.add_argument("--strategy", default="magnitude", help="cycle: the daemon's adapt.strategy")
+    ap.add_argument("--nice", type=int, default=10, help="cycle: the daemon's adapt.nice")
     args = ap.parse_args(argv)
     results = {}
     if args.only in (None, "compression"):
@@ -52,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "drift"):
         results["drift"] = drift()
     if args.only in (None, "cycle"):
-        results["cycle"] = cycle()
+        from cycle_bench import run_cycles
+
+        results["cycle"] = run_cycles(args.cycles, rate=args.rate, strategy=args.strategy, nice=args.nice)
     if args.only in (None, "taps"):
         results["taps"] = taps()
     if args.only in (None, "reconstruct"):
@@ -146,94 +155,6 @@ def drift(sparsity: float = 0.7, block: BlockShape = UNSTRUCTURED) -> list[dict]
                       f"{row['dynamic']:>8.1%} {(row['dynamic'] - row['static']) * 100:>+6.1f} "
                       f"{row['static_sparsity']:>6.1%}/{row['dynamic_sparsity']:.1%}")
     return rows
-
-
-def cycle(clients: int = 2, steady_s: float = 8.0, timeout_s: float = 60.0) -> dict:
-    """One adaptation of the wide MLP inside `edged serve` under load: duration and p99."""
-    import subprocess
-    import tempfile
-    import threading
-    from pathlib import Path
-
-    import numpy as np
-
-    from edged.corruptions import corrupt
-    from edged.demo import _free_port, _wait_ready
-    from edged.serve.client import Client
-
-    images, _ = load_digits_test()
-    graph = read_tflite(default_model_path("digits_mlp"))
-    clean, shifted = digits_for(graph, images), digits_for(graph, corrupt(images, "noise", 1.0, seed=4))
-    work = Path(tempfile.mkdtemp(prefix="edged-cycle-"))
-    port = _free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    (work / "c.toml").write_text(
-        f'[model]\npath = "{default_model_path("digits_mlp")}"\n[server]\nbind = "{endpoint}"\n'
-        f'[metrics]\nlisten = ""\n[store]\nstate_dir = "{work / "state"}"\n'
-        '[adapt]\nenabled = true\nstrategy = "qsa"\nblock = "1x1"\nsample_rate = 0.5\nwindow = 128\n'
-        'calib_samples = 384\nmin_interval_s = 0\nprobation_s = 5\nkl_budget = 0.1\nfidelity_floor = 0.8\n'
-    )
-    log_path = work / "daemon.log"
-    with open(log_path, "wb") as log_file:
-        cmd = [sys.executable, "-m", "edged.cli", "serve", "--config", str(work / "c.toml")]
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=work)
-    lat: list[tuple[float, float]] = []
-    errors: list[str] = []
-    data = {"x": clean}
-    stop = threading.Event()
-
-    def load(seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        with Client(endpoint, timeout_ms=5000) as c:
-            while not stop.is_set():
-                x = data["x"][rng.integers(0, len(images), 1)]
-                t = time.perf_counter()
-                try:
-                    c.infer(x)
-                except Exception as exc:
-                    errors.append(repr(exc))
-                lat.append((time.monotonic(), (time.perf_counter() - t) * 1e6))
-
-    try:
-        _wait_ready(endpoint, proc, log_path)
-        threads = [threading.Thread(target=load, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        time.sleep(steady_s)
-        switch = time.monotonic()
-        data["x"] = shifted
-        deadline = switch + timeout_s
-        while time.monotonic() < deadline and "adapt swapped" not in log_path.read_text(errors="replace") \
-                and "adapt rejected" not in log_path.read_text(errors="replace"):
-            time.sleep(0.2)
-        done = time.monotonic()
-        time.sleep(1.0)
-        stop.set()
-        for t in threads:
-            t.join()
-    finally:
-        proc.terminate()
-        proc.wait(20)
-    text = log_path.read_text(errors="replace")
-    events = [line.split("adapt ", 1)[1] for line in text.splitlines()
-              if "edged.adapt" in line and "adapt " in line]
-    cycle_s = next((float(e.split("cycle_s=")[1].rstrip(")")) for e in events if e.startswith("swapped")),
-                   None)
-    steady = [v for t, v in lat if t < switch]
-    during = [v for t, v in lat if switch <= t <= done]
-    result = {"events": events, "cycle_s": cycle_s, "requests": len(lat), "errors": len(errors),
-              "steady_p50_us": float(np.percentile(steady, 50)),
-              "steady_p99_us": float(np.percentile(steady, 99)),
-              "during_p50_us": float(np.percentile(during, 50)) if during else None,
-              "during_p99_us": float(np.percentile(during, 99)) if during else None}
-    print("\nadaptation cycle inside the daemon (digits_mlp, qsa, 2 clients at batch 1):")
-    for e in events:
-        print(f"  {e[:150]}")
-    if during:
-        print(f"cycle {cycle_s} s; {len(lat)} requests, {len(errors)} failed; p99 steady "
-              f"{result['steady_p99_us']:.0f} us, during adaptation {result['during_p99_us']:.0f} us "
-              f"({result['during_p99_us'] / result['steady_p99_us']:.2f}x)")
-    return result
 
 
 def _print(r: dict) -> None:

@@ -103,7 +103,9 @@ class AdaptSection:
     latency_slo_us: float = 0.0  # batch-1 time above this pushes toward sparsity; 0 = off
     load_per_cpu: float = 0.0  # 1-min load per CPU above this pushes toward sparsity; 0 = off
     cpu_temp_c: float = 0.0  # hottest sensor above this pushes toward sparsity; 0 = off
-    nice: int = 10  # the adaptation thread's niceness (Linux, per thread)
+    nice: int = 10  # niceness of the adaptation thread and of every thread of its worker process (Linux)
+    worker_threads: int = 1  # BLAS threads of the worker process; 0 = numpy's default (one per core)
+    reconstruct: bool = True  # solve a pruned candidate's kept weights again on the window (OBS)
     finetune: bool = True  # train a candidate's kept weights (distillation, feedback labels) first
     finetune_time_s: float = 8.0  # its time budget inside one adaptation
     finetune_memory_bytes: int = 256 << 20  # and its memory budget (the worker process)
@@ -211,6 +213,7 @@ _CHECKS = {
     "adapt.load_per_cpu": _in(0.0, 1000.0),
     "adapt.cpu_temp_c": _in(0.0, 200.0),
     "adapt.nice": _in(0, 19),
+    "adapt.worker_threads": _in(0, 1024),
     "adapt.finetune_time_s": _in(0.1, 86400),
     "adapt.finetune_memory_bytes": _in(1 << 20, 1 << 40),
     "adapt.min_labelled": _in(1, 1_000_000),

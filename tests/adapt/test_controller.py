@@ -78,11 +78,10 @@ class Traffic:
         self.thread.join()
 
 
-# Fine-tuning (edged.train) is off here: these tests time the pruning cycle itself;
-# tests/train/test_controller_finetune.py runs the cycle with it.
+# The whole cycle, fine-tuning included (its labelled side: tests/train/test_controller_finetune.py).
 CFG = AdaptSection(enabled=True, strategy="magnitude", kl_budget=0.05, block="1x1", sample_rate=1.0,
                    window=128, calib_samples=256, collect_timeout_s=20, min_interval_s=0, probation_s=2,
-                   fidelity_floor=0.8, finetune=False)
+                   fidelity_floor=0.8)
 
 
 def run_until(ctrl: Controller, done, timeout: float = 60.0) -> None:
@@ -107,9 +106,7 @@ def test_drift_triggers_a_validated_swap_recorded_with_lineage():
                                                        kinds[kinds.index("pruned") + 1]]
         trigger = next(e for e in ctrl.events if e.kind == "trigger")
         assert trigger.numbers["trigger"] == "drift"
-        swapped = next(e for e in ctrl.events if e.kind == "swapped")
-        assert swapped.numbers["cycle_s"] < 30  # the issue's 5 s is measured by bench/adapt.py, not here
-        assert "swapped" in kinds, [e.line() for e in ctrl.events]
+        assert "swapped" in kinds, [e.line() for e in ctrl.events]  # its time: bench/adapt.py --only cycle
         if "swapped" in kinds:
             _version, made_by = daemon.deployed[-1]
             assert made_by["strategy"] == "magnitude" and made_by["kl"] <= CFG.kl_budget
@@ -118,7 +115,8 @@ def test_drift_triggers_a_validated_swap_recorded_with_lineage():
             assert daemon.model.engines[0].taps is ctrl.taps  # the new version is tapped too
             assert ctrl.state == State.PROBATION
             run_until(ctrl, lambda: ctrl.state == State.SERVING)
-            assert [e.kind for e in ctrl.events][-1] in ("kept", "rolled_back")
+            after = [e.kind for e in ctrl.events][kinds.index("swapped") + 1:]
+            assert after and after[0] in ("kept", "rolled_back"), [e.line() for e in ctrl.events]
 
 
 def test_bad_candidate_in_probation_is_rolled_back():
@@ -206,3 +204,61 @@ def test_other_strategies_adapt_through_the_same_cycle(strategy):
         served = daemon.model.engines[0].graph
         assert any(op.custom_code == "EDGED_HMATRIX" for op in served.operators)
     ctrl.stop()
+
+
+def test_the_cycle_reconstructs_the_pruned_candidate_on_the_tapped_window():
+    """prune -> reconstruct -> fine-tune -> validate -> swap: fine-tuning starts from the reconstructed
+    candidate, closer to the master than its masks alone, and each phase's time is in the swap's event."""
+    content = default_model_path("digits_mlp").read_bytes()
+    daemon = FakeDaemon(content)
+    ctrl = Controller(content, dataclasses.replace(CFG, kl_budget=0.1), current=lambda: daemon.model,
+                      deploy=daemon.deploy)
+    ctrl.attach(daemon.model)
+    with Traffic(daemon) as traffic:
+        traffic.shift = "noise"
+        outcome = ctrl.adapt("timer", "test")
+    ctrl.stop()
+    lines = [e.line() for e in ctrl.events]
+    kinds = [e.kind for e in ctrl.events]
+    assert kinds[kinds.index("pruned") + 1] == "reconstructed", lines
+    rebuilt = next(e for e in ctrl.events if e.kind == "reconstructed").numbers
+    assert rebuilt["kept"] and rebuilt["kl_after"] < rebuilt["kl_before"] / 2, lines
+    assert outcome == "swapped", lines
+    made_by = daemon.deployed[-1][1]
+    assert made_by["reconstructed"] and made_by["kl"] <= rebuilt["kl_after"] < made_by["pruned_kl"]
+    tuned = next(e for e in ctrl.events if e.kind == "finetuned").numbers  # from the reconstructed one
+    assert tuned["kl_before"] == rebuilt["kl_after"]
+    assert kinds.index("finetuned") > kinds.index("reconstructed")
+    swapped = next(e for e in ctrl.events if e.kind == "swapped").numbers
+    phases = ("collect_s", "score_s", "prune_s", "reconstruct_s", "finetune_s", "validate_s", "swap_s",
+              "worker_other_s")
+    assert all(swapped[p] >= 0 for p in phases), swapped
+    assert sum(swapped[p] for p in phases) <= swapped["cycle_s"] + 1e-6
+
+
+def test_probation_judges_only_rows_the_new_version_served():
+    """Rows tapped while a cycle ran were served by the version before the swap: the monitors skip
+    them, so probation and the rebuilt drift reference see the new version's traffic alone."""
+    content = default_model_path("digits_mlp").read_bytes()
+    daemon = FakeDaemon(content)
+    ctrl = Controller(content, CFG, current=lambda: daemon.model, deploy=daemon.deploy)
+    ctrl.attach(daemon.model)
+    traffic = Traffic(daemon)
+    deploy = daemon.deploy
+
+    def quiet_deploy(candidate: bytes, made_by: dict):
+        traffic.__exit__()  # nothing is served from here on but the rows below
+        return deploy(candidate, made_by)
+
+    ctrl.deploy_fn = quiet_deploy
+    with traffic:
+        traffic.shift = "noise"
+        outcome = ctrl.adapt("timer", "test")
+    ctrl.stop()
+    assert outcome == "swapped", [e.line() for e in ctrl.events]
+    assert ctrl.taps.total(ctrl.input_tensor) > 2 * 128  # a backlog served by the master while it ran
+    rows = traffic.batch(np.random.default_rng(1))
+    daemon.model.engines[0].infer([np.concatenate([rows, rows])])  # 16 rows served by the new version
+    ctrl.step()
+    assert ctrl.fidelity.reading().samples == 16
+    assert ctrl.drift._filled == 16 and not ctrl.drift.calibrated

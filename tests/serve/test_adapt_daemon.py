@@ -21,7 +21,7 @@ def test_drift_leads_to_a_swap_without_failed_requests(daemons, tmp_path):
     d = daemons(MLP, state_dir=state, sections={"adapt": {
         "enabled": True, "strategy": "magnitude", "block": "1x1", "sample_rate": 1.0, "window": 64,
         "calib_samples": 256, "min_interval_s": 0, "probation_s": 1, "fidelity_floor": 0.7,
-        "kl_budget": 0.05, "collect_timeout_s": 30, "finetune": False,  # the bare pruning cycle
+        "kl_budget": 0.05, "collect_timeout_s": 30,
     }}).start()
     images, _ = load_digits_test()
     spec = read_tflite(MLP).input_tensors[0]

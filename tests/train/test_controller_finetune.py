@@ -58,13 +58,14 @@ def test_labelled_validation_accepts_only_a_candidate_better_than_the_master():
     cfg = FinetuneConfig(time_budget_s=3600, epochs=15, lr=3e-3, label_weight=0.9, seed=0)
     adapted = finetune(pruned, master_graph, x_train, y_train, cfg).graph
     verdict = ctrl._validate(adapted, x_check, (x_check, y_check))
-    assert verdict["ok"], verdict
-    assert verdict["accuracy"] > verdict["master_accuracy"]
+    assert verdict.ok and verdict.judged_by_labels, verdict
+    assert verdict.numbers["accuracy"] > verdict.numbers["master_accuracy"]
     # The same candidate without labels fails the fidelity gate: it no longer answers like the master.
-    assert not ctrl._validate(adapted, x_check)["ok"]
+    assert not ctrl._validate(adapted, x_check).ok
     _, broken = damaged("digits_cnn", 0.95)
     verdict = ctrl._validate(broken, x_check, (x_check, y_check))
-    assert not verdict["ok"] and "not above the master's" in verdict["why"]
+    assert not verdict.ok and "not above the master's" in verdict.why
+    ctrl.stop()
 
 
 def test_an_adaptation_trains_on_labelled_feedback_and_swaps_when_it_beats_the_master():
