@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the adaptation loop live: daemon, clean then drifted traffic, swaps")
     p.add_argument("--clean-s", type=float, default=12.0, help="seconds of clean traffic (default 12)")
-    p.add_argument("--shifted-s", type=float, default=25.0, help="seconds of drifted traffic (default 25)")
+    p.add_argument("--shifted-s", type=float, default=45.0, help="seconds of drifted traffic (default 45)")
     p.add_argument("--strategy", default="magnitude", help="adaptation strategy: magnitude, wanda or qsa")
     p.add_argument("--plot", default="edged-demo.png", help='PNG to write ("" for none)')
     p.set_defaults(func=cmd_demo)

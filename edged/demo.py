@@ -79,7 +79,7 @@ def _shift(images: np.ndarray, seed: int) -> np.ndarray:
     return corrupt(x, "translate", 0.5, seed + 2)
 
 
-def run_demo(clean_s: float = 12.0, shifted_s: float = 25.0, feedback_fraction: float = 0.3,
+def run_demo(clean_s: float = 12.0, shifted_s: float = 45.0, feedback_fraction: float = 0.3,
              plot: str | None = "edged-demo.png", strategy: str = "magnitude", block: str = "1x1",
              out=sys.stdout) -> Timeline:
 
@@ -98,7 +98,7 @@ def run_demo(clean_s: float = 12.0, shifted_s: float = 25.0, feedback_fraction: 
         f'[store]\nstate_dir = "{work / "state"}"\n'
         f'[adapt]\nenabled = true\nstrategy = "{strategy}"\nsample_rate = 0.5\nwindow = 128\n'
         f'calib_samples = 384\nmin_interval_s = 8\nprobation_s = 5\nkl_budget = 0.1\n'
-        f'fidelity_floor = 0.8\nblock = "{block}"\n'
+        f'fidelity_floor = 0.8\naccuracy_floor = 0.6\nblock = "{block}"\n'
         # The daemon runs its adaptation worker niced so that serving wins the CPU; on a machine
         # saturated by other work that starves the worker and a cycle outlasts any demo.
         f'nice = 0\n'

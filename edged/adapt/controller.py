@@ -258,6 +258,7 @@ class Controller:
         (fidelity shadows every row) outlasted probation and, over hundreds of windows at once,
         tripped the freshly calibrated drift threshold: a new adaptation right after probation."""
         self._seen = self.taps.total(self.input_tensor)
+        self.accuracy.reset()  # feedback accuracy of the version before would re-trigger at once
 
     def _master_outputs(self, x: np.ndarray) -> np.ndarray:
         return self._dequantize(self.master_engine.infer([x])[0].reshape(len(x), -1))
@@ -335,6 +336,12 @@ class Controller:
         """Run one adaptation now; returns its outcome (swapped, rejected, aborted, error)."""
         self._last_adaptation = self.clock()
         self._emit("trigger", reason, trigger=kind, kl_budget=self.kl_budget)
+        if kind == "drift" and len(self._labelled):
+            # The inputs changed: labels of rows from before describe the old world, and a candidate
+            # trained and judged on them would learn it. Labels of the new inputs refill the rows,
+            # and the accuracy they show (accuracy_floor) triggers the cycle that learns from them.
+            self._emit("labels_dropped", "labelled rows from before the drift", rows=len(self._labelled))
+            self._labelled.clear()
         t0 = time.perf_counter()
         try:
             outcome = self._adapt(kind, t0)

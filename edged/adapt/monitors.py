@@ -229,6 +229,10 @@ class AccuracyMonitor:
         self._hits.append(int(predicted) == int(label))
         return self.reading()
 
+    def reset(self) -> None:
+        """Forget the window: its predictions came from a version no longer served."""
+        self._hits.clear()
+
     def reading(self) -> AccuracyReading:
         n, k = len(self._hits), sum(self._hits)
         return AccuracyReading(n, k / n if n else 0.0, wilson_lower_bound(k, n))

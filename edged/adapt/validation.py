@@ -91,6 +91,9 @@ class LabelledRows:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def clear(self) -> None:
+        self._rows.clear()
+
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         return self._rows[i]
 

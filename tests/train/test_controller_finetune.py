@@ -101,3 +101,32 @@ def test_an_adaptation_trains_on_labelled_feedback_and_swaps_when_it_beats_the_m
             time.sleep(0.05)
     assert "rolled_back" not in [e.kind for e in ctrl.events]
     assert daemon.model.content != content
+
+
+def test_a_drift_cycle_drops_labels_from_before_the_drift_and_a_swap_resets_the_accuracy_window():
+    """Labels of rows from before an input drift describe the old world: a drift-triggered cycle must
+    not train or judge on them. An accuracy-triggered cycle keeps them. After a swap, the feedback
+    accuracy of the version before must not trigger again at once."""
+    content = default_model_path("digits_mlp").read_bytes()
+    log = FeedbackLog(4096, keep_inputs=True)
+    ctrl, daemon, _ = controller(content, log, finetune=False, min_labelled=40, probation_s=600)
+    images, labels = load_digits_test()
+    x = digits_for(ctrl.master, images[:200])
+    for i in range(len(x)):
+        log.record(str(i), "m", "1", np.zeros((1, 10), np.int8), x[i : i + 1])
+        log.match(str(i), [int(labels[i])])
+    ctrl._feedback_trigger()
+    assert len(ctrl._labelled) == 200 and ctrl.accuracy.reading().samples > 0
+    ctrl.attach(daemon.model)
+    with Traffic(daemon):
+        ctrl.adapt("accuracy", "feedback")
+    assert len(ctrl._labelled) == 200  # same inputs: the labels still hold
+    with Traffic(daemon):
+        outcome = ctrl.adapt("drift", "input KL")
+    kinds = [e.kind for e in ctrl.events]
+    assert kinds[kinds.index("trigger", kinds.index("trigger") + 1) + 1] == "labels_dropped", kinds
+    assert len(ctrl._labelled) == 0
+    if outcome == "swapped":
+        assert ctrl.accuracy.reading().samples == 0
+    assert "swapped" in kinds, [e.line() for e in ctrl.events]  # one of the two cycles swapped
+    ctrl.stop()
