@@ -189,12 +189,17 @@ class Graph:
         remap = {old: new for new, old in enumerate(keep)}
         removed = len(self.tensors) - len(keep)
         self.tensors = [self.tensors[i] for i in keep]
+        # Negative indices (an absent optional tensor, or a file's bad reference that the checks
+        # after this report with its operator) are kept as they are.
+        def renumber(t: int) -> int:
+            return remap[t] if t >= 0 else t
+
         for op in self.operators:
-            op.inputs = [remap[t] if t >= 0 else t for t in op.inputs]
-            op.outputs = [remap[t] for t in op.outputs]
-        self.inputs = [remap[t] for t in self.inputs]
-        self.outputs = [remap[t] for t in self.outputs]
+            op.inputs = [renumber(t) for t in op.inputs]
+            op.outputs = [renumber(t) for t in op.outputs]
+        self.inputs = [renumber(t) for t in self.inputs]
+        self.outputs = [renumber(t) for t in self.outputs]
         for sig in self.signatures:
-            sig.inputs = {k: remap[v] for k, v in sig.inputs.items()}
-            sig.outputs = {k: remap[v] for k, v in sig.outputs.items()}
+            sig.inputs = {k: renumber(v) for k, v in sig.inputs.items()}
+            sig.outputs = {k: renumber(v) for k, v in sig.outputs.items()}
         return removed

@@ -274,6 +274,8 @@ def _operator_from_schema(op: Any, code: Any, n_tensors: int, label: str, index:
     for t in inputs + outputs:
         if not -1 <= t < n_tensors:
             raise ModelFormatError(f"{label}: operator #{index} ({opcode}) uses tensor {t}, out of range")
+    if -1 in outputs:  # -1 marks an absent optional input; every output is a tensor
+        raise ModelFormatError(f"{label}: operator #{index} ({opcode}) has output tensor -1 (none)")
     options_type = _OPTIONS_NAMES.get(op.builtinOptionsType) if op.builtinOptionsType else None
     options = _options_to_dict(op.builtinOptions) if op.builtinOptions is not None else {}
     passthrough = {}
