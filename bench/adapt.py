@@ -32,7 +32,7 @@ import time
 
 from edged.adapt.calibration import Calibration
 from edged.adapt.compress import STRATEGIES, Compressor, float_bytes, served_bytes
-from edged.data import default_model_path, digits_for, load_digits_test, load_digits_train
+from edged.data import default_model_path, digits_for, load_digits_test
 from edged.model.tflite import read_tflite
 from edged.sparse.block_csr import BlockShape
 
@@ -203,9 +203,10 @@ def _bundled_setup(name: str, calib_images, test_images, test_labels):
 def _digits_split():
     """Calibration images (the training split the bundled models were trained on) and the held-out
     test split."""
-    train, _ = load_digits_train()
-    images, labels = load_digits_test()
-    return train, images, labels, f"digits training split ({len(train)} images)"
+    from finetune_bench import digits_split
+
+    train, _, images, labels, source = digits_split()
+    return train, images, labels, source
 
 
 def reconstruct(models: list[str]) -> list[dict]:

@@ -48,6 +48,12 @@ static void quantize_multiplier(double real, int32_t* multiplier, int32_t* shift
   *multiplier = (int32_t)q, *shift = exponent;
 }
 
+static int32_t row_max(const int8_t* x, size_t depth) {
+  int32_t m = -128;
+  for (size_t j = 0; j < depth; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
 static void softmax_uint16(const edged_op* op, int32_t batch) {
   const size_t depth = (size_t)op->in_c;
   const size_t rows = (size_t)op->count / depth;
@@ -59,8 +65,7 @@ static void softmax_uint16(const edged_op* op, int32_t batch) {
     const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
     for (size_t r = 0; r < rows; ++r, x += depth, y += depth) {
-      int32_t max_val = -128;
-      for (size_t j = 0; j < depth; ++j) max_val = x[j] > max_val ? x[j] : max_val;
+      const int32_t max_val = row_max(x, depth);
       const int32_t* t = table + 255 - max_val;
       /* LiteRT's int32 sum; unsigned so that a table not from
        * edged_softmax_uint16_table() wraps instead of overflowing. */
@@ -93,8 +98,7 @@ void edged_softmax(const edged_op* op, int32_t batch) {
     const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
     for (size_t r = 0; r < rows; ++r, x += depth, y += depth) {
-      int32_t max_val = -128;
-      for (size_t j = 0; j < depth; ++j) max_val = x[j] > max_val ? x[j] : max_val;
+      const int32_t max_val = row_max(x, depth);
       /* table[255 - max + x] == exp(-input_scale * beta * (max - x)); x <= max
        * keeps the index in [0, 255]. */
       const float* t = table + 255 - max_val;
