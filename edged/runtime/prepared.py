@@ -93,6 +93,9 @@ def prepare_graph(graph: Graph, model: str = "<model>", rounding: str = "auto") 
             # Whatever check an op module lacks, bad values in a file end here, named.
             raise ctx.malformed(f"malformed operator ({type(exc).__name__}: {exc})") from exc
         acts = [t for t in op.inputs if t >= 0 and not graph.tensors[t].is_constant]
+        if not acts:
+            # Nothing here carries the batch; the converter folds such operators away.
+            raise ctx.fail("every input is a constant")
         steps.append(Step(i, op_key(op), module, params, acts, op.outputs[0]))
         available.add(op.outputs[0])
     for t in graph.outputs:
