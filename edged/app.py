@@ -141,6 +141,7 @@ class App:
             self.controller = Controller(
                 master, self.cfg.adapt, current=lambda: self.server.model, deploy=self.deploy,
                 feedback=self.feedback, metrics=self._adapt_metrics, on_event=self.on_adapt_event,
+                layout=self.cfg.model.layout,
             )
         except EdgedError as exc:
             log.warning("adaptation stays off: %s", exc)

@@ -191,16 +191,10 @@ def _write_compressed(args, graph, comp, result, t0: float, factor_forms: bool =
 
 def _auto_blocks(graph, layers, sparsity: float):
     """Per layer, the fastest block shape on this machine at ``sparsity``, else unstructured."""
-    from edged.runtime.advice import plan_advice
+    from edged.runtime.advice import fastest_blocks
     from edged.runtime.native import NativeEngine
-    from edged.sparse.block_csr import UNSTRUCTURED
 
-    advice = plan_advice(NativeEngine(graph, layout="dense").plan)
-    blocks = {}
-    for i in layers:
-        fast = advice[i].fast_blocks(sparsity) if i in advice else []
-        blocks[i] = fast[0] if fast else UNSTRUCTURED
-    return blocks
+    return fastest_blocks(NativeEngine(graph, layout="dense").plan, layers, sparsity)
 
 
 def _store_weights(args, graph) -> list:

@@ -9,9 +9,11 @@ model store's lineage. The controller never raises into the daemon: a crash
 inside an adaptation is logged with its trace, counted, and backed off, and
 the served model stays.
 
-It reads the serving path only through activation taps (a sampled copy of
-the model input, output and the inputs of every prunable layer), and acts
-only through ``deploy``, the daemon's validated hot swap.
+What the served traffic says comes from ``TriggerWatch`` (edged.adapt.triggers):
+from activation taps (a sampled copy of the model input and output) and the
+feedback log, a reason to adapt or, in probation, the fidelity breach that
+rolls back. The controller acts only through ``deploy``, the daemon's
+validated hot swap.
 """
 
 from __future__ import annotations
@@ -32,10 +34,9 @@ from typing import Any
 import numpy as np
 
 from edged.adapt.calibration import prunable_ops
-from edged.adapt.compress import output_probabilities
-from edged.adapt.monitors import AccuracyMonitor, FidelityMonitor, KlDriftMonitor
-from edged.adapt.taps import Taps, TapSpec
-from edged.adapt.validation import LabelledRows, Rows, Verdict, validation_job
+from edged.adapt.monitors import FidelityReading
+from edged.adapt.triggers import TriggerWatch
+from edged.adapt.validation import Rows, Verdict, validation_job
 from edged.adapt.worker import compress_job, init_worker
 from edged.config import AdaptSection
 from edged.errors import EdgedError
@@ -88,8 +89,12 @@ class Controller:
         self, master: bytes, cfg: AdaptSection, *, current: Callable[[], Any],
         deploy: Callable[[bytes, dict], Any], feedback=None, metrics=None,
         on_event: Callable[[Event], None] | None = None, clock: Callable[[], float] = time.monotonic,
+        layout: str = "auto",
     ) -> None:
         self.cfg = cfg
+        # The served model's native weight layout (model.layout): validation times a candidate, and
+        # the version it would replace, as they are served.
+        self.layout = layout
         self.master_bytes = master
         self.master: Graph = read_tflite(master, name="master")
         if self.master.input_tensors[0].dtype != np.int8 or self.master.output_tensors[0].dtype != np.int8:
@@ -99,28 +104,16 @@ class Controller:
         from edged.runtime.native import NativeEngine
 
         self.master_engine = NativeEngine(self.master, "master", layout="dense")
-        self.current, self.deploy_fn, self.feedback, self.metrics = current, deploy, feedback, metrics
+        self.current, self.deploy_fn, self.metrics = current, deploy, metrics
         self.on_event = on_event
         self.clock = clock
-        g = self.master
-        self.input_tensor, self.output_tensor = g.inputs[0], g.outputs[0]
-        # The model input and output are all the loop reads: layer statistics are recomputed from
-        # the master on collected inputs, so they stay right whatever version is serving.
-        specs = [TapSpec(t, g.tensors[t].name, int(np.prod(g.tensors[t].shape[1:])))
-                 for t in (self.input_tensor, self.output_tensor)]
-        self.taps = Taps(specs, cfg.sample_rate, cfg.tap_memory_bytes)
-        features = int(np.prod(g.input_tensors[0].shape[1:]))
-        # Joint (pixel, value) histograms see shifts that only move values around (translation)
-        # while the pooled histogram would not; wide inputs use the pooled one.
-        self.drift = KlDriftMonitor(window=cfg.window, value_bins=16 if features * 16 <= 1 << 16 else None)
-        self.fidelity = FidelityMonitor(window=max(64, cfg.window))
-        classes = int(np.prod(g.output_tensors[0].shape[1:]))
-        self.accuracy = AccuracyMonitor(max(classes, 2), window=max(64, cfg.window))
+        self.watch = TriggerWatch(self.master, self.master_engine, cfg, current=current, feedback=feedback,
+                                  metrics=metrics, clock=clock)
+        # The watch's taps also give an adaptation its fresh rows.
+        self.taps, self.input_tensor = self.watch.taps, self.watch.input_tensor
         self.kl_budget = cfg.kl_budget
         self.state = State.SERVING
         self.events: deque[Event] = deque(maxlen=2000)
-        self._seen = 0
-        self._feedback_seen = 0
         self._last_adaptation = -float("inf")
         self._backoff = 0.0
         self._probation_until = 0.0
@@ -128,10 +121,8 @@ class Controller:
         self._previous: bytes | None = None  # what probation rolls back to
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last_drift = None
         self._block_choice: dict[int, BlockShape] | None = None
         self._workers: ProcessPoolExecutor | None = None
-        self._labelled = LabelledRows(g.input_tensors[0].shape[1:], g.input_tensors[0].dtype)
         # A version accepted for beating the master on labels disagrees with it on purpose: fidelity
         # to the master neither rolls it back nor triggers; feedback accuracy still watches it.
         self._judged_by_labels = False
@@ -208,123 +199,32 @@ class Controller:
         if self.metrics is not None:
             self.metrics.adaptations.labels("error").inc()
 
-    # ------------------------------------------------------------ serving: monitors and triggers
+    # ------------------------------------------------------------ serving: what the watch reports
 
     def step(self) -> None:
         """One look at what was served since the last step; may run a whole adaptation."""
-        fresh = self._fresh_rows()
-        trigger = None
-        if fresh is not None:
-            x, y = fresh
-            for reading in self.drift.observe(x):
-                self.last_drift = reading
-                if self.metrics is not None:
-                    self.metrics.drift(reading.kl, reading.js)
-                if reading.tripped:
-                    why = f"input KL {reading.kl:.4f} > threshold {reading.threshold:.4f}"
-                    trigger = trigger or ("drift", why)
-            if not self._served_is_master and not self._judged_by_labels:
-                # log-probabilities: the monitor's softmax gives the probabilities back
-                served = np.log(self._probs(self._dequantize(y)))
-                reading = self.fidelity.observe(served, np.log(self._probs(self._master_outputs(x))))
-                if self.metrics is not None:
-                    self.metrics.fidelity(reading.agreement, reading.output_kl)
-                if reading.breached(self.cfg.fidelity_floor, 4 * self.kl_budget):
-                    if self.state == State.PROBATION:
-                        self._rollback(reading)
-                        return
-                    trigger = ("fidelity", f"agreement upper bound {reading.agreement_upper:.3f} < "
-                               f"{self.cfg.fidelity_floor}")
-                    self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
+        judge_fidelity = not self._served_is_master and not self._judged_by_labels
+        trigger = self.watch.traffic_trigger(judge_fidelity, self.kl_budget)
+        if trigger is not None and trigger.kind == "fidelity" and self.state == State.PROBATION:
+            self._rollback(trigger.reading)
+            return
         if self.state == State.PROBATION and self.clock() >= self._probation_until:
             self._set_state(State.SERVING)
-            self._emit("kept", "probation passed", agreement=self.fidelity.reading().agreement)
-        trigger = trigger or self._feedback_trigger() or self._pressure_trigger() or self._timer_trigger()
-        if trigger and self.state == State.SERVING and self._may_adapt():
-            self.adapt(*trigger)
+            self._emit("kept", "probation passed", agreement=self.watch.fidelity.reading().agreement)
+        trigger = trigger or self.watch.demand_trigger(self._last_adaptation)
+        if trigger is None:
+            return
+        # A model answering worse than it should asks for a candidate closer to the master;
+        # resource pressure, for a sparser one.
+        if trigger.kind in ("fidelity", "accuracy"):
+            self._tighten_budget()
+        elif trigger.kind == "pressure":
+            self.kl_budget = min(self.kl_budget * 1.5, self.cfg.max_kl_budget)
+        if self.state == State.SERVING and self._may_adapt():
+            self.adapt(trigger.kind, trigger.reason)
 
-    def _fresh_rows(self) -> tuple[np.ndarray, np.ndarray] | None:
-        total, (x, y) = self.taps.since(self._seen, [self.input_tensor, self.output_tensor])
-        self._seen = total
-        if len(x) == 0:
-            return None
-        shape = self.master.input_tensors[0].shape[1:]
-        return x.reshape((-1, *shape)), y
-
-    def _skip_backlog(self) -> None:
-        """After a swap: the monitors start from the rows the new version serves. The rows tapped
-        while the cycle ran were served by the version before it: probation judged on them would
-        pass or fail the wrong model, and the drift reference rebuilt from them in one long step
-        (fidelity shadows every row) outlasted probation and, over hundreds of windows at once,
-        tripped the freshly calibrated drift threshold: a new adaptation right after probation."""
-        self._seen = self.taps.total(self.input_tensor)
-        self.accuracy.reset()  # feedback accuracy of the version before would re-trigger at once
-
-    def _master_outputs(self, x: np.ndarray) -> np.ndarray:
-        return self._dequantize(self.master_engine.infer([x])[0].reshape(len(x), -1))
-
-    def _probs(self, values: np.ndarray) -> np.ndarray:
-        return output_probabilities(self.master, values)
-
-    def _dequantize(self, y: np.ndarray) -> np.ndarray:
-        q = self.master.output_tensors[0].quant
-        return (y.astype(np.float64) - float(q.zero_point[0])) * float(q.scale[0])
-
-    def _feedback_trigger(self) -> tuple[str, str] | None:
-        if self.feedback is None:
-            return None
-        self._feedback_seen, new = self.feedback.since(self._feedback_seen)
-        reading = None
-        for e in new:
-            rows = self._feedback_rows(e)
-            for k, (p, t) in enumerate(zip(e.predicted, e.label, strict=True)):
-                try:
-                    reading = self.accuracy.record(p, t)
-                except ValueError:
-                    if self.metrics is not None:
-                        self.metrics.bad_labels.inc()
-                    continue
-                if rows is not None:
-                    self._labelled.add(rows[k], int(t))
-        if reading is not None and self.metrics is not None:
-            self.metrics.accuracy(reading.accuracy)
-        floor = self.cfg.accuracy_floor
-        if reading is not None and floor > 0 and reading.samples >= 50 and reading.accuracy_lower < floor:
-            self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
-            return "accuracy", f"feedback accuracy lower bound {reading.accuracy_lower:.3f} < {floor}"
-        return None
-
-    def _feedback_rows(self, event) -> np.ndarray | None:
-        """The event's input rows in the model's input shape, if the feedback log kept them and they fit."""
-        x = getattr(event, "inputs", None)
-        spec = self.master.input_tensors[0]
-        if x is None or x.dtype != spec.dtype or x.size != len(event.label) * int(np.prod(spec.shape[1:])):
-            return None
-        return x.reshape((len(event.label), *spec.shape[1:]))
-
-    def _pressure_trigger(self) -> tuple[str, str] | None:
-        cfg, why = self.cfg, None
-        model = self.current()
-        if cfg.latency_slo_us > 0 and getattr(model, "batch1_us", 0) > cfg.latency_slo_us:
-            why = f"batch-1 time {model.batch1_us:.0f} us > SLO {cfg.latency_slo_us:.0f} us"
-        if why is None and cfg.load_per_cpu > 0:
-            load = os.getloadavg()[0] / (os.cpu_count() or 1)
-            if load > cfg.load_per_cpu:
-                why = f"load {load:.2f} per CPU > {cfg.load_per_cpu}"
-        if why is None and cfg.cpu_temp_c > 0:
-            temp = _hottest_sensor()
-            if temp is not None and temp > cfg.cpu_temp_c:
-                why = f"CPU at {temp:.0f} C > {cfg.cpu_temp_c:.0f} C"
-        if why is None:
-            return None
-        self.kl_budget = min(self.kl_budget * 1.5, cfg.max_kl_budget)
-        return "pressure", why
-
-    def _timer_trigger(self) -> tuple[str, str] | None:
-        period = self.cfg.period_s
-        if period > 0 and self.clock() - self._last_adaptation >= period:
-            return "timer", f"no adaptation for {period:.0f} s"
-        return None
+    def _tighten_budget(self) -> None:
+        self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
 
     def _may_adapt(self) -> bool:
         wait = max(self.cfg.min_interval_s, self._backoff)
@@ -336,12 +236,13 @@ class Controller:
         """Run one adaptation now; returns its outcome (swapped, rejected, aborted, error)."""
         self._last_adaptation = self.clock()
         self._emit("trigger", reason, trigger=kind, kl_budget=self.kl_budget)
-        if kind == "drift" and len(self._labelled):
+        labelled = self.watch.labelled
+        if kind == "drift" and len(labelled):
             # The inputs changed: labels of rows from before describe the old world, and a candidate
             # trained and judged on them would learn it. Labels of the new inputs refill the rows,
             # and the accuracy they show (accuracy_floor) triggers the cycle that learns from them.
-            self._emit("labels_dropped", "labelled rows from before the drift", rows=len(self._labelled))
-            self._labelled.clear()
+            self._emit("labels_dropped", "labelled rows from before the drift", rows=len(labelled))
+            labelled.clear()
         t0 = time.perf_counter()
         try:
             outcome = self._adapt(kind, t0)
@@ -373,7 +274,7 @@ class Controller:
         # Training and pruning run in a worker process: they are numpy- and Python-heavy, and in
         # this process they would hold the GIL against the serving threads.
         self._set_state(State.TRAINING)
-        (x_train, y_train), labelled_check = self._labelled.split(cfg.min_labelled)
+        (x_train, y_train), labelled_check = self.watch.labelled.split(cfg.min_labelled)
         pruning = cfg.strategy in ("magnitude", "wanda", "qsa")
         finetune = None
         if cfg.finetune and pruning:
@@ -429,11 +330,9 @@ class Controller:
         }
         model = self.deploy_fn(content, made_by)
         self.attach(model)
-        self._skip_backlog()
+        self.watch.restart()
         self._previous, self._serving_content = previous, content
         self._judged_by_labels = verdict.judged_by_labels
-        self.fidelity.reset()
-        self.drift.rebase()
         self._set_state(State.PROBATION)
         self._probation_until = self.clock() + cfg.probation_s
         phases["swap"] = time.perf_counter() - t_swap
@@ -454,23 +353,17 @@ class Controller:
                             f"{self.cfg.collect_timeout_s:.0f} s")
             time.sleep(0.02)
         _, (x,) = self.taps.since(total - n, [self.input_tensor])
-        self._seen = max(self._seen, total)
+        self.watch.mark_seen(total)
         return x.reshape((-1, *self.master.input_tensors[0].shape[1:]))
 
     def _blocks(self) -> dict[int, BlockShape] | BlockShape:
         if self.cfg.block != "auto":
             return BlockShape.parse(self.cfg.block)
-        if self._block_choice is not None:
-            return self._block_choice
-        from edged.runtime.advice import plan_advice
+        if self._block_choice is None:
+            from edged.runtime.advice import fastest_blocks
 
-        advice = plan_advice(self.master_engine.plan)
-        out = {}
-        for i in prunable_ops(self.master):
-            fast = advice[i].fast_blocks(0.8) if i in advice else []
-            out[i] = fast[0] if fast else BlockShape(1, 1)
-        self._block_choice = out
-        return out
+            self._block_choice = fastest_blocks(self.master_engine.plan, prunable_ops(self.master), 0.8)
+        return self._block_choice
 
     def _validate(self, candidate: Graph | bytes, x: np.ndarray, labelled: Rows | None = None) -> Verdict:
         """The candidate judged in the worker process (edged.adapt.validation): fidelity to the
@@ -478,28 +371,26 @@ class Controller:
         against the master's; and batch-1 latency against the served version."""
         content = candidate if isinstance(candidate, bytes) else write_tflite(candidate)
         job = self._pool().submit(validation_job, self.master_bytes, content, self._serving_content, x,
-                                  labelled, self.cfg.fidelity_floor, self.kl_budget)
+                                  labelled, self.cfg.fidelity_floor, self.kl_budget, self.layout)
         return job.result(timeout=max(60.0, 10 * self.cfg.collect_timeout_s))
 
     @property
     def _served_is_master(self) -> bool:
         return self._serving_content == self.master_bytes
 
-    def _rollback(self, reading) -> None:
+    def _rollback(self, reading: FidelityReading) -> None:
         previous = self._previous or self.master_bytes
         self._set_state(State.SWAPPING)
         model = self.deploy_fn(previous, {"rollback": True, "agreement_upper": reading.agreement_upper,
                                           "output_kl": reading.output_kl})
         self.attach(model)
-        self._skip_backlog()
+        self.watch.restart()
         self._serving_content, self._previous = previous, None
         self._judged_by_labels = False
-        self.fidelity.reset()
         if self.metrics is not None and self._served_is_master:
             self.metrics.fidelity(1.0, 0.0)
-        self.drift.rebase()
         self._set_state(State.SERVING)
-        self.kl_budget = max(self.kl_budget / 2, self.cfg.kl_budget / 8)
+        self._tighten_budget()
         version = getattr(model, "version", "?")
         self._emit("rolled_back", f"fidelity fell in probation; serving version {version}",
                    agreement=reading.agreement, agreement_upper=reading.agreement_upper,
@@ -517,13 +408,3 @@ def _sha(content: bytes) -> str:
 
     return hashlib.sha256(content).hexdigest()
 
-
-def _hottest_sensor() -> float | None:
-    try:
-        import psutil
-
-        temps = psutil.sensors_temperatures()
-    except (AttributeError, OSError):
-        return None
-    values = [t.current for entries in temps.values() for t in entries if t.current]
-    return max(values) if values else None

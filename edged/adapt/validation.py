@@ -138,12 +138,16 @@ def judge(fidelity: Fidelity, latency_ratio: float, fidelity_floor: float, kl_bu
 
 
 def validate(master: Graph, candidate: Graph, served: Graph, x: np.ndarray, labelled: Rows | None,
-             fidelity_floor: float, kl_budget: float) -> Verdict:
+             fidelity_floor: float, kl_budget: float, layout: str = "auto") -> Verdict:
     """Measure ``candidate`` against ``master`` on the held-back rows ``x`` (and, given, the held-out
-    labelled rows (inputs, labels)) and against ``served`` for batch-1 latency; then ``judge``."""
+    labelled rows (inputs, labels)) and against ``served`` for batch-1 latency; then ``judge``.
+    ``layout`` is the daemon's weight layout policy (model.layout): both sides of the latency
+    check run as the daemon would serve them."""
+    from edged.runtime.layout import parse_policy
     from edged.runtime.native import NativeEngine
 
-    engine = NativeEngine(candidate, "candidate")
+    policy = parse_policy(layout)
+    engine = NativeEngine(candidate, "candidate", layout=policy)
     reference = NativeEngine(master, "master", layout="dense")
     cand, ref = _outputs(master, engine, x), _outputs(master, reference, x)
     fidelity = Fidelity(int(np.sum(np.argmax(cand, 1) == np.argmax(ref, 1))), len(x),
@@ -153,7 +157,7 @@ def validate(master: Graph, candidate: Graph, served: Graph, x: np.ndarray, labe
         lx, ly = labelled
         score = LabelledScore(int(np.sum(np.argmax(_outputs(master, engine, lx), 1) == ly)),
                               int(np.sum(np.argmax(_outputs(master, reference, lx), 1) == ly)), len(ly))
-    ratio = latency_ratio(engine, NativeEngine(served, "served"), x[:1])
+    ratio = latency_ratio(engine, NativeEngine(served, "served", layout=policy), x[:1])
     return judge(fidelity, ratio, fidelity_floor, kl_budget, score)
 
 
@@ -173,10 +177,10 @@ def latency_ratio(candidate, served, x: np.ndarray) -> float:
 
 
 def validation_job(master: bytes, candidate: bytes, served: bytes, x: np.ndarray, labelled: Rows | None,
-                   fidelity_floor: float, kl_budget: float) -> Verdict:
+                   fidelity_floor: float, kl_budget: float, layout: str = "auto") -> Verdict:
     """``validate`` on model bytes, for the adaptation worker process."""
     return validate(_graph(master, "master"), read_tflite(candidate, name="candidate"),
-                    _graph(served, "served"), x, labelled, fidelity_floor, kl_budget)
+                    _graph(served, "served"), x, labelled, fidelity_floor, kl_budget, layout)
 
 
 @functools.lru_cache(maxsize=4)

@@ -107,6 +107,17 @@ def layer_advice(graph, step, variant: int, cache: TuneCache | None = None,
     return advice
 
 
+def fastest_blocks(plan, layers, sparsity: float) -> dict[int, BlockShape]:
+    """Per layer of ``layers`` (operator indices), the fastest block shape on this machine at
+    ``sparsity``; 1x1 (unstructured) where no shape beats dense."""
+    advice = plan_advice(plan)
+    out = {}
+    for i in layers:
+        fast = advice[i].fast_blocks(sparsity) if i in advice else []
+        out[i] = fast[0] if fast else BlockShape(1, 1)
+    return out
+
+
 def plan_advice(plan, cache: TuneCache | None = None, batch: int = 1) -> dict[int, LayerAdvice]:
     """Advice for every matmul layer of a native plan, keyed by operator index."""
     out = {}

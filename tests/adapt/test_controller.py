@@ -98,7 +98,7 @@ def test_drift_triggers_a_validated_swap_recorded_with_lineage():
     ctrl = Controller(content, CFG, current=lambda: daemon.model, deploy=daemon.deploy)
     ctrl.attach(daemon.model)
     with Traffic(daemon) as traffic:
-        run_until(ctrl, lambda: ctrl.drift.calibrated)
+        run_until(ctrl, lambda: ctrl.watch.drift.calibrated)
         traffic.shift = "contrast"
         run_until(ctrl, lambda: any(e.kind in ("swapped", "rejected", "aborted") for e in ctrl.events))
         kinds = [e.kind for e in ctrl.events]
@@ -260,5 +260,5 @@ def test_probation_judges_only_rows_the_new_version_served():
     rows = traffic.batch(np.random.default_rng(1))
     daemon.model.engines[0].infer([np.concatenate([rows, rows])])  # 16 rows served by the new version
     ctrl.step()
-    assert ctrl.fidelity.reading().samples == 16
-    assert ctrl.drift._filled == 16 and not ctrl.drift.calibrated
+    assert ctrl.watch.fidelity.reading().samples == 16
+    assert ctrl.watch.drift._filled == 16 and not ctrl.watch.drift.calibrated

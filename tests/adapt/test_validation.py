@@ -51,3 +51,43 @@ def test_labelled_rows_hold_out_the_newest_third_once_there_are_enough():
     assert len(hx) == 33 and len(x) == 67 and hx[0, 0] == 67 and hy[-1] == 99 % 10  # the newest held out
     rows.add(np.zeros(4, np.int8), 0)  # capacity: the oldest goes
     assert len(rows) == 100 and rows[0][0][0] == 1
+
+
+def test_validation_plans_the_candidate_and_the_served_version_in_the_configured_layout(monkeypatch):
+    """The latency check compares the candidate with the served version as the daemon serves them
+    (model.layout), not in the planner's default layout; the reference master stays dense."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import edged.runtime.native as native
+    from edged.adapt.calibration import Calibration, prunable_ops
+    from edged.adapt.compress import Compressor, MagnitudeStrategy
+    from edged.adapt.controller import Controller
+    from edged.config import AdaptSection
+    from edged.data import default_model_path, digits_for, load_digits_test
+    from edged.model.tflite import read_tflite, write_tflite
+    from edged.sparse.block_csr import BlockShape
+
+    built: dict[str, native.NativeEngine] = {}
+
+    class RecordingEngine(native.NativeEngine):
+        def __init__(self, graph, model="<model>", variant=None, layout="auto", rounding="auto"):
+            super().__init__(graph, model, variant, layout, rounding)
+            self.policy = layout
+            built[model] = self
+
+    monkeypatch.setattr(native, "NativeEngine", RecordingEngine)
+    content = default_model_path("digits_mlp").read_bytes()
+    master = read_tflite(content)
+    images, _ = load_digits_test()
+    x = digits_for(master, images[:64])
+    comp = Compressor(master, Calibration(x), MagnitudeStrategy(), BlockShape(16, 4))
+    candidate = write_tflite(comp.candidate({i: 0.5 for i in prunable_ops(master)}))
+    ctrl = Controller(content, AdaptSection(enabled=True), current=lambda: None, deploy=lambda c, m: None,
+                      layout="16x4")
+    with ThreadPoolExecutor(1) as pool:  # the job runs in this process, where the engines are recorded
+        ctrl._pool = lambda: pool
+        ctrl._validate(candidate, x)
+    forced = [c for c in built["candidate"].plan.layouts.values() if c.sparsity > 0]
+    assert forced and all(c.layout == BlockShape(16, 4) and c.how == "forced" for c in forced)
+    assert built["served"].policy == BlockShape(16, 4)  # the served master: no zeros to lay out
+    assert all(c.layout is None for c in built["master"].plan.layouts.values())

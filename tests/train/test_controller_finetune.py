@@ -37,9 +37,9 @@ def test_feedback_rows_are_kept_for_training_and_bad_labels_are_counted():
     log.record("b", "m", "1", np.zeros((2, 10), np.int8), x[4:])
     log.match("a", [int(v) for v in labels[:4]])
     log.match("b", [int(labels[4]), 10])  # 10 is no class of this model
-    ctrl._feedback_trigger()
-    assert len(ctrl._labelled) == 5
-    assert np.array_equal(ctrl._labelled[4][0], x[4]) and ctrl._labelled[4][1] == labels[4]
+    ctrl.watch.feedback_trigger()
+    assert len(ctrl.watch.labelled) == 5
+    assert np.array_equal(ctrl.watch.labelled[4][0], x[4]) and ctrl.watch.labelled[4][1] == labels[4]
     assert metrics.bad_labels._value.get() == 1
 
 
@@ -81,8 +81,8 @@ def test_an_adaptation_trains_on_labelled_feedback_and_swaps_when_it_beats_the_m
     for i in range(len(x)):
         log.record(str(i), "m", "1", np.zeros((1, 10), np.int8), x[i : i + 1])
         log.match(str(i), [int(y[i])])
-    ctrl._feedback_trigger()
-    assert len(ctrl._labelled) == len(x)
+    ctrl.watch.feedback_trigger()
+    assert len(ctrl.watch.labelled) == len(x)
     ctrl.attach(daemon.model)
     with Traffic(daemon):
         outcome = ctrl.adapt("accuracy", "labelled feedback")
@@ -115,18 +115,18 @@ def test_a_drift_cycle_drops_labels_from_before_the_drift_and_a_swap_resets_the_
     for i in range(len(x)):
         log.record(str(i), "m", "1", np.zeros((1, 10), np.int8), x[i : i + 1])
         log.match(str(i), [int(labels[i])])
-    ctrl._feedback_trigger()
-    assert len(ctrl._labelled) == 200 and ctrl.accuracy.reading().samples > 0
+    ctrl.watch.feedback_trigger()
+    assert len(ctrl.watch.labelled) == 200 and ctrl.watch.accuracy.reading().samples > 0
     ctrl.attach(daemon.model)
     with Traffic(daemon):
         ctrl.adapt("accuracy", "feedback")
-    assert len(ctrl._labelled) == 200  # same inputs: the labels still hold
+    assert len(ctrl.watch.labelled) == 200  # same inputs: the labels still hold
     with Traffic(daemon):
         outcome = ctrl.adapt("drift", "input KL")
     kinds = [e.kind for e in ctrl.events]
     assert kinds[kinds.index("trigger", kinds.index("trigger") + 1) + 1] == "labels_dropped", kinds
-    assert len(ctrl._labelled) == 0
+    assert len(ctrl.watch.labelled) == 0
     if outcome == "swapped":
-        assert ctrl.accuracy.reading().samples == 0
+        assert ctrl.watch.accuracy.reading().samples == 0
     assert "swapped" in kinds, [e.line() for e in ctrl.events]  # one of the two cycles swapped
     ctrl.stop()
