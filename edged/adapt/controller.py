@@ -41,6 +41,7 @@ from edged.adapt.worker import compress_job, init_worker
 from edged.config import AdaptSection
 from edged.errors import EdgedError
 from edged.model.ir import Graph
+from edged.model.rounding import configured_rounding
 from edged.model.tflite import read_tflite, write_tflite
 from edged.sparse.block_csr import BlockShape
 
@@ -153,7 +154,8 @@ class Controller:
         if self._workers is None:
             self._workers = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=init_worker,
-                                                initargs=(self.cfg.nice, self.cfg.worker_threads))
+                                                initargs=(self.cfg.nice, self.cfg.worker_threads,
+                                                          configured_rounding()))
         return self._workers
 
     def _loop(self) -> None:

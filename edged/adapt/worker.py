@@ -18,14 +18,17 @@ import numpy as np
 from edged.adapt.calibration import Calibration, prunable_ops
 from edged.adapt.compress import STRATEGIES, Compressor, QsaStrategy
 from edged.adapt.qsa import QsaConfig
+from edged.model.rounding import set_default_rounding
 from edged.model.tflite import read_tflite, write_tflite
 
 
-def init_worker(nice: int, threads: int) -> None:
+def init_worker(nice: int, threads: int, rounding: str = "auto") -> None:
     """The worker process's start: lower its priority, and cap the threads numpy's BLAS runs on
     (``threads``; 0 keeps its default, one per core). With one, a core stays free for the serving
     threads however heavy the cycle; on a loaded 2-core machine one thread was no slower than
-    two (bench/adapt.py --only cycle)."""
+    two (bench/adapt.py --only cycle). ``rounding`` is the daemon's ``model.rounding``: candidates
+    are built and validated with the rounding the served engines use."""
+    set_default_rounding(rounding)
     lower_priority(nice)
     if threads > 0:
         from threadpoolctl import threadpool_limits

@@ -48,6 +48,12 @@ def set_default_rounding(mode: str) -> None:
     _override = None if mode == "auto" else mode
 
 
+def configured_rounding() -> str:
+    """The mode ``set_default_rounding`` set in this process (``auto`` if none): what a process
+    this one starts (the adaptation worker) must set in turn, as a spawned one starts afresh."""
+    return _override or "auto"
+
+
 def rounds_once(rounding: str, rows: int, out_c: int, depth: int) -> bool:
     """Whether a FULLY_CONNECTED / CONV_2D product of ``rows`` activation rows (the whole batch:
     im2col pixels times samples for a convolution) rounds once under ``rounding``.

@@ -83,3 +83,22 @@ def test_the_worker_process_runs_numpy_on_the_configured_number_of_threads():
     finally:
         ctrl.stop()
     assert threads and all(n == 1 for n in threads), threads
+
+
+@pytest.mark.parametrize("mode", ["single", "double"])
+def test_the_worker_process_rounds_as_the_daemon_is_configured(mode):
+    """The worker is spawned, so it starts without the daemon's ``model.rounding``: candidates built
+    and validated there must still round as the served engines do."""
+    from edged.model.rounding import resolve_rounding, set_default_rounding
+
+    content = MLP.read_bytes()
+    set_default_rounding(mode)
+    try:
+        ctrl = Controller(content, AdaptSection(enabled=True), current=lambda: None, deploy=lambda c, m: None)
+        try:
+            worker_mode = ctrl._pool().submit(resolve_rounding).result(timeout=60)
+        finally:
+            ctrl.stop()
+    finally:
+        set_default_rounding("auto")
+    assert worker_mode == mode
