@@ -16,7 +16,9 @@ tensor frames):
 - ``edged``: `edged serve` on the model with the chosen engine.
 
 The servers are measured in interleaved rounds (echo, baseline, edged; then
-again) and each row is the median round. In-process inference time (batch 1)
+again) and each row is the median round. Each row also gives the server
+process's CPU time per request (all its threads, from /proc), which a loaded
+machine disturbs far less than wall-clock rates. In-process inference time (batch 1)
 is measured in this process for comparison. Then a soak: --soak-requests
 requests from 4 clients while the model is hot-swapped --swaps times, with the
 daemon's RSS before and after. Targets: edged p50 <= 1.3 x baseline p50 and
@@ -57,6 +59,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -167,7 +175,9 @@ def client_proc(
     ctx.term()
 
 
-def run_clients(endpoint: str, x: np.ndarray, n: int, seconds: float, count: int = 0, during=None) -> dict:
+def run_clients(
+    endpoint: str, x: np.ndarray, n: int, seconds: float, count: int = 0, during=None, server_pid: int = 0
+) -> dict:
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
     start_at = time.time() + 2.0 + 0.1 * n  # after every process has imported and warmed up
@@ -177,11 +187,13 @@ def run_clients(endpoint: str, x: np.ndarray, n: int, seconds: float, count: int
     ]
     for p in procs:
         p.start()
+    while time.time() < start_at:
+        time.sleep(0.001)
+    cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
     if during is not None:
-        while time.time() < start_at:
-            time.sleep(0.01)
         during(procs)
     results = [q.get(timeout=seconds + 600) for _ in procs]
+    cpu1 = cpu_seconds(server_pid) if server_pid else 0.0
     wall = max(seconds, 1e-9) if not count else None
     for p in procs:
         p.join(10)
@@ -197,6 +209,8 @@ def run_clients(endpoint: str, x: np.ndarray, n: int, seconds: float, count: int
         "p50_us": float("nan") if empty else float(np.percentile(lat, 50)),
         "p99_us": float("nan") if empty else float(np.percentile(lat, 99)),
         "per_s": lat.size / wall,
+        # Server CPU per request: steadier than wall-clock rates on a shared machine.
+        "server_cpu_us": (cpu1 - cpu0) * 1e6 / lat.size if server_pid and not empty else float("nan"),
     }
 
 
@@ -311,12 +325,15 @@ def main() -> int:
         for n in clients:
             rounds: dict[str, list[dict]] = {"echo": [], "baseline": [], "edged": []}
             for _ in range(args.rounds):
-                for name, ep in (("echo", echo_ep), ("baseline", base_ep), ("edged", daemon_ep)):
-                    r = run_clients(ep, x, n, args.seconds)
+                servers = (("echo", echo_ep, echo.pid), ("baseline", base_ep, base.pid),
+                           ("edged", daemon_ep, daemon.pid))
+                for name, ep, pid in servers:
+                    r = run_clients(ep, x, n, args.seconds, server_pid=pid)
                     rounds[name].append(r)
                     print(
                         f"{name:<8} {n:>2} clients: p50 {r['p50_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
-                        f"{r['per_s']:9.0f}/s  errors {r['errors']}",
+                        f"{r['per_s']:9.0f}/s  server CPU {r['server_cpu_us']:6.1f} us/req  "
+                        f"errors {r['errors']}",
                         flush=True,
                     )
             for name, rs in rounds.items():
@@ -377,7 +394,7 @@ def soak_run(
 def median_round(rounds: list[dict]) -> dict:
     """Per field, the median over rounds (NaN-safe: rounds with no sample are left out)."""
     out = dict(rounds[0])
-    for key in ("p50_us", "p99_us", "per_s"):
+    for key in ("p50_us", "p99_us", "per_s", "server_cpu_us"):
         values = [r[key] for r in rounds if r[key] == r[key]]
         out[key] = float(np.median(values)) if values else float("nan")
     out["requests"] = sum(r["requests"] for r in rounds)
@@ -414,12 +431,12 @@ def print_table(res: dict) -> None:
         f"\nmodel {res['model']} ({res['engine']}), in-process batch-1 p50 {res['inproc_p50_us']:.1f} us, "
         f"{res['machine']} x{res['cpus']}, Python {res['python']}\n"
     )
-    print("| server | clients | p50 us | p99 us | req/s | errors |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | clients | p50 us | p99 us | req/s | server CPU us/req | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in res["rows"]:
         print(
             f"| {r['server']} | {r['clients']} | {r['p50_us']:.1f} | {r['p99_us']:.1f} | {r['per_s']:.0f} "
-            f"| {r['errors']} |"
+            f"| {r['server_cpu_us']:.1f} | {r['errors']} |"
         )
     print("\n| clients | edged / baseline p50 (<= 1.3) | edged / baseline throughput (>= 0.8) |")
     print("| ---: | ---: | ---: |")

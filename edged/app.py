@@ -58,7 +58,8 @@ class App:
         self.notifier = Notifier.from_env()
         self.context = zmq.Context()
         self.server: Server | None = None
-        self.metrics = Metrics(snapshot=lambda: self.server.snapshot() if self.server else None)
+        self.metrics = Metrics(snapshot=lambda: self.server.snapshot() if self.server else None,
+                               settle=lambda: self.server.settle_metrics() if self.server else None)
         self.models = ModelResolver(self.metrics, self.notifier)
         self.feedback = FeedbackLog(self.cfg.server.feedback_window, keep_inputs=self.cfg.adapt.enabled)
         self.auth = None

@@ -138,6 +138,21 @@ class ProcessCollector(Collector):
             yield t
 
 
+class SettleCollector(Collector):
+    """Registered first, so a scrape runs it before any other collector: it has the serving
+    threads apply the metric updates they batch (edged.serve.tally); it yields nothing."""
+
+    def __init__(self, settle: Callable[[], object]) -> None:
+        self._settle = settle
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        self._settle()
+        return iter(())
+
+
 class Metrics:
     """Every metric of the daemon, registered in one explicit registry."""
 
@@ -145,8 +160,11 @@ class Metrics:
         self,
         snapshot: Callable[[], ServerSnapshot | None] | None = None,
         registry: CollectorRegistry | None = None,
+        settle: Callable[[], object] | None = None,
     ) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        if settle is not None:
+            r.register(SettleCollector(settle))
         mv = ["model", "version"]
         self.requests = Counter(
             "edged_requests", "Requests answered, by op and reply status", ["op", "status", *mv], registry=r

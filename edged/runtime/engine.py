@@ -48,6 +48,12 @@ class Engine:
         self.inputs = inputs
         self.outputs = outputs
 
+    @property
+    def per_sample(self) -> bool:
+        """Whether a batch runs one sample at a time (the model's shapes pin the batch at 1):
+        then joining requests into one batch saves nothing."""
+        return False
+
     def validate(self, inputs: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """Check count, dtype, shape and values; return C-contiguous arrays."""
         if isinstance(inputs, np.ndarray):

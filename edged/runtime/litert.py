@@ -179,6 +179,10 @@ class LiteRTEngine(Engine):
         self._batch = batch
         return True
 
+    @property
+    def per_sample(self) -> bool:
+        return self._per_sample  # known once a batch above 1 was refused
+
     def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         try:
             for idx, x in zip(self._in_idx, inputs, strict=True):

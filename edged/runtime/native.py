@@ -65,6 +65,10 @@ class NativeEngine(Engine):
     ) -> NativeEngine:
         return cls(read_tflite(content, name=model), model, layout=layout, rounding=rounding)
 
+    @property
+    def per_sample(self) -> bool:
+        return self.plan.per_sample
+
     def _executor(self) -> Executor:
         ex = getattr(self._local, "executor", None)
         if ex is None:

@@ -42,6 +42,15 @@ class BatchRunner:
         """Whether that thread has metric updates not yet applied."""
         return self._tallies[engine_index].requests > 0
 
+    def due(self, engine_index: int) -> bool:
+        """Whether that thread's metric updates should be applied now (by count, age or a scrape)."""
+        return self._tallies[engine_index].due(time.monotonic_ns())
+
+    def ask_flush(self) -> None:
+        """Have every thread apply its metric updates at its next chance (a scrape is coming)."""
+        for tally in self._tallies:
+            tally.ask()
+
     def flush(self, engine_index: int) -> None:
         """Apply that thread's metric updates; call it from that thread (or once it stopped)."""
         self._tallies[engine_index].flush()
@@ -97,27 +106,28 @@ class BatchRunner:
                 live.append(job)
         if not live:
             return
-        if len(live) == 1:
-            inputs = live[0].inputs
-        else:
-            inputs = [np.concatenate([j.inputs[k] for j in live]) for k in range(len(model.inputs))]
+        engine = model.engine(engine_index)
         t0 = time.monotonic_ns()
         try:
-            outputs = _infer_in_chunks(model.engine(engine_index), inputs, max_rows)
+            if len(live) == 1 or engine.per_sample:
+                # A model that runs sample by sample gains nothing from one joined batch.
+                per_job = [_infer_in_chunks(engine, job.inputs, max_rows) for job in live]
+            else:
+                inputs = [np.concatenate([j.inputs[k] for j in live]) for k in range(len(model.inputs))]
+                outputs = _infer_in_chunks(engine, inputs, max_rows)
+                per_job = _split_rows(outputs, [job.samples for job in live])
         except InputError as exc:
             for job in live:
                 self.fail(send, job, model, p.ErrorCode.BAD_INPUT, str(exc))
             return
         t1 = time.monotonic_ns()
-        total = live[0].samples if len(live) == 1 else sum(j.samples for j in live)
-        if any(o.shape[0] != total for o in outputs):
-            raise RuntimeError(f"engine returned batch {[o.shape[0] for o in outputs]} for {total} samples")
+        for job, outs in zip(live, per_job, strict=True):
+            if any(o.shape[0] != job.samples for o in outs):
+                got = [o.shape[0] for o in outs]
+                raise RuntimeError(f"engine returned batch {got} for {job.samples} samples")
         # Replies first: bookkeeping after the last send is off every client's critical path.
         metas = model.output_wire
-        start = 0
-        for job in live:
-            end = start + job.samples
-            buffers = [o[start:end] for o in outputs]
+        for job, buffers in zip(live, per_job, strict=True):
             timing = {
                 "queue": (t0 - job.arrival_ns) // 1000,
                 "inference": (t1 - t0) // 1000,
@@ -130,22 +140,28 @@ class BatchRunner:
                 ]
             )
             job.answered = True
-            start = end
         done = time.monotonic_ns()
         tally = self._tallies[engine_index]
+        total = live[0].samples if len(live) == 1 else sum(j.samples for j in live)
         tally.batch(self._labels(model), len(live), total, (t1 - t0) / 1e9)
-        record = self.feedback.capacity and outputs[0].ndim == 2
-        start = 0
-        for job in live:
+        record = self.feedback.capacity and per_job[0][0].ndim == 2
+        for job, outs in zip(live, per_job, strict=True):
             tally.queue_s.append((t0 - job.arrival_ns) / 1e9)
             tally.request_s.append((done - job.arrival_ns) / 1e9)
             if record:
-                end = start + job.samples
-                self.feedback.record(job.request_id, model.name, model.version, outputs[0][start:end],
+                self.feedback.record(job.request_id, model.name, model.version, outs[0],
                                      job.inputs[0] if self.feedback.keep_inputs else None)
-                start = end
         if tally.due(done):
             tally.flush()
+
+
+def _split_rows(outputs: list[np.ndarray], rows: list[int]) -> list[list[np.ndarray]]:
+    """The outputs of one joined batch, cut back into each request's rows."""
+    parts, start = [], 0
+    for n in rows:
+        parts.append([o[start : start + n] for o in outputs])
+        start += n
+    return parts
 
 
 def _infer_in_chunks(engine: Engine, inputs: list[np.ndarray], max_rows: int) -> list[np.ndarray]:

@@ -37,6 +37,8 @@ log = logging.getLogger("edged.server")
 
 _MAX_RECV_PER_TURN = 64
 _NO_GAP = 1 << 62  # no client message came while the loop waited
+_IDLE_WAIT_MS = 100  # the loop wakes this often with nothing to do (shutdown, heartbeat)
+_QUIET_FLUSH_MS = 1  # with metric updates pending, this long without a message applies them
 CLOSE_LINGER_MS = 1000
 
 
@@ -98,14 +100,13 @@ class IOThread:
             pull.close(linger=0)
 
     def _turn(self, poller: zmq.Poller, router: zmq.Socket, pull: zmq.Socket) -> None:
-        events = None
-        if self._runner.pending(self._inline_index):
-            # Metrics of inline runs are applied when nothing waits, i.e. not before a reply.
-            events = dict(poller.poll(0))
-            if not events:
-                self._runner.flush(self._inline_index)
-        if not events:
-            events = self._wait(poller, router)
+        # Metrics of inline runs are applied after a quiet millisecond, or when due: never
+        # before a reply, and not in every short gap between requests (each flush costs
+        # about as much as a few requests, CPU the clients on this machine may need).
+        pending = self._runner.pending(self._inline_index)
+        events = self._wait(poller, router, _QUIET_FLUSH_MS if pending else _IDLE_WAIT_MS)
+        if pending and (not events or self._runner.due(self._inline_index)):
+            self._runner.flush(self._inline_index)
         if pull in events:
             self._forward(router, pull)
         if router in events:
@@ -132,7 +133,7 @@ class IOThread:
                         if not job.answered and not job.queued:
                             self._answer_internal(router, job.envelope, job.request_id)
 
-    def _wait(self, poller: zmq.Poller, router: zmq.Socket) -> dict:
+    def _wait(self, poller: zmq.Poller, router: zmq.Socket, timeout_ms: int) -> dict:
         """The next events; under dense traffic, spin on the ROUTER before blocking.
 
         Waking a thread blocked in poll costs tens of microseconds on a busy or
@@ -154,7 +155,7 @@ class IOThread:
                 if time.monotonic_ns() >= end:
                     break
                 os.sched_yield()  # spinning, but a client or worker on this core may run
-        events = dict(poller.poll(100))
+        events = dict(poller.poll(timeout_ms))
         self._client_gap_ns = time.monotonic_ns() - idle_since if router in events else _NO_GAP
         return events
 

@@ -229,6 +229,17 @@ class Server(IOThread):
 
     # ------------------------------------------------------------ workers
 
+    def settle_metrics(self, timeout_s: float = 0.05) -> bool:
+        """Have every serving thread apply its pending metric updates, waiting up to ``timeout_s``;
+        called before a scrape, so that it counts every request answered before it."""
+        self._runner.ask_flush()
+        end = time.monotonic() + timeout_s
+        while any(self._runner.pending(i) for i in range(self._inline_index + 1)):
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.0002)
+        return True
+
     def _pending_beyond(self, n: int) -> bool:
         finished = sum(w.finished for w in self._workers)
         return self._admitted - finished > n

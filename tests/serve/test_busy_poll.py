@@ -53,7 +53,7 @@ def test_dense_traffic_is_found_by_spinning_without_a_poll(pair):
     server, router, dealer, poller = pair
     server._client_gap_ns = 0  # the last request came right away
     _queue_one(router, dealer)
-    events = server._wait(poller, router)
+    events = server._wait(poller, router, 100)
     assert events == {router: zmq.POLLIN}
     assert poller.calls == 0
     assert server._client_gap_ns < 5_000_000
@@ -63,7 +63,7 @@ def test_sparse_traffic_blocks_in_poll(pair):
     server, router, dealer, poller = pair
     server._client_gap_ns = 1 << 62  # the last wait saw no client message
     _queue_one(router, dealer)
-    assert router in server._wait(poller, router)
+    assert router in server._wait(poller, router, 100)
     assert poller.calls == 1
 
 
@@ -72,7 +72,7 @@ def test_no_spinning_while_a_worker_reply_is_outstanding(pair):
     server._client_gap_ns = 0
     server._admitted = 1  # a worker holds a request: its reply comes on the other socket
     _queue_one(router, dealer)
-    assert router in server._wait(poller, router)
+    assert router in server._wait(poller, router, 100)
     assert poller.calls == 1
 
 
@@ -81,7 +81,7 @@ def test_busy_poll_zero_never_spins(pair):
     server.settings = ServerSection(busy_poll_us=0)
     server._client_gap_ns = 0
     _queue_one(router, dealer)
-    assert router in server._wait(poller, router)
+    assert router in server._wait(poller, router, 100)
     assert poller.calls == 1
 
 

@@ -242,3 +242,51 @@ def test_client_retries_requests_that_did_not_run():
     finally:
         fake.close()
         ctx.destroy(linger=0)
+
+
+def _counted(registry, name: str) -> float:
+    from prometheus_client import generate_latest
+
+    return sum(float(line.rpartition(" ")[2]) for line in generate_latest(registry).decode().splitlines()
+               if line.startswith((name + "{", name + " ")))
+
+
+def test_a_scrape_counts_every_request_answered_before_it():
+    """The I/O thread applies its metric updates in bulk, not after every request; a scrape
+    (the settle collector) has them applied first, so it never misses an answered request."""
+    ctx = zmq.Context()
+    holder: dict[str, Server] = {}
+    metrics = Metrics(settle=lambda: holder["server"].settle_metrics())
+    model = ServedModel("held", "1", [HeldEngine()], "held", batch1_us=1.0)  # runs inline
+    server = holder["server"] = Server(model, ServerSection(bind="tcp://127.0.0.1:*"), metrics, context=ctx)
+    server.start()
+    server.ready = True
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(server.endpoint)
+    try:
+        x = np.arange(4, dtype=np.int8).reshape(1, 4)
+        for i in range(1, 31):
+            send(sock, f"r{i}", x)
+            assert receive(sock)["header"]["status"] == "ok"
+            assert _counted(metrics.registry, "edged_requests_total") == i
+            assert _counted(metrics.registry, "edged_request_duration_seconds_count") == i
+    finally:
+        sock.close(linger=0)
+        server.close(timeout_s=5)
+        ctx.destroy(linger=0)
+
+
+def test_metric_updates_wait_for_their_count_their_age_or_a_scrape():
+    from edged.serve.tally import FLUSH_AFTER_NS, FLUSH_EVERY, Tally
+
+    tally = Tally(Metrics())
+    now = tally.last_flush_ns
+    assert not tally.due(now)  # nothing to apply
+    tally.batch((), 1, 1, 1e-6)
+    assert not tally.due(now + 1000)
+    assert tally.due(now + FLUSH_AFTER_NS + 1)
+    tally.ask()
+    assert tally.due(now + 1000)
+    tally.requests = FLUSH_EVERY
+    tally.asked = False
+    assert tally.due(now + 1000)
