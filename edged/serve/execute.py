@@ -133,24 +133,23 @@ class BatchRunner:
                 "inference": (t1 - t0) // 1000,
                 "total": (time.monotonic_ns() - job.arrival_ns) // 1000,
             }
-            send(
-                [
-                    *job.envelope,
-                    *p.encode_infer_reply(job.request_id, model.name, model.version, metas, buffers, timing),
-                ]
-            )
+            body = model.reply_body(tuple(b.shape for b in buffers))
+            send([*job.envelope, *p.infer_reply_frames(job.request_id, body, metas, buffers, timing)])
             job.answered = True
         done = time.monotonic_ns()
         tally = self._tallies[engine_index]
         total = live[0].samples if len(live) == 1 else sum(j.samples for j in live)
         tally.batch(self._labels(model), len(live), total, (t1 - t0) / 1e9)
-        record = self.feedback.capacity and per_job[0][0].ndim == 2
-        for job, outs in zip(live, per_job, strict=True):
+        for job in live:
             tally.queue_s.append((t0 - job.arrival_ns) / 1e9)
             tally.request_s.append((done - job.arrival_ns) / 1e9)
-            if record:
-                self.feedback.record(job.request_id, model.name, model.version, outs[0],
-                                     job.inputs[0] if self.feedback.keep_inputs else None)
+        if self.feedback.capacity and per_job[0][0].ndim == 2:
+            keep = self.feedback.keep_inputs
+            self.feedback.record_many(
+                model.name, model.version,
+                [(job.request_id, outs[0], job.inputs[0] if keep else None)
+                 for job, outs in zip(live, per_job, strict=True)],
+            )
         if tally.due(done):
             tally.flush()
 

@@ -42,14 +42,28 @@ class FeedbackLog:
                inputs: np.ndarray | None = None) -> None:
         """Remember a [batch, classes] output (its argmax is taken only if feedback comes), and with
         ``keep_inputs`` a copy of the request's input batch."""
-        if self.capacity <= 0 or output.ndim != 2:
+        self.record_many(model_name, model_version, [(request_id, output, inputs)])
+
+    def record_many(self, model_name: str, model_version: str,
+                    requests: list[tuple[str, np.ndarray, np.ndarray | None]]) -> None:
+        """``record`` for each (request id, output, inputs) of one batch, under one lock round."""
+        if self.capacity <= 0:
             return
-        kept = np.array(inputs, copy=True) if self.keep_inputs and inputs is not None else None
+        keep = self.keep_inputs
+        entries = [
+            (rid, (model_name, model_version, output,
+                   np.array(inputs, copy=True) if keep and inputs is not None else None))
+            for rid, output, inputs in requests
+            if output.ndim == 2
+        ]
+        pending = self._pending
         with self._lock:
-            self._pending[request_id] = (model_name, model_version, output, kept)
-            self._pending.move_to_end(request_id)
-            while len(self._pending) > self.capacity:
-                self._pending.popitem(last=False)
+            for rid, entry in entries:
+                if rid in pending:  # a reused id: its newest request is the one feedback names
+                    del pending[rid]
+                pending[rid] = entry
+            while len(pending) > self.capacity:
+                pending.popitem(last=False)
 
     def match(self, request_id: str, label: int | list[int]) -> tuple[str, FeedbackEvent | None]:
         """Outcome ("correct", "incorrect", "unmatched", "mismatch") and the event, if any."""

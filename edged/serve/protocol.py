@@ -192,13 +192,20 @@ def _reject_constant(name: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads builds one per call
+_SCAN = _DECODER.scan_once
 
 
 def _header(frame: bytes | memoryview) -> dict[str, Any]:
     if len(frame) > MAX_HEADER_BYTES:
         raise _bad(f"header is {len(frame)} bytes; the limit is {MAX_HEADER_BYTES}", reason="header_size")
     try:
-        header = _DECODER.decode(bytes(frame).decode("utf-8"))
+        text = bytes(frame).decode("utf-8")
+        try:  # the scanner alone, as decode() runs it, without decode()'s two whitespace regexes
+            header, end = _SCAN(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):  # leading or trailing whitespace, extra data, or not JSON: decode() judges
+            header = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise _bad(f"header is not UTF-8 JSON: {exc}", reason="json") from None
     if not isinstance(header, dict):
@@ -222,7 +229,23 @@ def _request_id(header: dict[str, Any]) -> str:
     return rid
 
 
-def _tensor(meta: Any, frame: bytes | memoryview, where: str, rid: str | None) -> Tensor:
+def _tensor(meta: Any, frame: bytes | memoryview, key: str, i: int, rid: str | None) -> Tensor:
+    if type(meta) is dict:  # the common case first: a well-formed tensor costs no error text
+        name, datatype, shape = meta.get("name"), meta.get("datatype"), meta.get("shape")
+        dtype = DATATYPES.get(datatype) if type(datatype) is str else None
+        if (
+            dtype is not None
+            and (name is None or (type(name) is str and len(name) <= 1024))
+            and type(shape) is list
+            and 1 <= len(shape) <= MAX_RANK
+            and _dims(shape)
+            and math.prod(shape) * dtype.itemsize == len(frame)
+        ):
+            return Tensor(name, np.frombuffer(frame, dtype=dtype).reshape(shape))
+    return _tensor_checked(meta, frame, f"{key}[{i}]", rid)
+
+
+def _tensor_checked(meta: Any, frame: bytes | memoryview, where: str, rid: str | None) -> Tensor:
     if not isinstance(meta, dict):
         raise _bad(f"{where} must be an object", rid, "field")
     name = meta.get("name")
@@ -256,7 +279,7 @@ def _tensors(header: dict[str, Any], key: str, frames: Sequence, rid: str | None
             rid,
             "frame_count",
         )
-    return [_tensor(m, f, f"{key}[{i}]", rid) for i, (m, f) in enumerate(zip(metas, frames, strict=True))]
+    return [_tensor(m, f, key, i, rid) for i, (m, f) in enumerate(zip(metas, frames, strict=True))]
 
 
 def _split(frames: Sequence[bytes | memoryview]) -> tuple[dict[str, Any], Sequence]:
@@ -277,7 +300,7 @@ def decode_request(frames: Sequence[bytes | memoryview], max_bytes: int | None =
     frame, not to their sum.
     """
     if max_bytes is not None:
-        size = sum(len(f) for f in frames)
+        size = sum(map(len, frames))
         if size > max_bytes:
             raise _bad(f"the message is {size} bytes; the limit is {max_bytes}", reason="message_size")
     header, rest = _split(frames)
@@ -310,6 +333,43 @@ def decode_request(frames: Sequence[bytes | memoryview], max_bytes: int | None =
     return InferRequest(rid, _tensors(header, "inputs", rest, rid), timeout)
 
 
+def infer_reply_body(
+    model_name: str, model_version: str, metas: Sequence[tuple[str | None, str]], shapes: Sequence[tuple]
+) -> str:
+    """The part of an infer reply's header between its id and its timings: the same for every
+    reply of one model version with the same output shapes, so the server builds it once."""
+    outputs = []
+    for (name, datatype), shape in zip(metas, shapes, strict=True):
+        named = "" if name is None else f'"name": {_json_str(name)}, '
+        outputs.append(f'{{{named}"datatype": "{datatype}", "shape": [{", ".join(map(str, shape))}]}}')
+    return (
+        f'"status": "ok", "model_name": {_json_str(model_name)}, '
+        f'"model_version": {_json_str(model_version)}, "outputs": [{", ".join(outputs)}]'
+    )
+
+
+def infer_reply_frames(
+    request_id: str, body: str, metas: Sequence[tuple[str | None, str]], arrays: Sequence[np.ndarray],
+    timing_us: dict[str, int],
+) -> list:
+    """Frames of an infer reply, from its ``infer_reply_body`` and the output arrays.
+
+    The server's fast path: the header is the text ``json.dumps`` makes of
+    the same dict (a test holds them equal), written directly, and arrays
+    that already are little-endian and C-contiguous (row slices of an engine
+    output) are sent as they are.
+    """
+    buffers = []
+    for (_, datatype), a in zip(metas, arrays, strict=True):
+        dtype = DATATYPES[datatype]
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a, dtype=dtype)
+        buffers.append(a)
+    timing = ", ".join(f"{_json_str(k)}: {int(v)}" for k, v in timing_us.items())
+    header = f'{{"id": {_json_str(request_id)}, {body}, "timing_us": {{{timing}}}}}'
+    return [TAG, header.encode(), *buffers]
+
+
 def encode_infer_reply(
     request_id: str,
     model_name: str,
@@ -318,30 +378,9 @@ def encode_infer_reply(
     arrays: Sequence[np.ndarray],
     timing_us: dict[str, int],
 ) -> list:
-    """Frames of an infer reply from (name, datatype) per output and the output arrays.
-
-    The server's fast path: the header is the text ``json.dumps`` makes of
-    the same dict (a test holds them equal), written directly, and arrays
-    that already are little-endian and C-contiguous (row slices of an engine
-    output) are sent as they are.
-    """
-    outputs = []
-    buffers = []
-    for (name, datatype), a in zip(metas, arrays, strict=True):
-        dtype = DATATYPES[datatype]
-        if a.dtype != dtype or not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a, dtype=dtype)
-        shape = ", ".join(map(str, a.shape))
-        named = "" if name is None else f'"name": {_json_str(name)}, '
-        outputs.append(f'{{{named}"datatype": "{datatype}", "shape": [{shape}]}}')
-        buffers.append(a)
-    timing = ", ".join(f"{_json_str(k)}: {int(v)}" for k, v in timing_us.items())
-    header = (
-        f'{{"id": {_json_str(request_id)}, "status": "ok", "model_name": {_json_str(model_name)}, '
-        f'"model_version": {_json_str(model_version)}, "outputs": [{", ".join(outputs)}], '
-        f'"timing_us": {{{timing}}}}}'
-    )
-    return [TAG, header.encode(), *buffers]
+    """Frames of an infer reply from (name, datatype) per output and the output arrays."""
+    body = infer_reply_body(model_name, model_version, metas, [a.shape for a in arrays])
+    return infer_reply_frames(request_id, body, metas, arrays, timing_us)
 
 
 def encode_reply(reply: Reply) -> list:

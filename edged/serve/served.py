@@ -18,7 +18,7 @@ import numpy as np
 
 from edged.errors import EdgedError, ModelFormatError
 from edged.runtime.engine import Engine, TensorSpec
-from edged.serve.protocol import DATATYPES, datatype_name, on_wire
+from edged.serve.protocol import DATATYPES, datatype_name, infer_reply_body, on_wire
 
 # Engines whose infer() may be called from several threads at once (the native
 # engine gives each thread its own arena). Others get one instance per worker.
@@ -37,6 +37,7 @@ class ServedModel:
     sparsity: float = 0.0
     batch1_us: float = 0.0  # median engine time at batch 1, measured at warm-up
     loaded_at: float = field(default_factory=time.time)
+    _reply_bodies: dict[tuple, str] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -81,6 +82,16 @@ class ServedModel:
     def output_wire(self) -> list[tuple[str, str]]:
         """(name, EDGED1 datatype) of each output, for replies; only read when wire_problem is None."""
         return [(s.name, datatype_name(s.dtype)) for s in self.outputs]
+
+    def reply_body(self, shapes: tuple[tuple[int, ...], ...]) -> str:
+        """``protocol.infer_reply_body`` of this version for outputs of ``shapes``, built once per shape."""
+        body = self._reply_bodies.get(shapes)
+        if body is None:
+            if len(self._reply_bodies) >= 64:  # shapes differ only in the batch: a few dozen at most
+                self._reply_bodies.clear()
+            body = infer_reply_body(self.name, self.version, self.output_wire, shapes)
+            self._reply_bodies[shapes] = body
+        return body
 
     def describe(self) -> dict[str, Any]:
         """The ``metadata`` reply fields; tensors EDGED1 cannot carry are marked ``unsupported``."""

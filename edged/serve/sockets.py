@@ -18,7 +18,6 @@ _get = zmq.backend.Socket.get
 
 NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.SNDMORE) | NOBLOCK
-_RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
@@ -28,11 +27,15 @@ def readable(sock: zmq.Socket) -> bool:
     return bool(_get(sock, _EVENTS) & _POLLIN)
 
 
-def recv_frames(sock: zmq.Socket) -> list[bytes]:
-    """The next message's frames; raises zmq.Again if there is none."""
-    frames = [_recv(sock, NOBLOCK)]
-    while _get(sock, _RCVMORE):
-        frames.append(_recv(sock, NOBLOCK))
+def recv_frames(sock: zmq.Socket) -> list[zmq.Frame]:
+    """The next message's frames (``zmq.Frame``: buffers, sent back as they are); raises zmq.Again
+    if there is none. A frame's own ``more`` flag is read, not the RCVMORE socket option, whose
+    getter builds an enum member on every call."""
+    frame = _recv(sock, NOBLOCK, False)
+    frames = [frame]
+    while frame.more:
+        frame = _recv(sock, NOBLOCK, False)
+        frames.append(frame)
     return frames
 
 

@@ -124,3 +124,43 @@ def test_the_fast_infer_reply_header_is_what_json_dumps_writes(name):
     assert frames[1] == json.dumps({**header, "outputs": outputs, "timing_us": timing}).encode()
     reply = p.decode_reply([f if isinstance(f, bytes) else f.tobytes() for f in frames])
     assert reply.outputs[1].array.dtype == np.float32 and reply.outputs[0].name == name
+
+
+def _outcome(fn, *args):
+    try:
+        t = fn(*args)
+    except p.ProtocolError as exc:
+        return ("error", exc.reason)
+    return ("ok", t.name, t.array.dtype.str, t.array.shape, t.array.tobytes())
+
+
+tensor_metas = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"datatype": st.one_of(st.sampled_from(list(p.DATATYPES)), json_values),
+         "shape": st.one_of(st.lists(st.one_of(st.integers(-2, 4), st.booleans()), max_size=9), json_values)},
+        optional={"name": st.one_of(st.text(max_size=4), st.text(min_size=1025, max_size=1030), json_values)},
+    ),
+)
+
+
+@given(tensor_metas, st.binary(max_size=64))
+def test_the_fast_tensor_path_decides_as_the_checked_one(meta, frame):
+    """Well-formed tensors skip the error-text path; what either path accepts or refuses is the same."""
+    assert _outcome(p._tensor, meta, frame, "inputs", 0, "r") == _outcome(
+        p._tensor_checked, meta, frame, "inputs[0]", "r"
+    )
+
+
+@given(json_values, st.sampled_from(["", " ", "\n", " \t"]), st.sampled_from(["", " ", "\r\n", "x", "{}"]))
+def test_the_header_scanner_decides_as_json_decode(value, before, after):
+    text = before + json.dumps(value) + after
+    try:
+        expected = ("ok", json.loads(text)) if isinstance(json.loads(text), dict) else ("error",)
+    except ValueError:
+        expected = ("error",)
+    try:
+        got = ("ok", p._header(text.encode()))
+    except p.ProtocolError:
+        got = ("error",)
+    assert got == expected
