@@ -178,10 +178,13 @@ class Exporter:
         )
 
     def reshape(self, prefix: str, shape: tuple[int, ...]) -> None:
+        # The new shape leaves the batch free (-1), as the TFLite converter writes a Keras Flatten:
+        # a batch of N requests then runs as one, not sample by sample.
         x = self.x
-        s = self.b.const(f"{prefix}/shape", np.array(shape, np.int32))
+        new_shape = [-1, *shape[1:]]
+        s = self.b.const(f"{prefix}/shape", np.array(new_shape, np.int32))
         y = self._advance(prefix, shape, (self.scale, self.zp))
-        self.b.op("RESHAPE", [x, s], [y], version=1, new_shape=list(shape))
+        self.b.op("RESHAPE", [x, s], [y], version=1, new_shape=new_shape)
 
     def softmax(self, n: int) -> None:
         x = self.x
@@ -308,7 +311,7 @@ MLP_OPS = (
 )
 CNN_OPS = (
     "int8 CNN: input [1,8,8,1] -> CONV_2D 3x3 SAME 16 relu -> CONV_2D 3x3 SAME 32 relu "
-    "-> MAX_POOL_2D 2x2/2 -> RESHAPE [1,512] -> FULLY_CONNECTED 10 -> SOFTMAX"
+    "-> MAX_POOL_2D 2x2/2 -> RESHAPE [-1,512] -> FULLY_CONNECTED 10 -> SOFTMAX"
 )
 
 

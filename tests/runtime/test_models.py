@@ -73,9 +73,28 @@ def test_plan_runs_fully_native_on_bundled_models():
         assert all(plan.native), f"{name}: some ops fall back to numpy"
 
 
-def test_models_with_a_pinned_batch_run_per_sample():
-    assert NativeEngine.from_file(default_model_path("digits_cnn")).plan.per_sample
+def _with_flatten_to(shape: list[int]) -> bytes:
+    """The bundled CNN with its flattening RESHAPE's new shape replaced."""
+    from edged.model.tflite import read_tflite, write_tflite
+
+    graph = read_tflite(default_model_path("digits_cnn").read_bytes())
+    (op,) = [op for op in graph.operators if op.opcode == "RESHAPE"]
+    graph.tensors[op.inputs[1]].data = np.array(shape, np.int32)
+    op.options["new_shape"] = shape
+    return write_tflite(graph)
+
+
+def test_models_with_a_pinned_batch_run_per_sample_and_agree_with_the_batched_form():
+    pinned = NativeEngine.from_bytes(_with_flatten_to([1, 512]), "pinned")
+    batched = NativeEngine.from_file(default_model_path("digits_cnn"))
+    assert pinned.plan.per_sample and pinned.per_sample
+    assert not batched.plan.per_sample  # the bundled CNN flattens to [-1, 512], as the converter does
     assert not NativeEngine.from_file(default_model_path("digits_mlp")).plan.per_sample
+    x, _ = _digits(batched)
+    np.testing.assert_array_equal(pinned.infer([x[:9]])[0], batched.infer([x[:9]])[0])
+    litert = load_engine(default_model_path("digits_cnn"), "litert")
+    np.testing.assert_array_equal(litert.infer([x[:9]])[0], batched.infer([x[:9]])[0])
+    assert not litert.per_sample
 
 
 def test_threads_get_their_own_arena():

@@ -290,3 +290,41 @@ def test_metric_updates_wait_for_their_count_their_age_or_a_scrape():
     tally.requests = FLUSH_EVERY
     tally.asked = False
     assert tally.due(now + 1000)
+
+
+class PinnedEngine(HeldEngine):
+    """A model whose shapes pin the batch at 1: joining requests would save nothing."""
+
+    per_sample = True
+
+
+def test_requests_to_a_model_that_pins_its_batch_run_one_by_one():
+    ctx = zmq.Context()
+    engine = PinnedEngine()
+    model = ServedModel("pinned", "1", [engine], "held")
+    settings = ServerSection(bind="tcp://127.0.0.1:*", workers=1, max_batch=8, max_delay_us=0)
+    server = Server(model, settings, Metrics(), context=ctx)
+    server.start()
+    server.ready = True
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(server.endpoint)
+    try:
+        x = np.arange(4, dtype=np.int8).reshape(1, 4)
+        engine.gate.clear()
+        send(sock, "r1", x)
+        wait_for(lambda: server.snapshot().workers_busy == 1)
+        for i in range(2, 5):
+            send(sock, f"r{i}", x + i)
+        wait_for(lambda: server.snapshot().queue_depth == 3)
+        engine.gate.set()
+        replies = {r["header"]["id"]: r for r in (receive(sock) for _ in range(4))}
+        for i in range(2, 5):
+            h = replies[f"r{i}"]["header"]
+            got = np.frombuffer(replies[f"r{i}"]["tensors"][0], "<i4").reshape(h["outputs"][0]["shape"])
+            np.testing.assert_array_equal(got, (x + i).astype(np.int32) * 2)
+        assert engine.batches == [1, 1, 1, 1]  # r2..r4 left the queue together, and ran one by one
+        assert server.snapshot().workers == 1
+    finally:
+        sock.close(linger=0)
+        server.close(timeout_s=5)
+        ctx.destroy(linger=0)
