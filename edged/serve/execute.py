@@ -111,29 +111,26 @@ class BatchRunner:
         try:
             if len(live) == 1 or engine.per_sample:
                 # A model that runs sample by sample gains nothing from one joined batch.
-                per_job = [_infer_in_chunks(engine, job.inputs, max_rows) for job in live]
+                per_job = [_checked_rows(_infer_in_chunks(engine, job.inputs, max_rows), job.samples)
+                           for job in live]
             else:
                 inputs = [np.concatenate([j.inputs[k] for j in live]) for k in range(len(model.inputs))]
-                outputs = _infer_in_chunks(engine, inputs, max_rows)
+                total = sum(j.samples for j in live)
+                outputs = _checked_rows(_infer_in_chunks(engine, inputs, max_rows), total)
                 per_job = _split_rows(outputs, [job.samples for job in live])
         except InputError as exc:
             for job in live:
                 self.fail(send, job, model, p.ErrorCode.BAD_INPUT, str(exc))
             return
         t1 = time.monotonic_ns()
-        for job, outs in zip(live, per_job, strict=True):
-            if any(o.shape[0] != job.samples for o in outs):
-                got = [o.shape[0] for o in outs]
-                raise RuntimeError(f"engine returned batch {got} for {job.samples} samples")
         # Replies first: bookkeeping after the last send is off every client's critical path.
         metas = model.output_wire
+        inference_us = (t1 - t0) // 1000
         for job, buffers in zip(live, per_job, strict=True):
-            timing = {
-                "queue": (t0 - job.arrival_ns) // 1000,
-                "inference": (t1 - t0) // 1000,
-                "total": (time.monotonic_ns() - job.arrival_ns) // 1000,
-            }
-            body = model.reply_body(tuple(b.shape for b in buffers))
+            arrival = job.arrival_ns
+            timing = (f'"queue": {(t0 - arrival) // 1000}, "inference": {inference_us}, '
+                      f'"total": {(time.monotonic_ns() - arrival) // 1000}')
+            body = model.reply_body(tuple([b.shape for b in buffers]))
             send([*job.envelope, *p.infer_reply_frames(job.request_id, body, metas, buffers, timing)])
             job.answered = True
         done = time.monotonic_ns()
@@ -152,6 +149,12 @@ class BatchRunner:
             )
         if tally.due(done):
             tally.flush()
+
+
+def _checked_rows(outputs: list[np.ndarray], rows: int) -> list[np.ndarray]:
+    if any(o.shape[0] != rows for o in outputs):
+        raise RuntimeError(f"engine returned batch {[o.shape[0] for o in outputs]} for {rows} samples")
+    return outputs
 
 
 def _split_rows(outputs: list[np.ndarray], rows: list[int]) -> list[list[np.ndarray]]:

@@ -218,8 +218,10 @@ def _int(value: Any) -> bool:
 
 
 def _dims(shape: list) -> bool:
-    # type() is int: a bool is an int subclass, not a dimension
-    return all(type(d) is int and d >= 0 for d in shape)
+    for d in shape:  # noqa: SIM110 - all() over a generator costs more than the check, per request
+        if type(d) is not int or d < 0:  # type() is int: a bool is an int subclass, not a dimension
+            return False
+    return True
 
 
 def _request_id(header: dict[str, Any]) -> str:
@@ -279,6 +281,8 @@ def _tensors(header: dict[str, Any], key: str, frames: Sequence, rid: str | None
             rid,
             "frame_count",
         )
+    if len(metas) == 1:
+        return [_tensor(metas[0], frames[0], key, 0, rid)]
     return [_tensor(m, f, key, i, rid) for i, (m, f) in enumerate(zip(metas, frames, strict=True))]
 
 
@@ -348,11 +352,17 @@ def infer_reply_body(
     )
 
 
+def timing_fields(timing_us: dict[str, int]) -> str:
+    """The members of an infer reply's ``timing_us`` object, as JSON text."""
+    return ", ".join(f"{_json_str(k)}: {int(v)}" for k, v in timing_us.items())
+
+
 def infer_reply_frames(
     request_id: str, body: str, metas: Sequence[tuple[str | None, str]], arrays: Sequence[np.ndarray],
-    timing_us: dict[str, int],
+    timing: str,
 ) -> list:
-    """Frames of an infer reply, from its ``infer_reply_body`` and the output arrays.
+    """Frames of an infer reply, from its ``infer_reply_body``, the output arrays and its
+    ``timing_fields``.
 
     The server's fast path: the header is the text ``json.dumps`` makes of
     the same dict (a test holds them equal), written directly, and arrays
@@ -365,7 +375,6 @@ def infer_reply_frames(
         if a.dtype != dtype or not a.flags.c_contiguous:
             a = np.ascontiguousarray(a, dtype=dtype)
         buffers.append(a)
-    timing = ", ".join(f"{_json_str(k)}: {int(v)}" for k, v in timing_us.items())
     header = f'{{"id": {_json_str(request_id)}, {body}, "timing_us": {{{timing}}}}}'
     return [TAG, header.encode(), *buffers]
 
@@ -380,7 +389,7 @@ def encode_infer_reply(
 ) -> list:
     """Frames of an infer reply from (name, datatype) per output and the output arrays."""
     body = infer_reply_body(model_name, model_version, metas, [a.shape for a in arrays])
-    return infer_reply_frames(request_id, body, metas, arrays, timing_us)
+    return infer_reply_frames(request_id, body, metas, arrays, timing_fields(timing_us))
 
 
 def encode_reply(reply: Reply) -> list:
