@@ -42,6 +42,10 @@ class BatchRunner:
         """Whether that thread has metric updates not yet applied."""
         return self._tallies[engine_index].requests > 0
 
+    def settled(self, engine_index: int) -> bool:
+        """Whether that thread has applied the updates of every request it answered."""
+        return self._tallies[engine_index].settled
+
     def due(self, engine_index: int) -> bool:
         """Whether that thread's metric updates should be applied now (by count, age or a scrape)."""
         return self._tallies[engine_index].due(time.monotonic_ns())
@@ -126,6 +130,8 @@ class BatchRunner:
         # Replies first: bookkeeping after the last send is off every client's critical path.
         metas = model.output_wire
         inference_us = (t1 - t0) // 1000
+        tally = self._tallies[engine_index]
+        tally.answering(len(live))  # a scrape that follows a reply waits for these updates
         for job, buffers in zip(live, per_job, strict=True):
             arrival = job.arrival_ns
             timing = (f'"queue": {(t0 - arrival) // 1000}, "inference": {inference_us}, '
@@ -134,7 +140,6 @@ class BatchRunner:
             send([*job.envelope, *p.infer_reply_frames(job.request_id, body, metas, buffers, timing)])
             job.answered = True
         done = time.monotonic_ns()
-        tally = self._tallies[engine_index]
         total = live[0].samples if len(live) == 1 else sum(j.samples for j in live)
         tally.batch(self._labels(model), len(live), total, (t1 - t0) / 1e9)
         for job in live:

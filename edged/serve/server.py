@@ -234,7 +234,7 @@ class Server(IOThread):
         called before a scrape, so that it counts every request answered before it."""
         self._runner.ask_flush()
         end = time.monotonic() + timeout_s
-        while any(self._runner.pending(i) for i in range(self._inline_index + 1)):
+        while not all(self._runner.settled(i) for i in range(self._inline_index + 1)):
             if time.monotonic() >= end:
                 return False
             time.sleep(0.0002)

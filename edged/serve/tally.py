@@ -54,9 +54,19 @@ class Tally:
         self.counts: dict[tuple, list[int]] = {}
         self.last_flush_ns = time.monotonic_ns()
         self.asked = False  # set by a scrape (another thread): flush at the next chance
+        self.in_hand = 0  # requests answered whose updates are not collected yet (replies go first)
 
     def ask(self) -> None:
         self.asked = True
+
+    @property
+    def settled(self) -> bool:
+        """Whether every answered request's updates are applied (what a scrape waits for)."""
+        return self.requests == 0 and self.in_hand == 0
+
+    def answering(self, requests: int) -> None:
+        """``requests`` replies are about to go out; ``batch`` collects their updates after."""
+        self.in_hand += requests
 
     def batch(self, children: tuple, requests: int, rows: int, inference_s: float) -> None:
         counts = self.counts.get(children)
@@ -69,6 +79,7 @@ class Tally:
         self.inference_s.append(inference_s)
         self.batch_requests.append(requests)
         self.requests += requests
+        self.in_hand = max(self.in_hand - requests, 0)
 
     def due(self, now_ns: int) -> bool:
         return self.requests >= FLUSH_EVERY or (

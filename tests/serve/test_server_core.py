@@ -251,29 +251,37 @@ def _counted(registry, name: str) -> float:
                if line.startswith((name + "{", name + " ")))
 
 
-def test_a_scrape_counts_every_request_answered_before_it():
-    """The I/O thread applies its metric updates in bulk, not after every request; a scrape
-    (the settle collector) has them applied first, so it never misses an answered request."""
+@contextlib.contextmanager
+def serving(model: ServedModel, settings: ServerSection, metrics: Metrics):
+    """A started, ready server on ``model`` and a DEALER connected to it."""
     ctx = zmq.Context()
-    holder: dict[str, Server] = {}
-    metrics = Metrics(settle=lambda: holder["server"].settle_metrics())
-    model = ServedModel("held", "1", [HeldEngine()], "held", batch1_us=1.0)  # runs inline
-    server = holder["server"] = Server(model, ServerSection(bind="tcp://127.0.0.1:*"), metrics, context=ctx)
+    server = Server(model, settings, metrics, context=ctx)
     server.start()
     server.ready = True
     sock = ctx.socket(zmq.DEALER)
     sock.connect(server.endpoint)
     try:
+        yield server, sock
+    finally:
+        sock.close(linger=0)
+        server.close(timeout_s=5)
+        ctx.destroy(linger=0)
+
+
+def test_a_scrape_counts_every_request_answered_before_it():
+    """The I/O thread applies its metric updates in bulk, not after every request; a scrape
+    (the settle collector) has them applied first, so it never misses an answered request."""
+    holder: dict[str, Server] = {}
+    metrics = Metrics(settle=lambda: holder["server"].settle_metrics())
+    model = ServedModel("held", "1", [HeldEngine()], "held", batch1_us=1.0)  # runs inline
+    with serving(model, ServerSection(bind="tcp://127.0.0.1:*"), metrics) as (server, sock):
+        holder["server"] = server
         x = np.arange(4, dtype=np.int8).reshape(1, 4)
         for i in range(1, 31):
             send(sock, f"r{i}", x)
             assert receive(sock)["header"]["status"] == "ok"
             assert _counted(metrics.registry, "edged_requests_total") == i
             assert _counted(metrics.registry, "edged_request_duration_seconds_count") == i
-    finally:
-        sock.close(linger=0)
-        server.close(timeout_s=5)
-        ctx.destroy(linger=0)
 
 
 def test_metric_updates_wait_for_their_count_their_age_or_a_scrape():
@@ -292,6 +300,22 @@ def test_metric_updates_wait_for_their_count_their_age_or_a_scrape():
     assert tally.due(now + 1000)
 
 
+def test_a_reply_sent_before_its_updates_are_collected_keeps_the_tally_unsettled():
+    """Replies go out before their metric updates are collected: a scrape in between must wait."""
+    from edged.serve.execute import BatchRunner
+    from edged.serve.feedback import FeedbackLog
+
+    runner = BatchRunner(Metrics(), FeedbackLog(), 1)
+    tally, children = runner._tallies[0], runner._labels(ServedModel("m", "1", [HeldEngine()], "held"))
+    assert tally.settled
+    tally.answering(2)
+    assert not tally.settled and not tally.due(tally.last_flush_ns)  # nothing to apply yet
+    tally.batch(children, 2, 2, 1e-6)
+    assert tally.in_hand == 0 and not tally.settled
+    tally.flush()
+    assert tally.settled
+
+
 class PinnedEngine(HeldEngine):
     """A model whose shapes pin the batch at 1: joining requests would save nothing."""
 
@@ -299,16 +323,10 @@ class PinnedEngine(HeldEngine):
 
 
 def test_requests_to_a_model_that_pins_its_batch_run_one_by_one():
-    ctx = zmq.Context()
     engine = PinnedEngine()
     model = ServedModel("pinned", "1", [engine], "held")
     settings = ServerSection(bind="tcp://127.0.0.1:*", workers=1, max_batch=8, max_delay_us=0)
-    server = Server(model, settings, Metrics(), context=ctx)
-    server.start()
-    server.ready = True
-    sock = ctx.socket(zmq.DEALER)
-    sock.connect(server.endpoint)
-    try:
+    with serving(model, settings, Metrics()) as (server, sock):
         x = np.arange(4, dtype=np.int8).reshape(1, 4)
         engine.gate.clear()
         send(sock, "r1", x)
@@ -323,8 +341,3 @@ def test_requests_to_a_model_that_pins_its_batch_run_one_by_one():
             got = np.frombuffer(replies[f"r{i}"]["tensors"][0], "<i4").reshape(h["outputs"][0]["shape"])
             np.testing.assert_array_equal(got, (x + i).astype(np.int32) * 2)
         assert engine.batches == [1, 1, 1, 1]  # r2..r4 left the queue together, and ran one by one
-        assert server.snapshot().workers == 1
-    finally:
-        sock.close(linger=0)
-        server.close(timeout_s=5)
-        ctx.destroy(linger=0)
