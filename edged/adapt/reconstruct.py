@@ -263,12 +263,16 @@ def reconstruct_layer(graph: Graph, op_index: int, features: np.ndarray, block: 
     new, kept = prune_and_reconstruct(dense, upper, block, sparsity, flat_keep, prunable=depth)
     masked = dense.copy()
     masked[:, :depth] *= kept
+    before = relative_error(features, reference, masked, target_features)
+    after = relative_error(features, reference, new, target_features)
+    if not after <= before:
+        # The sweep is greedy (a compensation moved onto a column pruned later is lost): where
+        # it ends worse than the mask alone on these features, the layer keeps the masked weights.
+        new, after = masked, before
     set_float_weights(graph, op_index, new[:, :depth].reshape(w_shape))
     if bias is not None:
         _set_float_bias(graph, op_index, new[:, depth])
-    before = relative_error(features, reference, masked, target_features)
-    return ReconstructedLayer(op_index, 1.0 - float(kept.mean()), before,
-                              relative_error(features, reference, new, target_features))
+    return ReconstructedLayer(op_index, 1.0 - float(kept.mean()), before, after)
 
 
 def reconstruct_graph(graph: Graph, x: np.ndarray, plan: dict[int, tuple[BlockShape, float]],

@@ -48,8 +48,10 @@ def test_reconstruction_beats_masking_and_keeps_the_mask(out, depth, block, spar
         assert np.array_equal(block_view(keep.astype(np.int8), block), full * occupied[:, None, :, None])
         assert abs((~occupied).sum() - sparsity * occupied.size) <= 1 + occupied.shape[1] / 32
     assert np.all(new[~keep] == 0)  # pruned stays pruned
-    if not fixed:  # with a fixed random mask at high sparsity the greedy sweep only roughly ties masking
-        assert relative_error(x, w, new) <= relative_error(x, w, w * keep) + 1e-9
+    if not fixed:
+        # The sweep is greedy, so it can end a little worse than masking (seen: 2.6 % worse at
+        # 19 % sparsity in 8x4 blocks); reconstruct_layer then keeps the masked weights.
+        assert relative_error(x, w, new) <= 1.1 * relative_error(x, w, w * keep) + 1e-9
 
 
 def test_reconstructed_mlp_at_90_percent_beats_masking():
@@ -104,3 +106,28 @@ def test_compress_sparsity_is_the_written_sparsity(tmp_path, capsys, target):
     weights = [written.tensors[written.operators[i].inputs[1]].data for i in prunable_ops(written)]
     zeros = sum(w.size - np.count_nonzero(w) for w in weights)
     assert abs(zeros / sum(w.size for w in weights) - target) < 0.005
+
+
+def test_a_layer_never_ends_worse_than_its_mask(monkeypatch):
+    """Where the sweep loses to masking on the calibration features, the masked weights are kept."""
+    import edged.adapt.reconstruct as rec
+    from edged.adapt.requantize import float_weights
+
+    graph = read_tflite(default_model_path("digits_mlp"))
+    x = digits_for(graph, load_digits_test()[0][:200])
+    op = prunable_ops(graph)[2]
+    features = rec.layer_features(graph, x, op)
+    honest = rec.prune_and_reconstruct
+
+    def worse(dense, upper, block, sparsity, keep, prunable):
+        new, kept = honest(dense, upper, block, sparsity, keep, prunable=prunable)
+        new[:, :prunable] += 0.5 * kept * np.abs(dense[:, :prunable]).max()  # far off the target
+        return new, kept
+
+    monkeypatch.setattr(rec, "prune_and_reconstruct", worse)
+    layer = rec.reconstruct_layer(graph, op, features, BlockShape(1, 1), 0.5)
+    assert layer.error_reconstructed == layer.error_masked
+    w = float_weights(graph, op)
+    original = float_weights(read_tflite(default_model_path("digits_mlp")), op)
+    kept = w != 0
+    np.testing.assert_allclose(w[kept], original[kept], atol=np.abs(original).max() / 100)
