@@ -187,6 +187,12 @@ def _graph_from_model(model: Any, data: bytes, label: str) -> Graph:
         )
         for sig in model.signatureDefs or []
     ]
+    for sig in signatures:
+        for name, idx in (*sig.inputs.items(), *sig.outputs.items()):
+            if not 0 <= idx < len(tensors):
+                raise ModelFormatError(
+                    f"{label}: signature '{sig.key}' names tensor {idx} for '{name}', out of range"[:300]
+                )
     return Graph(
         tensors=tensors,
         operators=operators,
