@@ -1,0 +1,459 @@
+/* Plain-C tests of the element-wise, pooling, reduction, softmax, layout and
+ * requantization ops through edged_run(), and of its descriptor validation,
+ * against naive loops written here (no Python needed). The matrix kernels are
+ * in test_kernels.c. Buffers are allocated at their exact size and outputs get
+ * guard bytes, so under -fsanitize=address any over-read or over-write fails
+ * loudly.
+ *
+ * Prints "N passed, M failed" last and exits non-zero if anything failed.
+ */
+#include "harness.h"
+
+/* ---- ops through edged_run --------------------------------------------- */
+static void test_pooling(void) {
+  for (int t = 0; t < 80; ++t) {
+    edged_op op = blank_op(t & 1 ? EDGED_OP_AVERAGE_POOL_2D : EDGED_OP_MAX_POOL_2D);
+    op.in_h = rnd_range(1, 10); op.in_w = rnd_range(1, 10); op.in_c = op.out_c = rnd_range(1, 300);
+    op.filter_h = rnd_range(1, 4); op.filter_w = rnd_range(1, 4);
+    op.stride_h = rnd_range(1, 3); op.stride_w = rnd_range(1, 3);
+    op.out_h = (op.in_h + op.stride_h - 1) / op.stride_h;
+    op.out_w = (op.in_w + op.stride_w - 1) / op.stride_w;
+    const int32_t th = (op.out_h - 1) * op.stride_h + op.filter_h - op.in_h;
+    const int32_t tw = (op.out_w - 1) * op.stride_w + op.filter_w - op.in_w;
+    op.pad_top = th > 0 ? th / 2 : 0; op.pad_left = tw > 0 ? tw / 2 : 0;
+    random_act(&op.act_min, &op.act_max);
+    const size_t in_n = (size_t)(op.in_h * op.in_w * op.in_c), out_n = (size_t)(op.out_h * op.out_w * op.out_c);
+    int8_t* x = (int8_t*)malloc(in_n);
+    fill_i8(x, in_n);
+    guarded y = guarded_new(out_n);
+    op.in[0] = x; op.out = y.data; op.in_stride[0] = (int64_t)in_n; op.out_stride = (int64_t)out_n;
+    CHECK(edged_run(&op, 1, 1) == 0, "pool run");
+    int bad = 0;
+    for (int32_t oy = 0; oy < op.out_h; ++oy)
+      for (int32_t ox = 0; ox < op.out_w; ++ox)
+        for (int32_t c = 0; c < op.in_c; ++c) {
+          int32_t mx = -128, sum = 0, cnt = 0;
+          for (int32_t ky = 0; ky < op.filter_h; ++ky)
+            for (int32_t kx = 0; kx < op.filter_w; ++kx) {
+              const int32_t iy = oy * op.stride_h - op.pad_top + ky, ix = ox * op.stride_w - op.pad_left + kx;
+              if (iy < 0 || iy >= op.in_h || ix < 0 || ix >= op.in_w) continue;
+              const int32_t v = x[(iy * op.in_w + ix) * op.in_c + c];
+              mx = v > mx ? v : mx;
+              sum += v;
+              ++cnt;
+            }
+          int32_t e;
+          if (op.kind == EDGED_OP_MAX_POOL_2D) {
+            e = mx;
+          } else { /* round half away from zero, from the exact quotient */
+            const double q = (double)sum / cnt;
+            e = (int32_t)(q >= 0 ? floor(q + 0.5) : -floor(-q + 0.5));
+          }
+          e = e < op.act_min ? op.act_min : e > op.act_max ? op.act_max : e;
+          bad += y.data[(oy * op.out_w + ox) * op.out_c + c] != e;
+        }
+    CHECK(bad == 0 && guarded_intact(&y), "pool kind %d: %d mismatches", op.kind, bad);
+    free(x); free(y.base);
+  }
+}
+
+static void test_mean(void) {
+  for (int t = 0; t < 60; ++t) {
+    edged_op op = blank_op(EDGED_OP_MEAN);
+    const int32_t batch = rnd_range(1, 3);
+    op.mode = t & 1 ? EDGED_MEAN_OPTIMIZED : EDGED_MEAN_REFERENCE;
+    op.outer = op.mode == EDGED_MEAN_OPTIMIZED ? 1 : rnd_range(0, 3);
+    op.in_h = rnd_range(1, 8); op.in_w = rnd_range(1, 8); op.in_c = rnd_range(1, 300);
+    op.multiplier = rnd_range(1 << 30, INT32_MAX); op.shift = rnd_range(-12, 0);
+    op.input_offset = -rnd_range(-128, 127); op.output_offset = rnd_range(-128, 127);
+    const size_t outer = op.outer ? (size_t)op.outer : 1, red = (size_t)(op.in_h * op.in_w);
+    const size_t in_n = outer * red * (size_t)op.in_c, out_n = outer * (size_t)op.in_c;
+    int8_t* x = (int8_t*)malloc(in_n * (size_t)batch);
+    fill_i8(x, in_n * (size_t)batch);
+    guarded y = guarded_new(out_n * (size_t)batch);
+    op.in[0] = x; op.out = y.data; op.in_stride[0] = (int64_t)in_n; op.out_stride = (int64_t)out_n;
+    CHECK(edged_run(&op, 1, batch) == 0, "mean run");
+    int bad = 0;
+    const int32_t body = op.in_c - op.in_c % 16;
+    for (int32_t b = 0; b < batch; ++b)
+      for (size_t o = 0; o < outer; ++o)
+        for (int32_t c = 0; c < op.in_c; ++c) {
+          int64_t sum = 0;
+          for (size_t r = 0; r < red; ++r) sum += x[(size_t)b * in_n + (o * red + r) * (size_t)op.in_c + (size_t)c];
+          int64_t v;
+          if (op.mode == EDGED_MEAN_OPTIMIZED)
+            v = model_mbqm((int32_t)sum, op.multiplier, op.shift, c >= body) + (int64_t)op.output_offset;
+          else
+            v = model_mbqm((int32_t)(sum + (int64_t)op.input_offset * (int64_t)red), op.multiplier, op.shift, 1) +
+                (int64_t)op.output_offset;
+          v = v < -128 ? -128 : v > 127 ? 127 : v;
+          bad += y.data[(size_t)b * out_n + o * (size_t)op.in_c + (size_t)c] != (int8_t)v;
+        }
+    CHECK(bad == 0 && guarded_intact(&y), "mean mode %d: %d mismatches", op.mode, bad);
+    free(x); free(y.base);
+  }
+}
+
+static void test_add(void) {
+  for (int t = 0; t < 40; ++t) {
+    edged_op op = blank_op(EDGED_OP_ADD);
+    const int32_t batch = rnd_range(1, 3);
+    op.count = rnd_range(1, 100);
+    op.left_shift = 20;
+    for (int k = 0; k < 2; ++k) {
+      op.in_offset[k] = -rnd_range(-128, 127);
+      op.in_multiplier[k] = rnd_range(1 << 30, INT32_MAX);
+      op.in_shift[k] = rnd_range(-6, 0);
+    }
+    op.multiplier = rnd_range(1 << 30, INT32_MAX);
+    op.shift = rnd_range(-20, -16);
+    op.output_offset = rnd_range(-128, 127);
+    random_act(&op.act_min, &op.act_max);
+    const size_t n = (size_t)op.count;
+    int8_t *x0 = (int8_t*)malloc(n * (size_t)batch), *x1 = (int8_t*)malloc(n * (size_t)batch);
+    fill_i8(x0, n * (size_t)batch);
+    fill_i8(x1, n * (size_t)batch);
+    guarded y = guarded_new(n * (size_t)batch);
+    op.in[0] = x0; op.in[1] = x1; op.out = y.data;
+    op.in_stride[0] = op.in_stride[1] = op.out_stride = (int64_t)n;
+    CHECK(edged_run(&op, 1, batch) == 0, "add run");
+    const size_t total = n * (size_t)batch, body = total - total % 16;
+    int bad = 0;
+    for (size_t i = 0; i < total; ++i) {
+      const int32_t a = x0[i] + op.in_offset[0], c = x1[i] + op.in_offset[1];
+      int32_t raw;
+      if (i < body) { /* merged shift, ties-up high multiplies, gemmlowp final shift */
+        const int32_t sa = model_srdhm(a * (1 << (20 + op.in_shift[0])), op.in_multiplier[0]);
+        const int32_t sc = model_srdhm(c * (1 << (20 + op.in_shift[1])), op.in_multiplier[1]);
+        raw = model_rdbypot(model_srdhm(sa + sc, op.multiplier), -op.shift);
+      } else {
+        const int32_t sa = model_mbqm(a * (1 << 20), op.in_multiplier[0], op.in_shift[0], 1);
+        const int32_t sc = model_mbqm(c * (1 << 20), op.in_multiplier[1], op.in_shift[1], 1);
+        raw = model_mbqm(sa + sc, op.multiplier, op.shift, 1);
+      }
+      int32_t e = raw + op.output_offset;
+      e = e < op.act_min ? op.act_min : e > op.act_max ? op.act_max : e;
+      bad += y.data[i] != e;
+    }
+    CHECK(bad == 0 && guarded_intact(&y), "add: %d mismatches", bad);
+    free(x0); free(x1); free(y.base);
+  }
+}
+
+static void test_requantize_and_float(void) {
+  for (int t = 0; t < 30; ++t) {
+    const int32_t batch = rnd_range(1, 3), count = rnd_range(1, 70);
+    const size_t total = (size_t)(batch * count);
+    int8_t* x = (int8_t*)malloc(total);
+    fill_i8(x, total);
+    /* REQUANTIZE */
+    edged_op op = blank_op(EDGED_OP_REQUANTIZE);
+    op.count = count; op.in[0] = x; op.in_stride[0] = op.out_stride = count;
+    op.input_offset = -rnd_range(-128, 127); op.output_offset = rnd_range(-128, 127);
+    op.multiplier = rnd_range(1 << 30, INT32_MAX); op.shift = rnd_range(-8, 2);
+    guarded y = guarded_new(total);
+    op.out = y.data;
+    CHECK(edged_run(&op, 1, batch) == 0, "requantize run");
+    int bad = 0;
+    const size_t body = total - total % 16;
+    for (size_t i = 0; i < total; ++i) {
+      int64_t v = model_mbqm(x[i] + op.input_offset, op.multiplier, op.shift, i >= body) + (int64_t)op.output_offset;
+      v = v < -128 ? -128 : v > 127 ? 127 : v;
+      bad += y.data[i] != (int8_t)v;
+    }
+    CHECK(bad == 0 && guarded_intact(&y), "requantize: %d mismatches", bad);
+
+    /* DEQUANTIZE then QUANTIZE back with the same parameters is the identity
+     * for every int8 value when the scale is a power of two (exact floats). */
+    float* f = (float*)malloc(total * sizeof(float));
+    edged_op dq = blank_op(EDGED_OP_DEQUANTIZE);
+    dq.count = count; dq.in[0] = x; dq.out = f; dq.in_stride[0] = dq.out_stride = count;
+    dq.scale = ldexpf(1.0f, rnd_range(-10, 2)); dq.zero_point = rnd_range(-128, 127);
+    edged_op q = blank_op(EDGED_OP_QUANTIZE);
+    q.count = count; q.in[0] = f; q.in_stride[0] = q.out_stride = count;
+    q.scale = dq.scale; q.zero_point = dq.zero_point;
+    guarded back = guarded_new(total);
+    q.out = back.data;
+    edged_op plan[2] = {dq, q};
+    CHECK(edged_run(plan, 2, batch) == 0, "dequantize/quantize run");
+    bad = 0;
+    for (size_t i = 0; i < total; ++i) bad += f[i] != dq.scale * (float)(x[i] - dq.zero_point) || back.data[i] != x[i];
+    CHECK(bad == 0 && guarded_intact(&back), "dequantize/quantize round trip: %d mismatches", bad);
+    free(f); free(back.base); free(x); free(y.base);
+  }
+  /* Ties: the body rounds to even, the scalar tail away from zero. */
+  float f[9] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 3.0f, 0.49f, 2.5f};
+  int8_t out[9];
+  edged_op q = blank_op(EDGED_OP_QUANTIZE);
+  q.count = 9; q.in[0] = f; q.out = out; q.in_stride[0] = q.out_stride = 9;
+  q.scale = 1.0f; q.zero_point = 0;
+  CHECK(edged_run(&q, 1, 1) == 0, "quantize run");
+  const int8_t want[9] = {0, 2, 2, 0, -2, -2, 3, 0, 3};
+  CHECK(memcmp(out, want, 9) == 0, "quantize tie rounding");
+}
+
+static void test_softmax_logistic(void) {
+  float table[256];
+  edged_softmax_table(0.1f, 1.0f, table);
+  CHECK(table[255] == 1.0f && table[254] == expf(-0.1f), "softmax table");
+  int8_t x[2 * 10];
+  fill_i8(x, sizeof(x));
+  guarded y = guarded_new(sizeof(x));
+  edged_op op = blank_op(EDGED_OP_SOFTMAX);
+  op.in[0] = x; op.out = y.data; op.in_c = 10; op.count = 10; op.in_stride[0] = op.out_stride = 10;
+  op.table = table; op.scale = 1.0f / 256.0f; op.output_offset = -128;
+  CHECK(edged_run(&op, 1, 2) == 0, "softmax run");
+  int bad = 0;
+  for (int r = 0; r < 2; ++r) {
+    int mx = -128;
+    for (int j = 0; j < 10; ++j) mx = x[r * 10 + j] > mx ? x[r * 10 + j] : mx;
+    float sum = 0.0f;
+    for (int j = 0; j < 10; ++j) sum += table[255 - mx + x[r * 10 + j]];
+    const float inv = 1.0f / (sum * op.scale);
+    for (int j = 0; j < 10; ++j) {
+      int32_t e = (int32_t)roundf(table[255 - mx + x[r * 10 + j]] * inv) - 128;
+      e = e > 127 ? 127 : e;
+      bad += y.data[r * 10 + j] != e;
+    }
+  }
+  CHECK(bad == 0 && guarded_intact(&y), "softmax: %d mismatches", bad);
+
+  int8_t lut[256];
+  edged_logistic_table(0.05f, 3, 1.0f / 256.0f, -128, lut);
+  CHECK(lut[(uint8_t)3] == 0 && lut[(uint8_t)127] == 127 && lut[(uint8_t)-128] == -128, "logistic table");
+  op = blank_op(EDGED_OP_LOGISTIC);
+  op.in[0] = x; op.out = y.data; op.count = 20; op.table = lut; op.in_stride[0] = op.out_stride = 20;
+  CHECK(edged_run(&op, 1, 1) == 0, "logistic run");
+  bad = 0;
+  for (int i = 0; i < 20; ++i) bad += y.data[i] != lut[(uint8_t)x[i]];
+  CHECK(bad == 0, "logistic lookup");
+  free(y.base);
+}
+
+static void test_layout_ops(void) {
+  /* PAD */
+  edged_op op = blank_op(EDGED_OP_PAD);
+  op.in_h = 3; op.in_w = 2; op.in_c = 4;
+  op.pad_before[0] = 1; op.pad_after[0] = 2; op.pad_before[1] = 0; op.pad_after[1] = 1;
+  op.pad_before[2] = 2; op.pad_after[2] = 1;
+  op.out_h = 6; op.out_w = 3; op.out_c = 7; op.output_offset = -7;
+  int8_t x[48];
+  fill_i8(x, 48);
+  guarded y = guarded_new(6 * 3 * 7 * 2);
+  op.in[0] = x; op.out = y.data; op.in_stride[0] = 24; op.out_stride = 6 * 3 * 7;
+  CHECK(edged_run(&op, 1, 2) == 0, "pad run");
+  int bad = 0;
+  for (int b = 0; b < 2; ++b)
+    for (int h = 0; h < 6; ++h)
+      for (int w = 0; w < 3; ++w)
+        for (int c = 0; c < 7; ++c) {
+          const int ih = h - 1, iw = w, ic = c - 2;
+          const int inside = ih >= 0 && ih < 3 && iw < 2 && ic >= 0 && ic < 4;
+          const int8_t e = inside ? x[b * 24 + (ih * 2 + iw) * 4 + ic] : (int8_t)-7;
+          bad += y.data[b * 126 + (h * 3 + w) * 7 + c] != e;
+        }
+  CHECK(bad == 0 && guarded_intact(&y), "pad: %d mismatches", bad);
+  free(y.base);
+
+  /* CONCATENATION of three inputs along the middle of [2, a_k, 3]. */
+  int8_t a0[2 * 1 * 3], a1[2 * 4 * 3], a2[2 * 2 * 3];
+  fill_i8(a0, sizeof(a0)); fill_i8(a1, sizeof(a1)); fill_i8(a2, sizeof(a2));
+  op = blank_op(EDGED_OP_CONCATENATION);
+  op.n_in = 3; op.outer = 2; op.inner = 3;
+  op.axis_size[0] = 1; op.axis_size[1] = 4; op.axis_size[2] = 2;
+  op.in[0] = a0; op.in[1] = a1; op.in[2] = a2;
+  guarded cy = guarded_new(2 * 7 * 3);
+  op.out = cy.data;
+  op.in_stride[0] = 6; op.in_stride[1] = 24; op.in_stride[2] = 12; op.out_stride = 42;
+  CHECK(edged_run(&op, 1, 1) == 0, "concat run");
+  bad = 0;
+  for (int o = 0; o < 2; ++o)
+    for (int a = 0; a < 7; ++a)
+      for (int i = 0; i < 3; ++i) {
+        const int8_t e = a < 1 ? a0[(o * 1 + a) * 3 + i] : a < 5 ? a1[(o * 4 + a - 1) * 3 + i] : a2[(o * 2 + a - 5) * 3 + i];
+        bad += cy.data[(o * 7 + a) * 3 + i] != e;
+      }
+  CHECK(bad == 0 && guarded_intact(&cy), "concat: %d mismatches", bad);
+  free(cy.base);
+
+  /* COPY of float elements. */
+  float src[6] = {1, 2, 3, 4, 5, 6}, dst[6] = {0};
+  op = blank_op(EDGED_OP_COPY);
+  op.in[0] = src; op.out = dst; op.count = 3; op.elem_size = 4; op.in_stride[0] = op.out_stride = 3;
+  CHECK(edged_run(&op, 1, 2) == 0 && memcmp(src, dst, sizeof(src)) == 0, "copy");
+}
+
+static void test_validation(void) {
+  edged_op ops[2];
+  ops[0] = blank_op(EDGED_OP_COPY);
+  int8_t buf[4] = {1, 2, 3, 4}, out[4];
+  ops[0].in[0] = buf; ops[0].out = out; ops[0].count = 4;
+  ops[0].in_stride[0] = ops[0].out_stride = 4;
+  /* edged_execute runs what edged_validate accepted, and refuses only the
+   * arguments it can check for nothing: no descriptors, batch below 1. */
+  memset(out, 0, sizeof out);
+  CHECK(edged_validate(ops, 1, 1) == 0 && edged_execute(ops, 1, 1) == 0 && memcmp(buf, out, 4) == 0,
+        "execute a validated copy");
+  CHECK(edged_execute(ops, 0, 1) == 0, "execute nothing");
+  CHECK(edged_execute(NULL, 1, 1) == -1 && edged_execute(ops, 1, 0) == -1, "execute without ops or batch");
+  ops[1] = blank_op(99);
+  CHECK(edged_run(ops, 2, 1) == 2, "unknown kind must be rejected as op 2");
+  ops[1] = blank_op(EDGED_OP_FULLY_CONNECTED); /* no weights */
+  ops[1].in[0] = buf; ops[1].out = out; ops[1].in_h = 1; ops[1].in_c = 4; ops[1].out_c = 4;
+  CHECK(edged_run(ops, 2, 1) == 2, "FC without packed weights must be rejected");
+  CHECK(edged_run(ops, 1, 0) == 1, "batch 0 must be rejected");
+  ops[0].act_min = 5; ops[0].act_max = 4; /* ignored by COPY */
+  CHECK(edged_run(ops, 1, 1) == 0, "copy ignores act range");
+  ops[0].out_stride = 3; /* one element short of `count` */
+  CHECK(edged_run(ops, 1, 1) == 1, "an output stride shorter than the op writes must be rejected");
+  ops[0].out_stride = 4;
+  ops[1] = blank_op(EDGED_OP_CONCATENATION); /* output one slice shorter than its inputs */
+  ops[1].n_in = 2; ops[1].outer = 1; ops[1].inner = 1; ops[1].axis_size[0] = ops[1].axis_size[1] = 2;
+  ops[1].in[0] = ops[1].in[1] = buf; ops[1].out = out;
+  ops[1].in_stride[0] = ops[1].in_stride[1] = 2; ops[1].out_stride = 3;
+  CHECK(edged_run(ops, 2, 1) == 2, "a concatenation longer than its output must be rejected");
+  ops[1].out_stride = 4; ops[1].outer = 0; ops[1].inner = 2; /* found by fuzz_descriptors: outer 0 runs as 1 */
+  CHECK(edged_run(ops, 2, 1) == 2, "a concatenation with outer 0 is checked as outer 1");
+  ops[1].axis_size[1] = INT32_MAX; ops[1].inner = INT32_MAX; ops[1].outer = INT32_MAX;
+  CHECK(edged_run(ops, 2, 1) == 2, "sizes whose product wraps must be rejected");
+  /* Found by fuzz_descriptors: a CONV_2D depth (filter_h * filter_w * in_c) that wraps
+   * size_t to 0 divided by zero while sizing the scratch. */
+  ops[1] = blank_op(EDGED_OP_CONV_2D);
+  ops[1].in[0] = buf; ops[1].out = out;
+  ops[1].in_h = ops[1].in_w = ops[1].out_h = ops[1].out_w = ops[1].out_c = 1;
+  ops[1].stride_h = ops[1].stride_w = ops[1].dilation_h = ops[1].dilation_w = 1;
+  ops[1].filter_h = ops[1].filter_w = ops[1].in_c = 1 << 30;
+  CHECK(edged_scratch_size(&ops[1], 1) == 0, "a wrapping im2col depth needs no scratch");
+  CHECK(edged_run(ops, 2, 1) == 2, "a CONV_2D depth past int32 must be rejected");
+  CHECK(edged_s8_gemm_packed_size(EDGED_VARIANT_COUNT, 4, 4) == 0, "unknown variant size");
+  CHECK(edged_s8_gemm_pack(7, (const int8_t*)buf, NULL, 0, 2, 2, out) == -1, "unknown variant pack");
+}
+
+/* MUL: a squeeze-excite broadcast [b, 2, 3, 20] x [b, 1, 1, 20] against the
+ * scalar formula (the scalar form everywhere when the multiplier is small,
+ * where both forms agree), writes stay inside the output, and descriptors
+ * whose strides or shapes do not fit are rejected. HARD_SWISH: odd, zero at
+ * the zero point, and its reluish saturation at large inputs. */
+static void test_mul_hard_swish(void) {
+  enum { B = 2, N = 2 * 3 * 20 };
+  int8_t x[B * N], s[B * 20];
+  fill_i8(x, sizeof(x));
+  fill_i8(s, sizeof(s));
+  guarded y = guarded_new(sizeof(x));
+  edged_op op = blank_op(EDGED_OP_MUL);
+  op.n_in = 2; op.in[0] = x; op.in[1] = s; op.out = y.data;
+  op.in_stride[0] = N; op.in_stride[1] = 20; op.out_stride = N;
+  op.bcast_rank = 4;
+  const int32_t shape0[4] = {1, 2, 3, 20}, shape1[4] = {1, 1, 1, 20};
+  for (int d = 0; d < 4; ++d) { op.bcast_shape[0][d] = shape0[d]; op.bcast_shape[1][d] = shape1[d]; }
+  op.bcast_batched[0] = op.bcast_batched[1] = 1;
+  op.in_offset[0] = 5; op.in_offset[1] = -3; op.output_offset = -2;
+  op.multiplier = 1 << 30; op.shift = -8; op.act_min = -128; op.act_max = 127;
+  CHECK(edged_run(&op, 1, B) == 0, "mul run");
+  int bad = 0;
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < N; ++i) {
+      const int32_t p = (x[b * N + i] + 5) * (s[b * 20 + i % 20] - 3);
+      const int32_t e = edged_clamp(edged_mbqm(p, 1 << 30, -8) - 2, -128, 127);
+      bad += y.data[b * N + i] != e;
+    }
+  CHECK(bad == 0 && guarded_intact(&y), "mul: %d mismatches", bad);
+  op.in_stride[1] = N;
+  CHECK(edged_run(&op, 1, B) == 1, "mul: stride of a full tensor for a broadcast operand rejected");
+  op.in_stride[1] = 20;
+  op.bcast_shape[1][2] = 2;
+  CHECK(edged_run(&op, 1, B) == 1, "mul: 3 against 2 rejected");
+  op.bcast_shape[1][2] = 1;
+  op.bcast_shape[0][2] = 1; op.bcast_shape[1][1] = 2; op.bcast_shape[1][3] = 1;
+  op.in_stride[0] = 40; op.in_stride[1] = 2; op.out_stride = 80;
+  CHECK(edged_run(&op, 1, B) == 1, "mul: LiteRT's generic broadcast rejected");
+
+  /* ADD of a scalar constant: runs of 5 (< 8) take the reference form only. */
+  const int8_t scalar = -7;
+  op = blank_op(EDGED_OP_ADD);
+  op.n_in = 2; op.in[0] = x; op.in[1] = &scalar; op.out = y.data;
+  op.in_stride[0] = 5; op.in_stride[1] = 0; op.out_stride = 5; op.count = 5;
+  op.bcast_rank = 2;
+  op.bcast_shape[0][0] = 1; op.bcast_shape[0][1] = 5; op.bcast_shape[1][0] = 1; op.bcast_shape[1][1] = 1;
+  op.bcast_batched[0] = 1; op.bcast_batched[1] = 0;
+  op.left_shift = 20; op.in_offset[0] = 3; op.in_offset[1] = -4;
+  op.in_multiplier[0] = op.in_multiplier[1] = 1 << 30; op.in_shift[0] = op.in_shift[1] = -1;
+  op.multiplier = 1 << 30; op.shift = -18; op.output_offset = 1; op.act_min = -128; op.act_max = 127;
+  CHECK(edged_run(&op, 1, 1) == 0, "add broadcast run");
+  bad = 0;
+  for (int i = 0; i < 5; ++i) {
+    const int32_t sa = edged_mbqm((x[i] + 3) * (1 << 20), 1 << 30, -1);
+    const int32_t sc = edged_mbqm((scalar - 4) * (1 << 20), 1 << 30, -1);
+    bad += y.data[i] != edged_clamp(edged_mbqm(sa + sc, 1 << 30, -18) + 1, -128, 127);
+  }
+  CHECK(bad == 0 && guarded_intact(&y), "add broadcast: %d mismatches", bad);
+  op.in_stride[1] = 5;
+  CHECK(edged_run(&op, 1, 1) == 1, "add broadcast: constant with a per-sample stride rejected");
+
+  /* MINIMUM against the same broadcast constant, two samples. */
+  op.in_stride[1] = 0;
+  op.kind = EDGED_OP_MAXIMUM_MINIMUM;
+  op.mode = EDGED_MINIMUM;
+  CHECK(edged_run(&op, 1, 2) == 0, "minimum run");
+  bad = 0;
+  for (int i = 0; i < 10; ++i) bad += y.data[i] != (x[i] < scalar ? x[i] : scalar);
+  CHECK(bad == 0 && guarded_intact(&y), "minimum: %d mismatches", bad);
+  op.mode = 7;
+  CHECK(edged_run(&op, 1, 2) == 1, "minimum: unknown mode rejected");
+
+  op = blank_op(EDGED_OP_HARD_SWISH);
+  int8_t xs[256];
+  for (int i = 0; i < 256; ++i) xs[i] = (int8_t)(i - 128);
+  op.in[0] = xs; op.out = y.data; op.count = 256; op.in_stride[0] = op.out_stride = 256;
+  /* input and output scale 0.05, zero point 0: multipliers as HardSwishPrepare makes them */
+  op.multiplier = 16384; op.shift = -6;            /* 1/128 */
+  op.in_multiplier[0] = 17476; op.in_shift[0] = 3; /* 0.05 / 128 / (3 / 32768) = 4.27 */
+  CHECK(edged_run(&op, 1, 1) == 0, "hard_swish run");
+  CHECK(y.data[128] == 0, "hard_swish(0) = %d", y.data[128]);
+  /* 6.35 -> 127 (saturated reluish), -6.4 -> 0, -1.0 -> -1/3 = -6.67 steps (the reference
+   * implementation gives -7) */
+  CHECK(y.data[255] == 127 && y.data[0] == 0 && y.data[128 - 20] == -7, "hard_swish values: %d %d %d",
+        y.data[255], y.data[0], y.data[128 - 20]);
+  /* Four rows (1024 elements) go through the 256-entry table: the same bytes as one by one. */
+  int8_t xs4[1024], ys4[1024];
+  for (int i = 0; i < 1024; ++i) xs4[i] = xs[(i * 7) % 256];
+  op.in[0] = xs4; op.out = ys4;
+  CHECK(edged_run(&op, 1, 4) == 0, "hard_swish table run");
+  bad = 0;
+  for (int i = 0; i < 1024; ++i) bad += ys4[i] != y.data[(i * 7) % 256];
+  CHECK(bad == 0, "hard_swish: table and direct forms differ in %d of 1024", bad);
+  op.in[0] = xs; op.out = y.data;
+  op.shift = 1;
+  CHECK(edged_run(&op, 1, 1) == 1, "hard_swish: positive output shift rejected");
+
+  /* RELU_N1_TO_1 from scale 0.01 to 0.04: x / 4, ties away from zero, clamped to [-25, 25]. */
+  op = blank_op(EDGED_OP_RELU);
+  op.in[0] = xs; op.out = y.data; op.count = 256; op.in_stride[0] = op.out_stride = 256;
+  op.multiplier = 1 << 30; op.shift = -1; op.act_min = -25; op.act_max = 25;
+  CHECK(edged_run(&op, 1, 1) == 0, "relu run");
+  CHECK(y.data[128 - 6] == -2 && y.data[128 + 6] == 2 && y.data[0] == -25 && y.data[255] == 25,
+        "relu values: %d %d %d %d", y.data[128 - 6], y.data[128 + 6], y.data[0], y.data[255]);
+  op.act_min = 30;
+  CHECK(edged_run(&op, 1, 1) == 1, "relu: empty clamp range rejected");
+  free(y.base);
+}
+
+int main(void) {
+  const uint32_t v = edged_cpu_variants();
+  printf("cpu variants:");
+  for (int i = 0; i < EDGED_VARIANT_COUNT; ++i)
+    if (runnable(i)) printf(" %s", variant_name(i));
+  printf(" (mask 0x%x)\n", v);
+
+  test_pooling();
+  test_mean();
+  test_add();
+  test_requantize_and_float();
+  test_softmax_logistic();
+  test_layout_ops();
+  test_mul_hard_swish();
+  test_validation();
+
+  printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}
