@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="cycle: requests per second per client (2 clients; 0 = back to back)")
     ap.add_argument("--strategy", default="magnitude", help="cycle: the daemon's adapt.strategy")
     ap.add_argument("--nice", type=int, default=10, help="cycle: the daemon's adapt.nice")
+    ap.add_argument("--sparsity", type=float, default=0.9, help="finetune, adapt: the sparsity pruned to")
     args = ap.parse_args(argv)
     results = {}
     if args.only in (None, "compression"):
@@ -71,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "finetune"):
         from finetune_bench import finetune_rows
 
-        results["finetune"] = finetune_rows(args.models.split(","))
+        results["finetune"] = finetune_rows(args.models.split(","), args.sparsity)
     if args.only in (None, "adapt"):
         from finetune_bench import adapt_rows
 
-        results["adapt"] = adapt_rows(args.models.split(","))
+        results["adapt"] = adapt_rows(args.models.split(","), sparsity=args.sparsity)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "quantisation toward the input model's outputs (and the calibration labels y, if "
                         "given); the checkpoint with the lowest held-out loss is written (default on)")
     p.add_argument("--finetune-time-s", type=float, default=10.0, help="fine-tuning time budget in seconds")
-    p.add_argument("--finetune-epochs", type=int, default=20, help="fine-tuning: at most this many epochs")
+    p.add_argument("--finetune-epochs", type=int, default=30, help="fine-tuning: at most this many epochs")
     p.add_argument("--finetune-memory-mb", type=float, default=256.0, help="fine-tuning memory budget in MiB")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning: seed of the held-out split and batches")
     p.set_defaults(func=cmd_compress)

@@ -109,6 +109,9 @@ class AdaptSection:
     finetune: bool = True  # train a candidate's kept weights (distillation, feedback labels) first
     finetune_time_s: float = 8.0  # its time budget inside one adaptation
     finetune_memory_bytes: int = 256 << 20  # and its memory budget (the worker process)
+    # A labelled row's loss share from its label (the rest: distillation from the master). Under drift
+    # the master's outputs are what went wrong, so the default trusts the labels alone.
+    label_weight: float = 1.0
     min_labelled: int = 30  # labelled feedback rows held out before validation judges by accuracy
 
 
@@ -216,6 +219,7 @@ _CHECKS = {
     "adapt.worker_threads": _in(0, 1024),
     "adapt.finetune_time_s": _in(0.1, 86400),
     "adapt.finetune_memory_bytes": _in(1 << 20, 1 << 40),
+    "adapt.label_weight": _in(0.0, 1.0),
     "adapt.min_labelled": _in(1, 1_000_000),
     "model.warmup_runs": _in(0, 1000),
     "server.bind": _endpoint,

@@ -281,7 +281,7 @@ class Controller:
         finetune = None
         if cfg.finetune and pruning:
             finetune = {"time_s": cfg.finetune_time_s, "memory_bytes": cfg.finetune_memory_bytes,
-                        "x": x_train, "y": y_train}
+                        "label_weight": cfg.label_weight, "x": x_train, "y": y_train}
         t_job = time.perf_counter()
         job = self._pool().submit(compress_job, self.master_bytes, calib, cfg.strategy, self._blocks(),
                                   self.kl_budget, cfg.reconstruct and pruning, finetune)

@@ -51,10 +51,12 @@ class BudgetError(EdgedError):
 class FinetuneConfig:
     time_budget_s: float = 10.0
     memory_budget_bytes: int = 256 << 20
-    epochs: int = 20
+    # 30 epochs at 3e-3 with T = 4: at 1e-3 and 10 epochs a 90 % pruned digits CNN in 16x4 blocks was
+    # still 2–5 points short of where these settings take it (bench/adapt.py --only finetune).
+    epochs: int = 30
     batch: int = 64
-    lr: float = 1e-3  # Adam
-    temperature: float = 2.0
+    lr: float = 3e-3  # Adam
+    temperature: float = 4.0
     label_weight: float = 0.5  # share of a labelled row's loss from its label
     pseudo_threshold: float | None = None  # master confidence that makes a pseudo-label; None = off
     recalibrate: bool = True  # measure activation ranges again on the data (drifted inputs clip)
