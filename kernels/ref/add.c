@@ -69,15 +69,26 @@ void edged_add(const edged_op* op, int32_t batch) {
   const uint32_t neg0 = op->mode == EDGED_SUB_FIRST, neg1 = op->mode == EDGED_SUB_SECOND;
   const int flat = batch == 1 || ((size_t)op->in_stride[0] == count && (size_t)op->in_stride[1] == count &&
                                   (size_t)op->out_stride == count);
+#if defined(__x86_64__) || defined(__aarch64__)
 #if defined(__x86_64__)
-  if (flat && body > 0 && (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2))) {
+  const int vector = edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2);
+#else
+  const int vector = 1; /* NEON is part of every aarch64 core */
+#endif
+  if (flat && body > 0 && vector) {
     const int8_t* x0 = (const int8_t*)op->in[0];
     const int8_t* x1 = (const int8_t*)op->in[1];
     int8_t* y = (int8_t*)op->out;
-    for (size_t i = edged_s8_vadd_avx2(op, x0, x1, y, body); i < n; ++i)
-      y[i] = add_one(op, x0[i], x1[i], i < body, neg0, neg1);
+#if defined(__x86_64__)
+    size_t i = edged_s8_vadd_avx2(op, x0, x1, y, body);
+#else
+    size_t i = edged_s8_vadd_neon(op, x0, x1, y, body);
+#endif
+    for (; i < n; ++i) y[i] = add_one(op, x0[i], x1[i], i < body, neg0, neg1);
     return;
   }
+#else
+  (void)flat;
 #endif
   for (int32_t b = 0; b < batch; ++b) {
     const int8_t* x0 = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];

@@ -30,7 +30,6 @@ static inline void edged_rq4_load(edged_rq4* p, const edged_requant* rq, size_t 
   }
   const int32x4_t s = vld1q_s32(shift);
   const int32x4_t zero = vdupq_n_s32(0);
-  const int32x4_t one = vdupq_n_s32(1);
   p->mult = vld1q_s32(mult);
   p->left = vmaxq_s32(s, zero);
   p->neg_right = vminq_s32(s, zero); /* vshl by a negative count shifts right */
