@@ -36,11 +36,21 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 
 
 def quantize_multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vector form of quantize_multiplier: int32 arrays of mantissas and shifts."""
-    pairs = [quantize_multiplier(float(r)) for r in np.asarray(reals, dtype=np.float64).reshape(-1)]
-    mult = np.array([p[0] for p in pairs], dtype=np.int32)
-    shift = np.array([p[1] for p in pairs], dtype=np.int32)
-    return mult, shift
+    """Vector form of quantize_multiplier: int32 arrays of mantissas and shifts (one per channel; a
+    wide layer has thousands, and a hot swap plans them while requests are served)."""
+    r = np.asarray(reals, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(r)):
+        raise ValueError(f"a requantization multiplier is {r[~np.isfinite(r)][0]}: the model's scales are "
+                         "not finite")
+    mantissa, shift = np.frexp(r)
+    q = round_half_away(mantissa * float(1 << 31)).astype(np.int64)  # exact: a power-of-two scaling
+    carry = q == (1 << 31)
+    q = np.where(carry, q // 2, q)
+    shift = shift.astype(np.int64) + carry
+    tiny, huge = shift < -31, shift > 30
+    q = np.where(tiny, 0, np.where(huge, (1 << 31) - 1, q))
+    shift = np.where(tiny, 0, np.where(huge, 30, shift))
+    return q.astype(np.int32), shift.astype(np.int32)
 
 
 def srdhm(a: np.ndarray, b: np.ndarray) -> np.ndarray:

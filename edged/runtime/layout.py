@@ -126,6 +126,7 @@ class TuneCache:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._data: dict[str, Any] | None = None
+        self._stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
 
     @classmethod
     def default(cls) -> TuneCache:
@@ -140,24 +141,47 @@ class TuneCache:
                 cache = _DEFAULT_CACHES[path] = cls(path)
         return cache
 
+    def _read_file(self) -> dict[str, Any]:
+        """The layers the file holds now ({} if none or unreadable); remembers its stamp."""
+        if self.path is None:
+            return {}
+        try:
+            st = self.path.stat()
+            self._stamp = (st.st_mtime_ns, st.st_size)
+            data = json.loads(self.path.read_text())
+            if data.get("version") == CACHE_VERSION and isinstance(data.get("layers"), dict):
+                return data["layers"]
+        except (OSError, ValueError, AttributeError):
+            pass
+        return {}
+
+    def _changed_on_disk(self) -> bool:
+        if self.path is None:
+            return False
+        try:
+            st = self.path.stat()
+        except OSError:
+            return False
+        return (st.st_mtime_ns, st.st_size) != self._stamp
+
     def _load(self) -> dict[str, Any]:
         if self._data is None:
-            self._data = {}
-            if self.path is not None:
-                try:
-                    data = json.loads(self.path.read_text())
-                    if data.get("version") == CACHE_VERSION and isinstance(data.get("layers"), dict):
-                        self._data = data["layers"]
-                except (OSError, ValueError, AttributeError):
-                    pass
+            self._data = self._read_file()
         return self._data
 
     def get(self, key: str) -> dict | None:
-        return self._load().get(key)
+        hit = self._load().get(key)
+        if hit is None and self._changed_on_disk():
+            # Another process (the adaptation worker, which plans every candidate it validates)
+            # may have measured this layer since: merge its results rather than measure again.
+            with _DEFAULT_LOCK:
+                self._data = {**self._read_file(), **self._load()}
+            hit = self._data.get(key)
+        return hit
 
     def put(self, key: str, value: dict) -> None:
         with _DEFAULT_LOCK:
-            self._load()[key] = value
+            self._data = {**self._read_file(), **self._load(), key: value}
             self._save()
 
     def _save(self) -> None:
@@ -168,6 +192,8 @@ class TuneCache:
             tmp = self.path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps({"version": CACHE_VERSION, "layers": self._data}))
             os.replace(tmp, self.path)
+            st = self.path.stat()
+            self._stamp = (st.st_mtime_ns, st.st_size)
         except OSError:
             pass
 

@@ -73,6 +73,23 @@ def test_measured_choice_is_cached_and_reported(cache):
     assert hidden2.how == "cached" and hidden2.timings_us == hidden.timings_us
 
 
+def test_a_layer_another_process_measured_is_a_hit_and_both_keep_their_entries(cache):
+    """The daemon and its adaptation worker share the file: what the worker measured while validating a
+    candidate is not measured again when the daemon loads that candidate, and neither writer drops the
+    other's entries."""
+    daemon, worker = cache, TuneCache(cache.path)
+    assert daemon.get("a") is None  # the daemon has read the (absent) file
+    worker.put("a", {"timings_us": {"dense": 1.0}})
+    assert daemon.get("a") == {"timings_us": {"dense": 1.0}}
+    daemon.put("b", {"timings_us": {"dense": 2.0}})
+    worker.put("c", {"timings_us": {"dense": 3.0}})
+    assert set(json.loads(cache.path.read_text())["layers"]) == {"a", "b", "c"}
+    prepared = prepare_graph(pruned_mlp())
+    build_plan(prepared, cache=worker)
+    loaded = build_plan(prepared, cache=daemon)
+    assert {c.how for c in loaded.layouts.values()} <= {"cached", "too few zero blocks"}
+
+
 def test_dense_weights_are_never_timed(cache):
     plan = build_plan(prepare_graph(read_tflite(default_model_path())), cache=cache)
     assert {c.how for c in plan.layouts.values()} == {"too few zero blocks"}
