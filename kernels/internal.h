@@ -302,7 +302,8 @@ int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch);
 /* AVX2 ADD body: elements [0, body) of flat same-shape operands, 8 at a
  * time; returns how many it wrote (a multiple of 8, at most body). */
 size_t edged_s8_vadd_avx2(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
-/* NEON ADD body (aarch64): the same contract, 16 at a time. */
+/* AVX-512 (F + BW) and NEON (aarch64) ADD bodies: the same contract, 16 at a time. */
+size_t edged_s8_vadd_avx512(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
 size_t edged_s8_vadd_neon(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
 void edged_max_pool_2d(const edged_op* op, int32_t batch);
 void edged_average_pool_2d(const edged_op* op, int32_t batch);

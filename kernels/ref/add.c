@@ -71,7 +71,8 @@ void edged_add(const edged_op* op, int32_t batch) {
                                   (size_t)op->out_stride == count);
 #if defined(__x86_64__) || defined(__aarch64__)
 #if defined(__x86_64__)
-  const int vector = edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2);
+  const uint32_t cpu = edged_cpu_variants();
+  const int vector = cpu & ((1u << EDGED_VARIANT_AVX2) | (1u << EDGED_VARIANT_AVX512VNNI));
 #else
   const int vector = 1; /* NEON is part of every aarch64 core */
 #endif
@@ -80,7 +81,8 @@ void edged_add(const edged_op* op, int32_t batch) {
     const int8_t* x1 = (const int8_t*)op->in[1];
     int8_t* y = (int8_t*)op->out;
 #if defined(__x86_64__)
-    size_t i = edged_s8_vadd_avx2(op, x0, x1, y, body);
+    size_t i = (cpu & (1u << EDGED_VARIANT_AVX512VNNI)) ? edged_s8_vadd_avx512(op, x0, x1, y, body)
+                                                         : edged_s8_vadd_avx2(op, x0, x1, y, body);
 #else
     size_t i = edged_s8_vadd_neon(op, x0, x1, y, body);
 #endif

@@ -54,14 +54,14 @@ VNNI_INLINE void gemv_blocks(const int8_t* x, const int8_t* w, size_t k_pad, siz
     const __m512i xb = bcast_u8(load_u32(x + 4 * q + 4));
     for (int b = 0; b < nb; ++b) {
       const int8_t* wb = w + (size_t)b * block_bytes + q * 64;
-      acc0[b] = _mm512_dpbusd_epi32(acc0[b], xa, _mm512_loadu_si512(wb));
-      acc1[b] = _mm512_dpbusd_epi32(acc1[b], xb, _mm512_loadu_si512(wb + 64));
+      acc0[b] = edged_dpbusd(acc0[b], xa, _mm512_loadu_si512(wb));
+      acc1[b] = edged_dpbusd(acc1[b], xb, _mm512_loadu_si512(wb + 64));
     }
   }
   for (; q < k_pad / 4; ++q) { /* odd quad count and/or the zero-padded tail quad */
     const __m512i xa = bcast_u8(q < full ? load_u32(x + 4 * q) : tail_u32(x, full, depth));
     for (int b = 0; b < nb; ++b)
-      acc0[b] = _mm512_dpbusd_epi32(acc0[b], xa,
+      acc0[b] = edged_dpbusd(acc0[b], xa,
                                     _mm512_loadu_si512(w + (size_t)b * block_bytes + q * 64));
   }
   for (int b = 0; b < nb; ++b) {
@@ -93,7 +93,7 @@ VNNI_INLINE void tile_rows(const int8_t* a, size_t a_stride, size_t rows, const 
     for (int b = 0; b < nb; ++b) wv[b] = _mm512_loadu_si512(w + (size_t)b * block_bytes + q * 64);
     for (int i = 0; i < mr; ++i) {
       const __m512i xv = bcast_u8(load_u32(x[i] + 4 * q));
-      for (int b = 0; b < nb; ++b) acc[i][b] = _mm512_dpbusd_epi32(acc[i][b], xv, wv[b]);
+      for (int b = 0; b < nb; ++b) acc[i][b] = edged_dpbusd(acc[i][b], xv, wv[b]);
     }
   }
   if (q < k_pad / 4) { /* depth % 4 != 0: one zero-padded quad */
@@ -101,7 +101,7 @@ VNNI_INLINE void tile_rows(const int8_t* a, size_t a_stride, size_t rows, const 
     for (int b = 0; b < nb; ++b) wv[b] = _mm512_loadu_si512(w + (size_t)b * block_bytes + q * 64);
     for (int i = 0; i < mr; ++i) {
       const __m512i xv = bcast_u8(tail_u32(x[i], full, depth));
-      for (int b = 0; b < nb; ++b) acc[i][b] = _mm512_dpbusd_epi32(acc[i][b], xv, wv[b]);
+      for (int b = 0; b < nb; ++b) acc[i][b] = edged_dpbusd(acc[i][b], xv, wv[b]);
     }
   }
   for (int b = 0; b < nb; ++b) {

@@ -94,6 +94,21 @@ static void test_mean(void) {
   }
 }
 
+typedef size_t (*vadd_body_fn)(const edged_op*, const int8_t*, const int8_t*, int8_t*, size_t);
+
+/* One ADD vector body run on its own against the expected values `want`:
+ * each body on this CPU is checked, not only the one dispatch picks. */
+static void check_vadd_body(const char* name, vadd_body_fn body_fn, const edged_op* op, const int8_t* x0,
+                            const int8_t* x1, const int8_t* want, size_t body) {
+  guarded y = guarded_new(body > 0 ? body : 1);
+  const size_t done = body_fn(op, x0, x1, y.data, body);
+  int bad = 0;
+  for (size_t i = 0; i < done; ++i) bad += y.data[i] != want[i];
+  CHECK(done == body && bad == 0 && guarded_intact(&y), "add %s body: %zu of %zu, %d mismatches", name, done,
+        body, bad);
+  free(y.base);
+}
+
 static void test_add(void) {
   for (int t = 0; t < 160; ++t) {
     edged_op op = blank_op(EDGED_OP_ADD);
@@ -118,6 +133,7 @@ static void test_add(void) {
     op.in_stride[0] = op.in_stride[1] = op.out_stride = (int64_t)n;
     CHECK(edged_run(&op, 1, batch) == 0, "add run");
     const size_t total = n * (size_t)batch, body = total - total % 16;
+    int8_t* want = (int8_t*)malloc(total);
     int bad = 0;
     for (size_t i = 0; i < total; ++i) {
       const int32_t a = x0[i] + op.in_offset[0], c = x1[i] + op.in_offset[1];
@@ -137,10 +153,18 @@ static void test_add(void) {
         e = e < -128 ? -128 : e > 127 ? 127 : e;
       }
       e = e < op.act_min ? op.act_min : e > op.act_max ? op.act_max : e;
+      want[i] = (int8_t)e;
       bad += y.data[i] != e;
     }
     CHECK(bad == 0 && guarded_intact(&y), "add: %d mismatches", bad);
-    free(x0); free(x1); free(y.base);
+#if defined(__x86_64__)
+    if (runnable(EDGED_VARIANT_AVX2)) check_vadd_body("avx2", edged_s8_vadd_avx2, &op, x0, x1, want, body);
+    if (runnable(EDGED_VARIANT_AVX512VNNI))
+      check_vadd_body("avx512", edged_s8_vadd_avx512, &op, x0, x1, want, body);
+#elif defined(__aarch64__)
+    check_vadd_body("neon", edged_s8_vadd_neon, &op, x0, x1, want, body);
+#endif
+    free(want); free(x0); free(x1); free(y.base);
   }
 }
 
