@@ -304,7 +304,9 @@ class Controller:
                        **done["reconstruct"])
         if "finetune" in done:
             phases["finetune"] = done["finetune"]["seconds"]
-            self._emit("finetuned", "distillation" + (" + feedback labels" if len(y_train) else ""),
+            how = ("distillation" if not len(y_train) else
+                   "feedback labels" if cfg.label_weight >= 1.0 else "feedback labels + distillation")
+            self._emit("finetuned", how,
                        **done["finetune"])
         # Process start-up, transfers, and the worker's own reading and writing of the model.
         phases["worker_other"] = max(0.0, worker_s - sum(phases[k] for k in phases if k != "collect"))
