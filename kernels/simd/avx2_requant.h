@@ -11,6 +11,15 @@
 #define AVX2_TARGET __attribute__((target("avx2")))
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2")))
 
+/* acc += x in place. With _mm256_add_epi32, gcc 12 adds a multi-row tile's
+ * products into scratch registers and copies them back to the accumulators,
+ * which runs a 16-register tile out of registers: one accumulator then goes
+ * through the stack on every step of the depth loop. */
+AVX2_INLINE __m256i edged_acc_add(__m256i acc, __m256i x) {
+  __asm__("vpaddd %1, %0, %0" : "+x"(acc) : "x"(x));
+  return acc;
+}
+
 /* Requantization constants of 8 output channels, computed once per block. */
 typedef struct {
   __m256i mult, mult_odd, left, right, right_m1, round_bit, rmask, rthresh;

@@ -84,16 +84,16 @@ AVX2_INLINE void tile_4x16(const int8_t* a, size_t a_stride, size_t rows, const 
       uint16_t v;
       memcpy(&v, x[i] + 2 * p, 2);
       const __m256i xv = _mm256_cvtepi8_epi16(_mm_set1_epi16((short)v));
-      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(w0, xv));
-      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(w1, xv));
+      acc[i][0] = edged_acc_add(acc[i][0], _mm256_madd_epi16(w0, xv));
+      acc[i][1] = edged_acc_add(acc[i][1], _mm256_madd_epi16(w1, xv));
     }
   }
   if (p < k_pad / 2) { /* odd depth: last pair is (x[depth-1], 0) */
     const __m256i w0 = wload(w + p * 32), w1 = wload(w + p * 32 + 16);
     for (int i = 0; i < 4; ++i) {
       const __m256i xv = bcast_pair(x[i], p, depth);
-      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(w0, xv));
-      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(w1, xv));
+      acc[i][0] = edged_acc_add(acc[i][0], _mm256_madd_epi16(w0, xv));
+      acc[i][1] = edged_acc_add(acc[i][1], _mm256_madd_epi16(w1, xv));
     }
   }
   const __m256i t0 = _mm256_loadu_si256((const __m256i*)(term + o));
