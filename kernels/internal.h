@@ -302,6 +302,11 @@ int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch);
 /* AVX2 ADD body: elements [0, body) of flat same-shape operands, 8 at a
  * time; returns how many it wrote (a multiple of 8, at most body). */
 size_t edged_s8_vadd_avx2(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
+/* y[i] = int8(MultiplyByQuantizedMultiplier(acc[i] + centre) + output_offset),
+ * rounding ties up or (ties_away) away from zero, for i in [0, return
+ * value): 8 at a time with AVX2, at most n. */
+size_t edged_s8_requant_uniform_avx2(const int32_t* acc, size_t n, int32_t centre, int32_t multiplier,
+                                     int32_t shift, int32_t output_offset, int ties_away, int8_t* y);
 /* AVX-512 (F + BW) and NEON (aarch64) ADD bodies: the same contract, 16 at a time. */
 size_t edged_s8_vadd_avx512(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
 size_t edged_s8_vadd_neon(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);

@@ -28,7 +28,20 @@ void edged_mean(const edged_op* op, int32_t batch) {
           const int8_t* xp = xo + r * inner + c0;
           for (size_t j = 0; j < cn; ++j) acc[j] += xp[j];
         }
-        for (size_t j = 0; j < cn; ++j) {
+        size_t done = 0;
+#if defined(__x86_64__)
+        /* One vector pass: the optimized form's body channels (c < body, ties
+         * up), or the whole chunk of the reference form (ties away). */
+        if (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2)) {
+          if (!optimized)
+            done = edged_s8_requant_uniform_avx2(acc, cn, centre, op->multiplier, op->shift,
+                                                 op->output_offset, 1, yo + c0);
+          else if (c0 < body)
+            done = edged_s8_requant_uniform_avx2(acc, body - c0 < cn ? body - c0 : cn, 0, op->multiplier,
+                                                 op->shift, op->output_offset, 0, yo + c0);
+        }
+#endif
+        for (size_t j = done; j < cn; ++j) {
           const size_t c = c0 + j;
           int32_t v;
           if (optimized) {
