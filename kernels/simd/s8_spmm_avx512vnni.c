@@ -113,13 +113,13 @@ VNNI_INLINE void gemv_16x4(const spmm_geom* g, const uint8_t* x, int8_t* y, cons
     for (; k + 4 <= end; k += 4) {
       const size_t c0 = col_at(idx, k, ib), c1 = col_at(idx, k + 1, ib);
       const size_t c2 = col_at(idx, k + 2, ib), c3 = col_at(idx, k + 3, ib);
-      acc0 = _mm512_dpbusd_epi32(acc0, bcast_x4(x + 4 * c0), _mm512_loadu_si512(w + 64 * k));
-      acc1 = _mm512_dpbusd_epi32(acc1, bcast_x4(x + 4 * c1), _mm512_loadu_si512(w + 64 * k + 64));
-      acc2 = _mm512_dpbusd_epi32(acc2, bcast_x4(x + 4 * c2), _mm512_loadu_si512(w + 64 * k + 128));
-      acc3 = _mm512_dpbusd_epi32(acc3, bcast_x4(x + 4 * c3), _mm512_loadu_si512(w + 64 * k + 192));
+      acc0 = edged_dpbusd(acc0, bcast_x4(x + 4 * c0), _mm512_loadu_si512(w + 64 * k));
+      acc1 = edged_dpbusd(acc1, bcast_x4(x + 4 * c1), _mm512_loadu_si512(w + 64 * k + 64));
+      acc2 = edged_dpbusd(acc2, bcast_x4(x + 4 * c2), _mm512_loadu_si512(w + 64 * k + 128));
+      acc3 = edged_dpbusd(acc3, bcast_x4(x + 4 * c3), _mm512_loadu_si512(w + 64 * k + 192));
     }
     for (; k < end; ++k)
-      acc0 = _mm512_dpbusd_epi32(acc0, bcast_x4(x + 4 * col_at(idx, k, ib)),
+      acc0 = edged_dpbusd(acc0, bcast_x4(x + 4 * col_at(idx, k, ib)),
                                  _mm512_loadu_si512(w + 64 * k));
     const __m512i t = _mm512_loadu_si512(g->term_u8 + 16 * i);
     acc0 = _mm512_add_epi32(_mm512_add_epi32(acc0, acc1), _mm512_add_epi32(acc2, acc3));
@@ -203,7 +203,7 @@ VNNI_INLINE int32_t row_1x16(const spmm_geom* g, size_t i, const uint8_t* x, con
     xv = _mm512_inserti32x4(xv, _mm_loadu_si128((const __m128i*)(x + 16 * c1)), 1);
     xv = _mm512_inserti32x4(xv, _mm_loadu_si128((const __m128i*)(x + 16 * c2)), 2);
     xv = _mm512_inserti32x4(xv, _mm_loadu_si128((const __m128i*)(x + 16 * c3)), 3);
-    acc = _mm512_dpbusd_epi32(acc, xv, _mm512_loadu_si512(w + 16 * k));
+    acc = edged_dpbusd(acc, xv, _mm512_loadu_si512(w + 16 * k));
   }
   __m128i acc4 = _mm_setzero_si128();
   for (; k < end; ++k)
@@ -321,7 +321,7 @@ VBMI_INLINE int32_t row_1x1_vbmi(const spmm_geom* g, size_t i, const uint8_t* x,
                                                  _mm512_loadu_si512(x + 128 * t + 64));
       xv = _mm512_mask_mov_epi8(xv, _mm512_cmpge_epu8_mask(slice, _mm512_set1_epi8((char)t)), v);
     }
-    acc = _mm512_dpbusd_epi32(acc, xv, _mm512_maskz_loadu_epi8(m, g->w + k));
+    acc = edged_dpbusd(acc, xv, _mm512_maskz_loadu_epi8(m, g->w + k));
   }
   return _mm512_reduce_add_epi32(acc);
 }
@@ -458,14 +458,14 @@ VNNI_INLINE void tile_block(const spmm_geom* g, const uint8_t* xt, size_t k, __m
     /* The weight byte moved to its place in the depth quad; the other three
      * bytes multiply neighbouring activations by zero. */
     const uint32_t wq = (uint32_t)(uint8_t)wb[0] << (8 * (col & 3));
-    loc[b] = _mm512_dpbusd_epi32(loc[b], _mm512_loadu_si512(xt + (col >> 2) * 64), _mm512_set1_epi32((int)wq));
+    loc[b] = edged_dpbusd(loc[b], _mm512_loadu_si512(xt + (col >> 2) * 64), _mm512_set1_epi32((int)wq));
     return;
   }
   for (int u = 0; u < Q; ++u) {
     const __m512i xv = _mm512_loadu_si512(xt + (col * (size_t)Q + (size_t)u) * 64);
     for (int j = 0; j < BR; ++j) {
       __m512i* a = &loc[j * Q * NB + b * Q + u];
-      *a = _mm512_dpbusd_epi32(*a, xv, _mm512_set1_epi32((int)ld32(wb + j * BC + 4 * u)));
+      *a = edged_dpbusd(*a, xv, _mm512_set1_epi32((int)ld32(wb + j * BC + 4 * u)));
     }
   }
 }
