@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edged.cli import main
 from edged.errors import InputError, UnsupportedModelError, UnsupportedOpError
@@ -105,3 +107,35 @@ def test_cli_reports_errors_and_exits_nonzero(tmp_path, capsys):
     assert "must have shape" in capsys.readouterr().err
     assert main(["run", str(_elu_model(tmp_path)), "--input", str(tmp_path / "x.npy")]) == 2
     assert "ELU" in capsys.readouterr().err
+
+
+@given(
+    dtype=st.sampled_from([np.int8, np.uint8, np.int16, np.float32, np.int64]),
+    shape=st.one_of(
+        st.tuples(st.integers(0, 3), st.sampled_from([64, 63, 65])).map(list),
+        st.lists(st.integers(0, 65), min_size=0, max_size=3),
+    ),
+    strided=st.booleans(),
+    subclass=st.booleans(),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_fast_input_check_decides_as_every_check(dtype, shape, strided, subclass):
+    """One input array takes a shortcut through the checks; it accepts and refuses exactly what the
+    full checks do, with the same error."""
+    e = _ENGINE_CACHE.setdefault("mlp", load_engine(MLP, "native"))
+    x = np.zeros([*shape[:-1], 2 * shape[-1]] if (strided and shape) else shape, dtype)
+    if strided and shape:
+        x = x[..., ::2]
+    if subclass:
+        x = x.view(np.ma.MaskedArray) if x.ndim else x
+
+    def outcome(check):
+        try:
+            return [a.tobytes() + str((a.dtype, a.shape, a.flags.c_contiguous)).encode() for a in check()]
+        except InputError as exc:
+            return str(exc)
+
+    assert outcome(lambda: e.validate(x)) == outcome(lambda: e.validate_all([x]))
+
+
+_ENGINE_CACHE: dict = {}

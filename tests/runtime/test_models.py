@@ -97,6 +97,18 @@ def test_models_with_a_pinned_batch_run_per_sample_and_agree_with_the_batched_fo
     assert not litert.per_sample
 
 
+def test_batch_sizes_in_any_order_keep_matching_litert():
+    """A plan that is one C call runs by a shortcut kept per batch size; growing the arena for a
+    larger batch must retire the shortcuts into the old one."""
+    native = NativeEngine.from_file(default_model_path("digits_cnn"))
+    litert = load_engine(default_model_path("digits_cnn"), "litert")
+    x, _ = _digits(native)
+    for batch in (1, 9, 1, 3, 40, 9, 1):
+        rows = x[batch : 2 * batch]
+        np.testing.assert_array_equal(native.infer([rows])[0], litert.infer([rows])[0])
+        np.testing.assert_array_equal(native.infer(rows)[0], litert.infer([rows])[0])
+
+
 def test_threads_get_their_own_arena():
     import threading
 
