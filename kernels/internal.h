@@ -322,6 +322,8 @@ size_t edged_s8_requant_uniform_avx2(const int32_t* acc, size_t n, int32_t centr
 /* AVX-512 (F + BW) and NEON (aarch64) ADD bodies: the same contract, 16 at a time. */
 size_t edged_s8_vadd_avx512(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
 size_t edged_s8_vadd_neon(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
+/* MAX_POOL_2D with AVX2, the whole op (any channel count). */
+void edged_s8_maxpool_avx2(const edged_op* op, int32_t batch);
 void edged_max_pool_2d(const edged_op* op, int32_t batch);
 void edged_average_pool_2d(const edged_op* op, int32_t batch);
 void edged_mean(const edged_op* op, int32_t batch);

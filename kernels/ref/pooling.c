@@ -21,6 +21,12 @@ static window clip_window(const edged_op* op, int32_t oy, int32_t ox) {
 }
 
 void edged_max_pool_2d(const edged_op* op, int32_t batch) {
+#if defined(__x86_64__)
+  if (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2)) {
+    edged_s8_maxpool_avx2(op, batch);
+    return;
+  }
+#endif
   const size_t c = (size_t)op->in_c;
   for (int32_t b = 0; b < batch; ++b) {
     const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
