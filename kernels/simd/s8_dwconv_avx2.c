@@ -202,6 +202,26 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
   edged_dw512* k512 = (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX512VNNI))
                           ? edged_dw512_init(op, buf512, sizeof buf512) : NULL;
   const size_t first_block = k512 != NULL ? 2 * (c_all / 32) : 0;
+  /* Eight channels at stride 1: two neighbouring interior output pixels go
+   * through block16 together, as 16 "channels". Their taps lie 8 bytes apart
+   * in the input and their outputs 8 bytes apart, so only the weights, bias
+   * and requantization constants need repeating. */
+  const int pairs = dm == 1 && c_all == 8 && op->stride_w == 1;
+  int8_t w_pair[DW_MAX_TAPS * 16];
+  int32_t bias_pair[16];
+  size_t w_pair_off[DW_MAX_TAPS];
+  rq8 pair_params[2] = {params[0], params[0]};
+  if (pairs) {
+    for (size_t t = 0; t < all_taps; ++t) {
+      memcpy(w_pair + 16 * t, w + 8 * t, 8);
+      memcpy(w_pair + 16 * t + 8, w + 8 * t, 8);
+      w_pair_off[t] = 16 * t;
+    }
+    if (op->bias) {
+      memcpy(bias_pair, op->bias, 8 * sizeof(int32_t));
+      memcpy(bias_pair + 8, op->bias, 8 * sizeof(int32_t));
+    }
+  }
   const int32_t eff_h = (op->filter_h - 1) * op->dilation_h + 1;
   const int32_t eff_w = (op->filter_w - 1) * op->dilation_w + 1;
 
@@ -218,6 +238,13 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
         const size_t* wo = w_off;
         const size_t* to = t_off;
         size_t taps = 0;
+        if (pairs && ox + 1 < op->out_w && iy0 >= 0 && ix0 >= 0 && iy0 + eff_h <= op->in_h &&
+            ix0 + 1 + eff_w <= op->in_w) {
+          block16(x + ((size_t)iy0 * in_w + (size_t)ix0) * in_c, w_pair, x_rel, w_pair_off, all_taps, 0, io,
+                  op->bias ? bias_pair : NULL, pair_params, &rq_up, &rq_up, yp);
+          ++ox;
+          continue;
+        }
         if (iy0 >= 0 && ix0 >= 0 && iy0 + eff_h <= op->in_h && ix0 + eff_w <= op->in_w) {
           xs = x + ((size_t)iy0 * in_w + (size_t)ix0) * in_c;
           xo = x_rel;
