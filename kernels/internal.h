@@ -305,16 +305,12 @@ int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch);
  * context kept in `buf` when it holds edged_dw512_size(out_c) bytes, else
  * on the heap; edged_dw512_free releases what init took. */
 typedef struct edged_dw512 edged_dw512;
-#define EDGED_DW512_STACK_BYTES (16 * 1024)
+#define EDGED_DW512_STACK_BYTES (13 * 1024)
 size_t edged_dw512_size(size_t out_c);
 edged_dw512* edged_dw512_init(const edged_op* op, void* buf, size_t buf_size);
 void edged_dw512_pixel(const edged_dw512* k, const int8_t* x, const size_t* x_off, const size_t* w_off,
                        size_t taps, int8_t* yp);
 void edged_dw512_free(edged_dw512* k);
-/* Nonzero when k runs a 16-channel, stride-1 layer two output pixels at a
- * time: edged_dw512_pixel then takes a pair of neighbouring interior pixels,
- * tap offsets into the repeated weights 32 * t apart. */
-int edged_dw512_pairs(const edged_dw512* k);
 /* AVX2 ADD body: elements [0, body) of flat same-shape operands, 8 at a
  * time; returns how many it wrote (a multiple of 8, at most body). */
 size_t edged_s8_vadd_avx2(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);

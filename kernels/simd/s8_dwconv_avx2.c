@@ -201,8 +201,7 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
   unsigned char buf512[EDGED_DW512_STACK_BYTES] __attribute__((aligned(64)));
   edged_dw512* k512 = (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX512VNNI))
                           ? edged_dw512_init(op, buf512, sizeof buf512) : NULL;
-  const int pairs512 = edged_dw512_pairs(k512);
-  const size_t first_block = k512 != NULL && !pairs512 ? 2 * (c_all / 32) : 0;
+  const size_t first_block = k512 != NULL ? 2 * (c_all / 32) : 0;
   /* Eight channels at stride 1: two neighbouring interior output pixels go
    * through block16 together, as 16 "channels". Their taps lie 8 bytes apart
    * in the input and their outputs 8 bytes apart, so only the weights, bias
@@ -212,11 +211,11 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
   int32_t bias_pair[16];
   size_t w_pair_off[DW_MAX_TAPS];
   rq8 pair_params[2] = {params[0], params[0]};
-  for (size_t t = 0; t < all_taps; ++t) w_pair_off[t] = 2 * c_all * t;
   if (pairs) {
     for (size_t t = 0; t < all_taps; ++t) {
       memcpy(w_pair + 16 * t, w + 8 * t, 8);
       memcpy(w_pair + 16 * t + 8, w + 8 * t, 8);
+      w_pair_off[t] = 16 * t;
     }
     if (op->bias) {
       memcpy(bias_pair, op->bias, 8 * sizeof(int32_t));
@@ -239,14 +238,10 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
         const size_t* wo = w_off;
         const size_t* to = t_off;
         size_t taps = 0;
-        if ((pairs || pairs512) && ox + 1 < op->out_w && iy0 >= 0 && ix0 >= 0 && iy0 + eff_h <= op->in_h &&
+        if (pairs && ox + 1 < op->out_w && iy0 >= 0 && ix0 >= 0 && iy0 + eff_h <= op->in_h &&
             ix0 + 1 + eff_w <= op->in_w) {
-          const int8_t* xp = x + ((size_t)iy0 * in_w + (size_t)ix0) * in_c;
-          if (pairs512)
-            edged_dw512_pixel(k512, xp, x_rel, w_pair_off, all_taps, yp);
-          else
-            block16(xp, w_pair, x_rel, w_pair_off, all_taps, 0, io, op->bias ? bias_pair : NULL, pair_params,
-                    &rq_up, &rq_up, yp);
+          block16(x + ((size_t)iy0 * in_w + (size_t)ix0) * in_c, w_pair, x_rel, w_pair_off, all_taps, 0, io,
+                  op->bias ? bias_pair : NULL, pair_params, &rq_up, &rq_up, yp);
           ++ox;
           continue;
         }
@@ -270,7 +265,7 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
             }
           }
         }
-        if (k512 != NULL && !pairs512) edged_dw512_pixel(k512, xs, xo, wo, taps, yp);
+        if (k512 != NULL) edged_dw512_pixel(k512, xs, xo, wo, taps, yp);
         for (size_t blk = first_block; blk < blocks; ++blk) {
           const size_t c = 16 * blk;
           block16(xs, w, xo, wo, taps, c, io, op->bias, &params[2 * blk],

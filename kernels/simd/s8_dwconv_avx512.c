@@ -9,10 +9,7 @@
  *
  * The AVX2 kernel drives the pixels and the taps and calls in here for the
  * channels below the last multiple of 32, all of which round ties up (they
- * lie below out_c - out_c % 8); it does the rest itself. A layer of exactly
- * 16 channels at stride 1 is run in pairs of neighbouring output pixels
- * instead, as 32 "channels": their taps and outputs lie 16 bytes apart, so
- * only the weights, bias and requantization constants are repeated.
+ * lie below out_c - out_c % 8); it does the rest itself.
  */
 #include <stdlib.h>
 
@@ -21,16 +18,13 @@
 #if defined(__x86_64__)
 #include "avx512_requant.h"
 
-#define DW512_MAX_TAPS 64 /* as the AVX2 kernel */
+#define DW512_STACK_BLOCKS 8 /* 256 channels of constants on the caller's stack */
 
 struct edged_dw512 {
   rq16* params; /* two per 32-channel block */
   size_t blocks;
-  int pairs; /* 16 channels, two pixels per block */
   const int8_t* w;
   const int32_t* bias;
-  int8_t w_pair[DW512_MAX_TAPS * 32];
-  int32_t bias_pair[32];
   int16_t input_offset;
   edged_requant rq;
   void* raw; /* heap block, when the caller's buffer is too small */
@@ -52,15 +46,12 @@ VNNI_INLINE __m512i load_w32(const int8_t* p) {
 }
 
 size_t edged_dw512_size(size_t out_c) {
-  const size_t blocks = out_c / 32 > 0 ? out_c / 32 : 1;
-  return sizeof(struct edged_dw512) + 64 + 2 * blocks * sizeof(rq16);
+  return sizeof(struct edged_dw512) + 64 + 2 * (out_c / 32) * sizeof(rq16);
 }
 
 VNNI_TARGET edged_dw512* edged_dw512_init(const edged_op* op, void* buf, size_t buf_size) {
-  const size_t c_all = (size_t)op->out_c, taps = (size_t)op->filter_h * (size_t)op->filter_w;
-  const int pairs = c_all == 16 && op->stride_w == 1;
-  const size_t blocks = pairs ? 1 : c_all / 32;
-  if (op->depth_multiplier != 1 || blocks == 0 || taps > DW512_MAX_TAPS) return NULL;
+  const size_t c_all = (size_t)op->out_c, blocks = c_all / 32;
+  if (op->depth_multiplier != 1 || blocks == 0) return NULL;
   const size_t need = edged_dw512_size(c_all);
   void* raw = NULL;
   if (buf == NULL || buf_size < need) {
@@ -71,30 +62,15 @@ VNNI_TARGET edged_dw512* edged_dw512_init(const edged_op* op, void* buf, size_t 
   edged_dw512* k = (edged_dw512*)buf;
   k->params = (rq16*)(((uintptr_t)(k + 1) + 63) & ~(uintptr_t)63);
   k->blocks = blocks;
-  k->pairs = pairs;
   k->w = (const int8_t*)op->weights;
   k->bias = op->bias;
-  if (pairs) {
-    for (size_t t = 0; t < taps; ++t) {
-      memcpy(k->w_pair + 32 * t, k->w + 16 * t, 16);
-      memcpy(k->w_pair + 32 * t + 16, k->w + 16 * t, 16);
-    }
-    k->w = k->w_pair;
-    if (op->bias) {
-      memcpy(k->bias_pair, op->bias, 16 * sizeof(int32_t));
-      memcpy(k->bias_pair + 16, op->bias, 16 * sizeof(int32_t));
-      k->bias = k->bias_pair;
-    }
-  }
   k->input_offset = (int16_t)op->input_offset;
   const edged_requant rq = {op->out_multiplier, op->out_shift, op->output_offset, op->act_min, op->act_max, 0, 0};
   k->rq = rq;
   k->raw = raw;
-  for (size_t g = 0; g < 2 * blocks; ++g) rq16_load(&k->params[g], &k->rq, pairs ? 0 : 16 * g, c_all);
+  for (size_t g = 0; g < 2 * blocks; ++g) rq16_load(&k->params[g], &k->rq, 16 * g, c_all);
   return k;
 }
-
-int edged_dw512_pairs(const edged_dw512* k) { return k != NULL && k->pairs; }
 
 void edged_dw512_free(edged_dw512* k) {
   if (k != NULL) free(k->raw);
