@@ -98,6 +98,14 @@ static EDGED_UNUSED int runnable(int v) {
   return (edged_cpu_variants() & (1u << v)) && edged_s8_gemm_get(v) != NULL;
 }
 
+/* The first line of a test program's output: the GEMM variants it checks. */
+static EDGED_UNUSED void print_variants(void) {
+  printf("cpu variants:");
+  for (int i = 0; i < EDGED_VARIANT_COUNT; ++i)
+    if (runnable(i)) printf(" %s", variant_name(i));
+  printf(" (mask 0x%x)\n", edged_cpu_variants());
+}
+
 #define GUARD 32
 #define GUARD_BYTE 0x5A
 

@@ -308,11 +308,7 @@ static void test_depthwise(void) {
 }
 
 int main(void) {
-  const uint32_t v = edged_cpu_variants();
-  printf("cpu variants:");
-  for (int i = 0; i < EDGED_VARIANT_COUNT; ++i)
-    if (runnable(i)) printf(" %s", variant_name(i));
-  printf(" (mask 0x%x)\n", v);
+  print_variants();
 
   test_scalar_mbqm();
   test_gemm();
