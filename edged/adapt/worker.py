@@ -131,7 +131,7 @@ def finetune_candidate(record: dict, master, calib: np.ndarray, settings: dict) 
         x = np.concatenate([calib, x_l])
         y = np.concatenate([np.full(len(calib), -1, np.int64), np.asarray(y_l, np.int64)])
     config = FinetuneConfig(time_budget_s=settings["time_s"], memory_budget_bytes=settings["memory_bytes"],
-                            label_weight=settings.get("label_weight", 1.0) if y is not None else 0.5)
+                            label_weight=settings["label_weight"] if y is not None else 0.5)
     tuned = finetune(read_tflite(record["content"], name="candidate"), master, x, y, config)
     out = master.output_tensors[0]
 

@@ -181,7 +181,9 @@ class TuneCache:
 
     def put(self, key: str, value: dict) -> None:
         with _DEFAULT_LOCK:
-            self._data = {**self._read_file(), **self._load(), key: value}
+            # Keep what another process wrote since this one last read or wrote the file.
+            on_disk = self._read_file() if self._changed_on_disk() else {}
+            self._data = {**on_disk, **self._load(), key: value}
             self._save()
 
     def _save(self) -> None:
