@@ -291,6 +291,13 @@ edged_s8_gemm_fn edged_matmul_get(const edged_op* op);
 void edged_fully_connected(const edged_op* op, int32_t batch);
 void edged_conv_2d(const edged_op* op, int32_t batch);
 size_t edged_conv_2d_scratch_size(const edged_op* op);
+/* CONV_2D read in place with dense AVX-512 VNNI weights (x86-64 only): the
+ * scratch bytes one sample needs, 0 when the kernel does not take the shape
+ * (in_c % 4 != 0, more than 64 taps); and the op on one sample, x its input
+ * and y its output, with `scratch` holding that many bytes. */
+size_t edged_s8_conv_avx512vnni_scratch(const edged_op* op);
+void edged_s8_conv_avx512vnni(const edged_op* op, const int8_t* x, void* scratch, int8_t* y,
+                              const edged_requant* rq);
 void edged_depthwise_conv_2d(const edged_op* op, int32_t batch);
 /* Portable depthwise for channels [c_begin, c_end) of one output pixel of
  * one sample (x, yp: that sample's input and that pixel's output). */

@@ -5,6 +5,8 @@
  * zero point, so (x + input_offset) is 0 there and the folded bias term stays
  * exact. im2col works on chunks of rows so the patch buffer stays in cache;
  * a 1x1, stride-1, unpadded convolution skips it and reads the input as is.
+ * With dense AVX-512 VNNI weights and in_c % 4 == 0 the variant's own
+ * kernel reads the windows in place (simd/s8_conv_avx512vnni.c).
  */
 #include "internal.h"
 
@@ -23,10 +25,28 @@ static int is_pointwise(const edged_op* op) {
          op->pad_top == 0 && op->pad_left == 0 && op->out_h == op->in_h && op->out_w == op->in_w;
 }
 
+/* Whether the descriptor runs on the direct VNNI kernel. */
+static int takes_direct(const edged_op* op) {
+#if defined(__x86_64__)
+  return op->variant == EDGED_VARIANT_AVX512VNNI && op->weight_format == EDGED_WEIGHTS_DENSE &&
+         !is_pointwise(op) && edged_s8_conv_avx512vnni_scratch(op) != 0;
+#else
+  (void)op;
+  return 0;
+#endif
+}
+
+/* Independent of the variant, so a plan sized once can switch kernels. */
 size_t edged_conv_2d_scratch_size(const edged_op* op) {
   if (is_pointwise(op)) return 0;
   const size_t depth = (size_t)op->filter_h * (size_t)op->filter_w * (size_t)op->in_c;
-  return chunk_rows(op) * depth;
+  const size_t patches = chunk_rows(op) * depth;
+#if defined(__x86_64__)
+  const size_t padded = edged_s8_conv_avx512vnni_scratch(op);
+  return padded > patches ? padded : patches;
+#else
+  return patches;
+#endif
 }
 
 /* n bytes from src to dst. Up to 64 bytes as two fixed-size, possibly
@@ -121,9 +141,18 @@ void edged_conv_2d(const edged_op* op, int32_t batch) {
                             op->act_min, op->act_max, 0,
                             edged_rounds_once(op, (int64_t)rows * batch, (int64_t)depth)};
 
+  const int direct = takes_direct(op);
   for (int32_t b = 0; b < batch; ++b) {
     const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
+#if defined(__x86_64__)
+    if (direct) {
+      edged_s8_conv_avx512vnni(op, x, op->scratch, y, &rq);
+      continue;
+    }
+#else
+    (void)direct;
+#endif
     if (is_pointwise(op)) {
       gemm(rows, x, depth, op->weights, y, n, &rq);
       continue;
