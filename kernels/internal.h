@@ -299,6 +299,8 @@ size_t edged_s8_conv_avx512vnni_scratch(const edged_op* op);
 void edged_s8_conv_avx512vnni(const edged_op* op, const int8_t* x, void* scratch, int8_t* y,
                               const edged_requant* rq);
 void edged_depthwise_conv_2d(const edged_op* op, int32_t batch);
+/* Scratch bytes of a DEPTHWISE_CONV_2D descriptor (the same for every CPU). */
+size_t edged_depthwise_conv_2d_scratch_size(const edged_op* op);
 /* Portable depthwise for channels [c_begin, c_end) of one output pixel of
  * one sample (x, yp: that sample's input and that pixel's output). */
 void edged_dw_pixel(const edged_op* op, const int8_t* x, int8_t* yp, int32_t oy, int32_t ox,
@@ -306,18 +308,11 @@ void edged_dw_pixel(const edged_op* op, const int8_t* x, int8_t* yp, int32_t oy,
 /* AVX2 depthwise; returns -1 (having done nothing) for shapes it does not
  * handle (more than 64 taps). */
 int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch);
-/* AVX-512 depthwise channel blocks (depth multiplier 1): channels
- * [0, 32 * (out_c / 32)) of one output pixel, for the AVX2 kernel's pixel
- * loop. edged_dw512_init returns NULL (nothing to do, or no memory) or a
- * context kept in `buf` when it holds edged_dw512_size(out_c) bytes, else
- * on the heap; edged_dw512_free releases what init took. */
-typedef struct edged_dw512 edged_dw512;
-#define EDGED_DW512_STACK_BYTES (13 * 1024)
-size_t edged_dw512_size(size_t out_c);
-edged_dw512* edged_dw512_init(const edged_op* op, void* buf, size_t buf_size);
-void edged_dw512_pixel(const edged_dw512* k, const int8_t* x, const size_t* x_off, const size_t* w_off,
-                       size_t taps, int8_t* yp);
-void edged_dw512_free(edged_dw512* k);
+/* AVX-512 VNNI depthwise at depth multiplier 1 (s8_dwconv_avx512.c): the
+ * scratch bytes it needs, 0 for shapes it does not take; and the whole op,
+ * with op->scratch holding that many bytes. */
+size_t edged_s8_dwconv_avx512_scratch(const edged_op* op);
+void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch);
 /* AVX2 ADD body: elements [0, body) of flat same-shape operands, 8 at a
  * time; returns how many it wrote (a multiple of 8, at most body). */
 size_t edged_s8_vadd_avx2(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);

@@ -301,6 +301,7 @@ static int valid(const edged_op* op) {
 size_t edged_scratch_size(const edged_op* op, int32_t batch) {
   if (op == NULL) return 0;
   if (op->kind == EDGED_OP_HMATRIX) return edged_hmatrix_scratch_size(op, batch);
+  if (op->kind == EDGED_OP_DEPTHWISE_CONV_2D) return spatial_ok(op) ? edged_depthwise_conv_2d_scratch_size(op) : 0;
   /* CONV_2D samples run one after another and reuse the same scratch. A depth
    * past int32 is refused by validation; sizing it would wrap (to zero). */
   if (op->kind != EDGED_OP_CONV_2D || !spatial_ok(op) ||

@@ -56,6 +56,13 @@ void edged_dw_pixel(const edged_op* op, const int8_t* x, int8_t* yp, int32_t oy,
 
 void edged_depthwise_conv_2d(const edged_op* op, int32_t batch) {
 #if defined(__x86_64__)
+  /* A descriptor without scratch (a caller that never sized it) still runs,
+   * on the AVX2 kernel. */
+  if (op->scratch != NULL && (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX512VNNI)) &&
+      edged_s8_dwconv_avx512_scratch(op) != 0) {
+    edged_s8_dwconv_avx512(op, batch);
+    return;
+  }
   if ((edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2)) && edged_s8_dwconv_avx2(op, batch) == 0)
     return;
 #endif
@@ -67,4 +74,13 @@ void edged_depthwise_conv_2d(const edged_op* op, int32_t batch) {
       for (int32_t ox = 0; ox < op->out_w; ++ox)
         edged_dw_pixel(op, x, y + ((size_t)oy * (size_t)op->out_w + (size_t)ox) * out_c, oy, ox, 0, out_c);
   }
+}
+
+size_t edged_depthwise_conv_2d_scratch_size(const edged_op* op) {
+#if defined(__x86_64__)
+  return edged_s8_dwconv_avx512_scratch(op);
+#else
+  (void)op;
+  return 0;
+#endif
 }

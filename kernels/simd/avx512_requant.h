@@ -118,8 +118,8 @@ VNNI_INLINE __m512i rq16_single(const rq16* p, __m512i acc) {
 }
 
 /* MultiplyByQuantizedMultiplier on 16 lanes, bit-exact with edged_mbqm() /
- * edged_mbqm_rhu(), then + output offset, clamp, narrow, masked store. */
-VNNI_INLINE void rq16_store(const rq16* p, __m512i acc, const edged_requant* rq, int8_t* dst) {
+ * edged_mbqm_rhu(), then + output offset, clamp and narrow to int8. */
+VNNI_INLINE __m128i rq16_apply(const rq16* p, __m512i acc, const edged_requant* rq) {
   const __m512i x = p->has_left ? _mm512_sllv_epi32(acc, p->left) : acc;
   __m512i v;
   if (rq->single_rounding) {
@@ -145,14 +145,23 @@ VNNI_INLINE void rq16_store(const rq16* p, __m512i acc, const edged_requant* rq,
   v = _mm512_add_epi32(v, _mm512_set1_epi32(rq->output_offset));
   v = _mm512_max_epi32(v, _mm512_set1_epi32(rq->act_min));
   v = _mm512_min_epi32(v, _mm512_set1_epi32(rq->act_max));
-  /* Full blocks store 16 bytes plainly: vpmovdb straight to memory under a
-   * mask is a slow multi-uop store on Intel cores. */
-  const __m128i narrow = _mm512_cvtepi32_epi8(v);
+  return _mm512_cvtepi32_epi8(v);
+}
+
+/* The valid lanes of a narrowed block to dst. Full blocks store 16 bytes
+ * plainly: vpmovdb straight to memory under a mask is a slow multi-uop
+ * store on Intel cores. */
+VNNI_INLINE void rq16_put(const rq16* p, __m128i narrow, int8_t* dst) {
   if (p->store_mask == 0xFFFF) {
     _mm_storeu_si128((__m128i*)dst, narrow);
   } else {
     _mm_mask_storeu_epi8(dst, p->store_mask, narrow);
   }
+}
+
+/* rq16_apply, then rq16_put. */
+VNNI_INLINE void rq16_store(const rq16* p, __m512i acc, const edged_requant* rq, int8_t* dst) {
+  rq16_put(p, rq16_apply(p, acc, rq), dst);
 }
 
 #endif /* EDGED_AVX512_REQUANT_H */

@@ -196,12 +196,6 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
       memset(w_tail + t * DW_TAIL_STRIDE, 0, DW_TAIL_STRIDE);
       memcpy(w_tail + t * DW_TAIL_STRIDE, w + t * c_all + tail_c, c_all - tail_c);
     }
-  /* On AVX-512 machines the channels below the last multiple of 32 go 32
-   * at a time (s8_dwconv_avx512.c); this kernel does the rest. */
-  unsigned char buf512[EDGED_DW512_STACK_BYTES] __attribute__((aligned(64)));
-  edged_dw512* k512 = (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX512VNNI))
-                          ? edged_dw512_init(op, buf512, sizeof buf512) : NULL;
-  const size_t first_block = k512 != NULL ? 2 * (c_all / 32) : 0;
   /* Eight channels at stride 1: two neighbouring interior output pixels go
    * through block16 together, as 16 "channels". Their taps lie 8 bytes apart
    * in the input and their outputs 8 bytes apart, so only the weights, bias
@@ -265,8 +259,7 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
             }
           }
         }
-        if (k512 != NULL) edged_dw512_pixel(k512, xs, xo, wo, taps, yp);
-        for (size_t blk = first_block; blk < blocks; ++blk) {
+        for (size_t blk = 0; blk < blocks; ++blk) {
           const size_t c = 16 * blk;
           block16(xs, w, xo, wo, taps, c, io, op->bias, &params[2 * blk],
                   c < body ? &rq_up : &rq_away, c + 8 < body ? &rq_up : &rq_away, yp);
@@ -286,7 +279,6 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
       }
     }
   }
-  edged_dw512_free(k512);
   free(raw);
   return 0;
 }

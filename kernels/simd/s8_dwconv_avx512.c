@@ -1,110 +1,197 @@
-/* DEPTHWISE_CONV_2D channel blocks of 32 for x86-64 with AVX-512 (F, BW,
- * VNNI), at depth multiplier 1: the AVX2 kernel's method (s8_dwconv_avx2.c)
- * on twice the channels. Two taps' (x + input_offset) and weights, widened
- * to int16 and interleaved per channel, meet in one vpdpwssd, which adds
- * x0*w0 + x1*w1 per channel to an int32 accumulator (each product is at most
- * 255 * 128 in magnitude, so nothing wraps). The in-lane unpacks leave the
- * accumulators as [c0-3 | c8-11 | c16-19 | c24-27] and [c4-7 | c12-15 |
- * c20-23 | c28-31]; two two-source permutes restore channel order.
+/* DEPTHWISE_CONV_2D for x86-64 with AVX-512 VNNI, depth multiplier 1.
  *
- * The AVX2 kernel drives the pixels and the taps and calls in here for the
- * channels below the last multiple of 32, all of which round ties up (they
- * lie below out_c - out_c % 8); it does the rest itself.
+ * vpdpwssd adds x0*w0 + x1*w1 per int32 lane from int16 pairs, so it takes
+ * two taps of one channel at once. Each sample is first rewritten into
+ * scratch so that those pairs already sit side by side in memory:
+ *
+ *   pairs[r][col][c] = (x[r][col][c], x[r][col + dilation_w][c])
+ *
+ * over the padded image (padding holds the input zero point). Taps kx and
+ * kx + 1 of a window row are then one 32-byte load per 16 channels, widened
+ * with vpmovsxbw, against the matching weight pairs held in registers; an odd
+ * last tap pairs with a zero weight. The (x + input_offset) of the reference
+ * becomes x alone with input_offset * sum(w) folded into the bias (exact in
+ * wrapping int32 arithmetic; the padding contributes x + input_offset = 0
+ * either way), so the loop is a load and a vpdpwssd per tap pair. Each
+ * product is at most 128 * 128 in magnitude, so a pair sum never wraps.
+ *
+ * Channels go 16 per block, blocks outer and pixels inner, so a block's
+ * weights, bias and requantization constants stay put while the pixels
+ * stream past. Rounding follows LiteRT's x86 depthwise path: ties up below
+ * out_c - out_c % 8, away from zero above.
  */
-#include <stdlib.h>
-
 #include "internal.h"
 
 #if defined(__x86_64__)
 #include "avx512_requant.h"
 
-#define DW512_STACK_BLOCKS 8 /* 256 channels of constants on the caller's stack */
+#define MAX_TAPS 64
+/* Largest pair image built; past it the AVX2 kernel runs without scratch. */
+#define MAX_SCRATCH_BYTES ((size_t)16 << 20)
 
-struct edged_dw512 {
-  rq16* params; /* two per 32-channel block */
-  size_t blocks;
-  const int8_t* w;
-  const int32_t* bias;
-  int16_t input_offset;
-  edged_requant rq;
-  void* raw; /* heap block, when the caller's buffer is too small */
-};
+typedef struct {
+  const int8_t* pairs;
+  size_t pix_bytes;  /* 2 * in_c */
+  size_t line_step;  /* bytes between vertically adjacent windows */
+  size_t pix_step;   /* bytes between horizontally adjacent windows */
+  size_t out_w, out_c;
+  size_t fh, np;     /* window rows, tap pairs per window row */
+  size_t row_off[MAX_TAPS];
+  size_t pair_off[MAX_TAPS];
+} dw_geom;
 
-/* acc += a0*b0 + a1*b1 per int32 lane (int16 pairs), accumulating in place
- * (see edged_dpbusd for why not the intrinsic). */
-VNNI_INLINE __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
-  __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-  return acc;
+static size_t padded_extent(int32_t out, int32_t stride, int32_t filter, int32_t dilation) {
+  return (size_t)(out - 1) * (size_t)stride + (size_t)(filter - 1) * (size_t)dilation + 1; /* < 2^63 */
 }
 
-VNNI_INLINE __m512i load_x32(const int8_t* p, __m512i offset) {
-  return _mm512_add_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)p)), offset);
+size_t edged_s8_dwconv_avx512_scratch(const edged_op* op) {
+  if (op->depth_multiplier != 1 || op->in_c <= 0 || op->out_h <= 0 || op->out_w <= 0 ||
+      op->filter_h <= 0 || op->filter_w <= 0 || (int64_t)op->filter_h * op->filter_w > MAX_TAPS ||
+      op->stride_h <= 0 || op->stride_w <= 0 || op->dilation_h <= 0 || op->dilation_w <= 0)
+    return 0;
+  const size_t ph = padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
+  const size_t pw = padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
+  const size_t c = (size_t)op->in_c;
+  /* Every factor is below 2^32 and checked before it multiplies. */
+  if (ph > MAX_SCRATCH_BYTES || pw > MAX_SCRATCH_BYTES || c > MAX_SCRATCH_BYTES ||
+      ph * pw > MAX_SCRATCH_BYTES || (size_t)op->dilation_w > MAX_SCRATCH_BYTES)
+    return 0;
+  /* The pair image, then one padded input row (pw + dilation_w columns). */
+  const size_t bytes = ph * pw * 2 * c + (pw + (size_t)op->dilation_w) * c;
+  return bytes <= MAX_SCRATCH_BYTES ? bytes : 0;
 }
 
-VNNI_INLINE __m512i load_w32(const int8_t* p) {
-  return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)p));
-}
-
-size_t edged_dw512_size(size_t out_c) {
-  return sizeof(struct edged_dw512) + 64 + 2 * (out_c / 32) * sizeof(rq16);
-}
-
-VNNI_TARGET edged_dw512* edged_dw512_init(const edged_op* op, void* buf, size_t buf_size) {
-  const size_t c_all = (size_t)op->out_c, blocks = c_all / 32;
-  if (op->depth_multiplier != 1 || blocks == 0) return NULL;
-  const size_t need = edged_dw512_size(c_all);
-  void* raw = NULL;
-  if (buf == NULL || buf_size < need) {
-    raw = malloc(need);
-    if (raw == NULL) return NULL;
-    buf = raw;
+/* Interleaves a[0..n) and b[0..n) byte by byte into dst[0..2n). */
+VNNI_INLINE void interleave(int8_t* dst, const int8_t* a, const int8_t* b, size_t n) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    /* In-lane unpacks: lo holds (a, b) pairs of bytes 0-7 | 16-23, hi of
+     * 8-15 | 24-31; two lane permutes put them back in order. */
+    const __m256i va = _mm256_loadu_si256((const __m256i*)(a + i));
+    const __m256i vb = _mm256_loadu_si256((const __m256i*)(b + i));
+    const __m256i lo = _mm256_unpacklo_epi8(va, vb), hi = _mm256_unpackhi_epi8(va, vb);
+    _mm256_storeu_si256((__m256i*)(dst + 2 * i), _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256((__m256i*)(dst + 2 * i + 32), _mm256_permute2x128_si256(lo, hi, 0x31));
   }
-  edged_dw512* k = (edged_dw512*)buf;
-  k->params = (rq16*)(((uintptr_t)(k + 1) + 63) & ~(uintptr_t)63);
-  k->blocks = blocks;
-  k->w = (const int8_t*)op->weights;
-  k->bias = op->bias;
-  k->input_offset = (int16_t)op->input_offset;
-  const edged_requant rq = {op->out_multiplier, op->out_shift, op->output_offset, op->act_min, op->act_max, 0, 0};
-  k->rq = rq;
-  k->raw = raw;
-  for (size_t g = 0; g < 2 * blocks; ++g) rq16_load(&k->params[g], &k->rq, 16 * g, c_all);
-  return k;
+  for (; i < n; ++i) {
+    dst[2 * i] = a[i];
+    dst[2 * i + 1] = b[i];
+  }
 }
 
-void edged_dw512_free(edged_dw512* k) {
-  if (k != NULL) free(k->raw);
+/* The pair image of one sample into scratch; fills in g. */
+VNNI_INLINE void build_pairs(const edged_op* op, const int8_t* x, int8_t* scratch, dw_geom* g) {
+  const size_t c = (size_t)op->in_c, dw = (size_t)op->dilation_w;
+  const size_t ph = padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
+  const size_t pw = padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
+  const int8_t fill = (int8_t)(-op->input_offset);
+  const size_t pair_row = pw * 2 * c;
+  int8_t* row = scratch + ph * pair_row; /* one padded input row, pw + dw columns */
+  const size_t row_cols = pw + dw;
+  /* Input columns [c0, c1) of a padded row are real. */
+  const int64_t left = op->pad_left;
+  const int64_t c0 = left > 0 ? left : 0;
+  int64_t c1 = left + op->in_w;
+  if (c1 > (int64_t)row_cols) c1 = (int64_t)row_cols;
+  for (size_t r = 0; r < ph; ++r) {
+    int8_t* dst = scratch + r * pair_row;
+    const int64_t iy = (int64_t)r - op->pad_top;
+    if (iy < 0 || iy >= op->in_h || c1 <= c0) {
+      memset(dst, fill, pair_row);
+      continue;
+    }
+    memset(row, fill, (size_t)c0 * c);
+    memcpy(row + (size_t)c0 * c, x + ((size_t)iy * (size_t)op->in_w + (size_t)(c0 - left)) * c,
+           (size_t)(c1 - c0) * c);
+    memset(row + (size_t)c1 * c, fill, (row_cols - (size_t)c1) * c);
+    interleave(dst, row, row + dw * c, pw * c);
+  }
+  g->pairs = scratch;
+  g->pix_bytes = 2 * c;
+  g->line_step = (size_t)op->stride_h * pair_row;
+  g->pix_step = (size_t)op->stride_w * 2 * c;
+  g->out_w = (size_t)op->out_w;
+  g->out_c = c;
+  g->fh = (size_t)op->filter_h;
+  g->np = ((size_t)op->filter_w + 1) / 2;
+  for (size_t ky = 0; ky < g->fh; ++ky) g->row_off[ky] = ky * (size_t)op->dilation_h * pair_row;
+  for (size_t kp = 0; kp < g->np; ++kp) g->pair_off[kp] = 2 * kp * dw * 2 * c;
 }
 
-VNNI_TARGET void edged_dw512_pixel(const edged_dw512* k, const int8_t* x, const size_t* x_off,
-                                   const size_t* w_off, size_t taps, int8_t* yp) {
-  const __m512i io = _mm512_set1_epi16(k->input_offset);
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i idx_lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-  const __m512i idx_hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
-  for (size_t blk = 0; blk < k->blocks; ++blk) {
-    const size_t c = 32 * blk;
-    __m512i acc_a = zero, acc_b = zero;
-    size_t t = 0;
-    for (; t + 2 <= taps; t += 2) {
-      const __m512i xa = load_x32(x + x_off[t] + c, io), xb = load_x32(x + x_off[t + 1] + c, io);
-      const __m512i wa = load_w32(k->w + w_off[t] + c), wb = load_w32(k->w + w_off[t + 1] + c);
-      acc_a = dpwssd(acc_a, _mm512_unpacklo_epi16(xa, xb), _mm512_unpacklo_epi16(wa, wb));
-      acc_b = dpwssd(acc_b, _mm512_unpackhi_epi16(xa, xb), _mm512_unpackhi_epi16(wa, wb));
+/* Channels [c, c + 16) of every output pixel. FH and NP are the window rows
+ * and tap pairs per row when known at compile time (3x3), else 0. */
+VNNI_INLINE void block_pixels(const dw_geom* g, size_t rows, size_t c, __mmask32 load_mask,
+                              const __m512i* wp, __m512i bias, const rq16* p_lo, const rq16* p_hi,
+                              const edged_requant* rq_lo, const edged_requant* rq_hi, __mmask16 hi_lanes,
+                              int8_t* y, const int FH, const int NP) {
+  const size_t fh = FH ? (size_t)FH : g->fh, np = NP ? (size_t)NP : g->np;
+  size_t oy = 0, ox = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const int8_t* base = g->pairs + oy * g->line_step + ox * g->pix_step + 2 * c;
+    __m512i acc = bias;
+    for (size_t ky = 0; ky < fh; ++ky) {
+      const int8_t* line = base + g->row_off[ky];
+      for (size_t kp = 0; kp < np; ++kp) {
+        const __m512i xv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(load_mask, line + g->pair_off[kp]));
+        __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(xv), "vm"(wp[ky * np + kp]));
+      }
     }
-    if (t < taps) { /* odd tap count: pair the last tap with zeros */
-      const __m512i xa = load_x32(x + x_off[t] + c, io), wa = load_w32(k->w + w_off[t] + c);
-      acc_a = dpwssd(acc_a, _mm512_unpacklo_epi16(xa, zero), _mm512_unpacklo_epi16(wa, zero));
-      acc_b = dpwssd(acc_b, _mm512_unpackhi_epi16(xa, zero), _mm512_unpackhi_epi16(wa, zero));
+    int8_t* yp = y + r * g->out_c + c;
+    __m128i v = rq16_apply(p_lo, acc, rq_lo);
+    if (hi_lanes) v = _mm_mask_blend_epi8(hi_lanes, v, rq16_apply(p_hi, acc, rq_hi));
+    rq16_put(p_lo, v, yp);
+    if (++ox == g->out_w) {
+      ox = 0;
+      ++oy;
     }
-    __m512i lo = _mm512_permutex2var_epi64(acc_a, idx_lo, acc_b); /* channels c .. c+15 */
-    __m512i hi = _mm512_permutex2var_epi64(acc_a, idx_hi, acc_b); /* c+16 .. c+31 */
-    if (k->bias) {
-      lo = _mm512_add_epi32(lo, _mm512_loadu_si512(k->bias + c));
-      hi = _mm512_add_epi32(hi, _mm512_loadu_si512(k->bias + c + 16));
+  }
+}
+
+VNNI_TARGET void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch) {
+  const size_t c_all = (size_t)op->out_c, body = c_all - c_all % 8;
+  const size_t fh = (size_t)op->filter_h, fw = (size_t)op->filter_w, np = (fw + 1) / 2;
+  const size_t rows = (size_t)op->out_h * (size_t)op->out_w;
+  const int8_t* w = (const int8_t*)op->weights;
+  const edged_requant rq_up = {op->out_multiplier, op->out_shift, op->output_offset,
+                               op->act_min, op->act_max, 0, 0};
+  const edged_requant rq_away = {op->out_multiplier, op->out_shift, op->output_offset,
+                                 op->act_min, op->act_max, 1, 0};
+  dw_geom g;
+  for (int32_t b = 0; b < batch; ++b) {
+    const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
+    int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
+    build_pairs(op, x, (int8_t*)op->scratch, &g);
+    for (size_t c = 0; c < c_all; c += 16) {
+      const size_t n = c_all - c < 16 ? c_all - c : 16;
+      /* Weight pairs (w[ky][2kp][ch], w[ky][2kp+1][ch]) as int16, zero past
+       * the window and past the channels; their sum for the bias fold. */
+      const __mmask16 lanes = (__mmask16)((1u << n) - 1u);
+      __m512i wp[MAX_TAPS];
+      __m512i wsum = _mm512_setzero_si512();
+      for (size_t ky = 0; ky < fh; ++ky)
+        for (size_t kp = 0; kp < np; ++kp) {
+          const int8_t* w0 = w + (ky * fw + 2 * kp) * c_all + c;
+          const __m128i a = _mm_maskz_loadu_epi8(lanes, w0);
+          const __m128i z = _mm_setzero_si128();
+          const __m128i b2 = 2 * kp + 1 < fw ? _mm_maskz_loadu_epi8(lanes, w0 + c_all) : z;
+          const __m256i ab = _mm256_set_m128i(_mm_unpackhi_epi8(a, b2), _mm_unpacklo_epi8(a, b2));
+          wp[ky * np + kp] = _mm512_cvtepi8_epi16(ab);
+          wsum = _mm512_add_epi32(wsum, _mm512_madd_epi16(wp[ky * np + kp], _mm512_set1_epi16(1)));
+        }
+      const __m512i bias0 = op->bias ? _mm512_maskz_loadu_epi32(lanes, op->bias + c) : _mm512_setzero_si512();
+      const __m512i bias_v = _mm512_add_epi32(bias0, _mm512_mullo_epi32(wsum, _mm512_set1_epi32(op->input_offset)));
+      /* Lanes at or past `body` round ties away from zero. */
+      const size_t up = body > c ? (body - c < n ? body - c : n) : 0;
+      const __mmask16 hi_lanes = (__mmask16)(((1u << n) - 1u) & ~((1u << up) - 1u));
+      rq16 p_lo, p_hi;
+      rq16_load(&p_lo, &rq_up, c, c_all);
+      if (hi_lanes) rq16_load(&p_hi, &rq_away, c, c_all);
+      const __mmask32 load_mask = (__mmask32)(n == 16 ? 0xFFFFFFFFu : (1u << (2 * n)) - 1u);
+      if (fh == 3 && np == 2)
+        block_pixels(&g, rows, c, load_mask, wp, bias_v, &p_lo, &p_hi, &rq_up, &rq_away, hi_lanes, y, 3, 2);
+      else
+        block_pixels(&g, rows, c, load_mask, wp, bias_v, &p_lo, &p_hi, &rq_up, &rq_away, hi_lanes, y, 0, 0);
     }
-    rq16_store(&k->params[2 * blk], lo, &k->rq, yp + c);
-    rq16_store(&k->params[2 * blk + 1], hi, &k->rq, yp + c + 16);
   }
 }
 
