@@ -10,8 +10,12 @@
  *
  * The weights are the dense AVX512VNNI packing of the [out_c, kh*kw*in_c]
  * filter matrix. With in_c % 4 == 0 every depth quad lies inside one tap, so
- * quad q of tap t is packed quad t * in_c/4 + q. Other channel counts, and
- * block-sparse weights, take im2col (conv_2d.c).
+ * quad q of tap t is packed quad t * in_c/4 + q. Other channel counts (the
+ * 3-channel first layer of an image network) are padded to the next
+ * multiple of 4 in the copy, with zero weights repacked into scratch on each
+ * call for the extra channels: a few hundred bytes for a first layer, where
+ * im2col of 3-byte runs would cost more than the products. Block-sparse
+ * weights take im2col (conv_2d.c).
  */
 #include "internal.h"
 
@@ -28,7 +32,7 @@ typedef struct {
   size_t pix_step;   /* bytes between horizontally adjacent windows */
   size_t line_step;  /* bytes between vertically adjacent windows */
   size_t out_w, rows;
-  size_t quads;      /* in_c / 4 */
+  size_t quads;      /* padded channels / 4 */
   size_t taps;
   size_t tap_off[MAX_TAPS];
 } conv_geom;
@@ -39,17 +43,55 @@ static size_t padded_extent(int32_t out, int32_t stride, int32_t filter, int32_t
   return (size_t)(out - 1) * (size_t)stride + (size_t)(filter - 1) * (size_t)dilation + 1; /* < 2^63 */
 }
 
+/* Channels per pixel in the padded copy. */
+static size_t padded_channels(const edged_op* op) { return ((size_t)op->in_c + 3) & ~(size_t)3; }
+
+/* Bytes of the padded copy, rounded up to keep the repacked weights after it
+ * 64-byte aligned (relative to scratch). */
+static size_t image_bytes(const edged_op* op, size_t ph, size_t pw) {
+  return (ph * pw * padded_channels(op) + 63) & ~(size_t)63;
+}
+
+/* Bytes of the repacked weights: 0 when in_c % 4 == 0 (used as packed). */
+static size_t repacked_bytes(const edged_op* op) {
+  if (op->in_c % 4 == 0) return 0;
+  const size_t blocks = ((size_t)op->out_c + 15) / 16;
+  return blocks * 16 * (size_t)op->filter_h * (size_t)op->filter_w * padded_channels(op);
+}
+
 size_t edged_s8_conv_avx512vnni_scratch(const edged_op* op) {
-  if (op->in_c <= 0 || op->in_c % 4 != 0 || op->out_h <= 0 || op->out_w <= 0 || op->filter_h <= 0 ||
+  if (op->in_c <= 0 || op->out_c <= 0 || op->out_h <= 0 || op->out_w <= 0 || op->filter_h <= 0 ||
       op->filter_w <= 0 || (int64_t)op->filter_h * op->filter_w > MAX_TAPS || op->stride_h <= 0 ||
       op->stride_w <= 0 || op->dilation_h <= 0 || op->dilation_w <= 0)
     return 0;
   /* Each factor below 2^32, so no product wraps before the size cap. */
   const size_t ph = padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
   const size_t pw = padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
-  if (ph > MAX_PADDED_BYTES || pw > MAX_PADDED_BYTES || ph * pw > MAX_PADDED_BYTES) return 0;
-  const size_t bytes = ph * pw * (size_t)op->in_c;
+  if (ph > MAX_PADDED_BYTES || pw > MAX_PADDED_BYTES || ph * pw > MAX_PADDED_BYTES ||
+      (size_t)op->in_c > MAX_PADDED_BYTES || (size_t)op->out_c > MAX_PADDED_BYTES)
+    return 0;
+  const size_t bytes = image_bytes(op, ph, pw) + repacked_bytes(op);
   return bytes <= MAX_PADDED_BYTES ? bytes : 0;
+}
+
+/* The packed weights with each tap's channels zero-padded to a multiple of
+ * 4, same layout (16-channel blocks of depth quads), into dst. */
+static void repack_weights(const edged_op* op, int8_t* dst) {
+  const edged_packed_header* h = (const edged_packed_header*)op->weights;
+  const int8_t* src = edged_packed_weights(op->weights);
+  const size_t in_c = (size_t)op->in_c, c4 = padded_channels(op);
+  const size_t taps = (size_t)op->filter_h * (size_t)op->filter_w;
+  const size_t blocks = (size_t)h->n_pad / 16, k_pad = (size_t)h->k_pad;
+  for (size_t b = 0; b < blocks; ++b) {
+    const int8_t* sb = src + b * 16 * k_pad;
+    for (size_t t = 0; t < taps; ++t)
+      for (size_t q = 0; q < c4 / 4; ++q, dst += 64)
+        for (size_t j = 0; j < 16; ++j)
+          for (size_t e = 0; e < 4; ++e) {
+            const size_t c = 4 * q + e, d = t * in_c + c;
+            dst[4 * j + e] = c < in_c ? sb[(d / 4) * 64 + 4 * j + d % 4] : 0;
+          }
+  }
 }
 
 /* n bytes from src to dst, each ^ 0x80. */
@@ -64,9 +106,10 @@ VNNI_INLINE void copy_unsigned(uint8_t* dst, const int8_t* src, size_t n) {
   }
 }
 
-/* The padded, unsigned copy of one sample; returns its geometry. */
+/* The padded, unsigned copy of one sample, channels padded to c4 (the
+ * extra ones hold the fill too; their weights are zero); fills in g. */
 VNNI_INLINE void pad_sample(const edged_op* op, const int8_t* x, uint8_t* dst, conv_geom* g) {
-  const size_t in_c = (size_t)op->in_c;
+  const size_t in_c = (size_t)op->in_c, c4 = padded_channels(op);
   const size_t ph = padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
   const size_t pw = padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
   const uint8_t fill = (uint8_t)((-op->input_offset) ^ 0x80);
@@ -75,7 +118,7 @@ VNNI_INLINE void pad_sample(const edged_op* op, const int8_t* x, uint8_t* dst, c
   const int64_t c0 = left > 0 ? left : 0;
   int64_t c1 = left + op->in_w;
   if (c1 > (int64_t)pw) c1 = (int64_t)pw;
-  const size_t row_bytes = pw * in_c;
+  const size_t row_bytes = pw * c4;
   for (size_t r = 0; r < ph; ++r) {
     uint8_t* d = dst + r * row_bytes;
     const int64_t iy = (int64_t)r - op->pad_top;
@@ -83,23 +126,34 @@ VNNI_INLINE void pad_sample(const edged_op* op, const int8_t* x, uint8_t* dst, c
       memset(d, fill, row_bytes);
       continue;
     }
-    memset(d, fill, (size_t)c0 * in_c);
-    copy_unsigned(d + (size_t)c0 * in_c, x + ((size_t)iy * (size_t)op->in_w + (size_t)(c0 - left)) * in_c,
-                  (size_t)(c1 - c0) * in_c);
-    memset(d + (size_t)c1 * in_c, fill, (pw - (size_t)c1) * in_c);
+    const int8_t* src = x + ((size_t)iy * (size_t)op->in_w + (size_t)(c0 - left)) * in_c;
+    memset(d, fill, (size_t)c0 * c4);
+    if (c4 == in_c) {
+      copy_unsigned(d + (size_t)c0 * c4, src, (size_t)(c1 - c0) * in_c);
+    } else {
+      /* A quad at a time: byte loops here become a memset call per pixel. */
+      for (size_t col = (size_t)c0; col < (size_t)c1; ++col, src += in_c)
+        for (size_t q = 0; q < c4; q += 4) {
+          uint32_t v = 0;
+          for (size_t e = 0; e < 4; ++e)
+            v |= (uint32_t)(q + e < in_c ? (uint8_t)(src[q + e] ^ 0x80) : fill) << (8 * e);
+          memcpy(d + col * c4 + q, &v, 4);
+        }
+    }
+    memset(d + (size_t)c1 * c4, fill, (pw - (size_t)c1) * c4);
   }
   g->x = dst;
   g->row_bytes = row_bytes;
-  g->pix_step = (size_t)op->stride_w * in_c;
+  g->pix_step = (size_t)op->stride_w * c4;
   g->line_step = (size_t)op->stride_h * row_bytes;
   g->out_w = (size_t)op->out_w;
   g->rows = (size_t)op->out_h * (size_t)op->out_w;
-  g->quads = in_c / 4;
+  g->quads = c4 / 4;
   g->taps = 0;
   for (int32_t ky = 0; ky < op->filter_h; ++ky)
     for (int32_t kx = 0; kx < op->filter_w; ++kx)
       g->tap_off[g->taps++] = (size_t)ky * (size_t)op->dilation_h * row_bytes +
-                              (size_t)kx * (size_t)op->dilation_w * in_c;
+                              (size_t)kx * (size_t)op->dilation_w * c4;
 }
 
 VNNI_INLINE __m512i bcast_quad(const uint8_t* p) {
@@ -108,36 +162,64 @@ VNNI_INLINE __m512i bcast_quad(const uint8_t* p) {
   return _mm512_set1_epi32((int)v);
 }
 
-/* Output pixels [r, r + mr) times NB blocks of 16 channels from block b0.
+/* The quads of one tap of MR windows times NB blocks. With ROW set the
+ * windows are neighbours in one output row, corner i = c0 + i * step: four
+ * registers address all eight (scaled-index forms), where eight separate
+ * pointers would not fit the general-purpose registers next to the loop's
+ * own and would be reloaded from the stack on every broadcast. */
+VNNI_INLINE void tap_quads(__m512i acc[16][2], const uint8_t* const* corner, size_t step, size_t off,
+                           const int8_t* wq, size_t quads, size_t block_bytes, const int mr, const int nb,
+                           const int row) {
+  const uint8_t* a = row ? corner[0] + off : NULL;
+  const uint8_t* b = row ? a + 4 * step : NULL;
+  const uint8_t* c = row ? a + 8 * step : NULL;
+  const uint8_t* d = row ? b + 8 * step : NULL;
+  const size_t step3 = 3 * step;
+  for (size_t q = 0; q < quads; ++q, wq += 64) {
+    __m512i wv[2];
+    for (int k = 0; k < nb; ++k) wv[k] = _mm512_loadu_si512(wq + (size_t)k * block_bytes);
+    for (int i = 0; i < mr; ++i) {
+      const uint8_t* src;
+      if (row) {
+        const uint8_t* base = i < 4 ? a : i < 8 ? b : i < 12 ? c : d;
+        const int j = i & 3;
+        src = base + 4 * q + (j == 0 ? 0 : j == 1 ? step : j == 2 ? 2 * step : step3);
+      } else {
+        src = corner[i] + off + 4 * q;
+      }
+      const __m512i xv = bcast_quad(src);
+      for (int k = 0; k < nb; ++k) acc[i][k] = edged_dpbusd(acc[i][k], xv, wv[k]);
+    }
+  }
+}
+
+/* Output pixels [r, r + mr) times NB blocks of 16 channels from channel o.
  * Pixels past the last alias it (computed, never stored). */
 VNNI_INLINE void conv_tile(const conv_geom* g, size_t r, const int8_t* w, size_t block_bytes,
                            const int32_t* term, size_t o, const edged_requant* rq, const rq16* p,
                            int8_t* y, size_t y_stride, const int mr, const int nb) {
-  const uint8_t* corner[8];
+  const uint8_t* corner[16];
   for (int i = 0; i < mr; ++i) {
     const size_t pix = r + (size_t)i < g->rows ? r + (size_t)i : g->rows - 1;
     corner[i] = g->x + (pix / g->out_w) * g->line_step + (pix % g->out_w) * g->pix_step;
   }
-  __m512i acc[8][2];
+  const int row = r % g->out_w + (size_t)mr <= g->out_w;
+  __m512i acc[16][2];
   for (int i = 0; i < mr; ++i)
-    for (int b = 0; b < nb; ++b) acc[i][b] = _mm512_setzero_si512();
-  const int8_t* wq = w;
+    for (int k = 0; k < nb; ++k) acc[i][k] = _mm512_setzero_si512();
+  const size_t tap_bytes = 64 * g->quads;
   for (size_t t = 0; t < g->taps; ++t) {
-    const size_t off = g->tap_off[t];
-    for (size_t q = 0; q < g->quads; ++q, wq += 64) {
-      __m512i wv[2];
-      for (int b = 0; b < nb; ++b) wv[b] = _mm512_loadu_si512(wq + (size_t)b * block_bytes);
-      for (int i = 0; i < mr; ++i) {
-        const __m512i xv = bcast_quad(corner[i] + off + 4 * q);
-        for (int b = 0; b < nb; ++b) acc[i][b] = edged_dpbusd(acc[i][b], xv, wv[b]);
-      }
-    }
+    const int8_t* wq = w + t * tap_bytes;
+    if (row)
+      tap_quads(acc, corner, g->pix_step, g->tap_off[t], wq, g->quads, block_bytes, mr, nb, 1);
+    else
+      tap_quads(acc, corner, g->pix_step, g->tap_off[t], wq, g->quads, block_bytes, mr, nb, 0);
   }
   const size_t valid = g->rows - r < (size_t)mr ? g->rows - r : (size_t)mr;
-  for (int b = 0; b < nb; ++b) {
-    const __m512i tv = _mm512_loadu_si512(term + o + 16 * (size_t)b);
+  for (int k = 0; k < nb; ++k) {
+    const __m512i tv = _mm512_loadu_si512(term + o + 16 * (size_t)k);
     for (size_t i = 0; i < valid; ++i)
-      rq16_store(&p[b], _mm512_add_epi32(acc[i][b], tv), rq, y + (r + i) * y_stride + o + 16 * (size_t)b);
+      rq16_store(&p[k], _mm512_add_epi32(acc[i][k], tv), rq, y + (r + i) * y_stride + o + 16 * (size_t)k);
   }
 }
 
@@ -147,9 +229,18 @@ VNNI_TARGET void edged_s8_conv_avx512vnni(const edged_op* op, const int8_t* x, v
   pad_sample(op, x, (uint8_t*)scratch, &g);
   const edged_packed_header* h = (const edged_packed_header*)op->weights;
   const size_t n = (size_t)h->out_c, nblocks = (size_t)h->n_pad / 16;
-  const size_t block_bytes = 16 * (size_t)h->k_pad;
   const int32_t* term = edged_packed_terms(op->weights);
   const int8_t* w = edged_packed_weights(op->weights);
+  size_t block_bytes = 16 * (size_t)h->k_pad;
+  if (op->in_c % 4 != 0) {
+    int8_t* repacked = (int8_t*)scratch + image_bytes(op, padded_extent(op->out_h, op->stride_h, op->filter_h,
+                                                                        op->dilation_h),
+                                                      padded_extent(op->out_w, op->stride_w, op->filter_w,
+                                                                    op->dilation_w));
+    repack_weights(op, repacked);
+    w = repacked;
+    block_bytes = 16 * g.taps * g.quads * 4;
+  }
 
   /* Channel-block pairs outer, pixels inner: the pair's weights stay in L1
    * while the windows stream past. */
@@ -158,15 +249,20 @@ VNNI_TARGET void edged_s8_conv_avx512vnni(const edged_op* op, const int8_t* x, v
     rq16 p[2];
     rq16_load(&p[0], rq, 16 * b, n);
     rq16_load(&p[1], rq, 16 * b + 16, n);
-    for (size_t r = 0; r < g.rows; r += 4)
-      conv_tile(&g, r, w + b * block_bytes, block_bytes, term, 16 * b, rq, p, y, n, 4, 2);
+    for (size_t r = 0; r < g.rows; r += 8)
+      conv_tile(&g, r, w + b * block_bytes, block_bytes, term, 16 * b, rq, p, y, n, 8, 2);
   }
   if (b < nblocks) {
     rq16 p[2];
     rq16_load(&p[0], rq, 16 * b, n);
     p[1] = p[0];
-    for (size_t r = 0; r < g.rows; r += 8)
-      conv_tile(&g, r, w + b * block_bytes, block_bytes, term, 16 * b, rq, p, y, n, 8, 1);
+    if (g.out_w >= 16) {
+      for (size_t r = 0; r < g.rows; r += 16)
+        conv_tile(&g, r, w + b * block_bytes, block_bytes, term, 16 * b, rq, p, y, n, 16, 1);
+    } else {
+      for (size_t r = 0; r < g.rows; r += 8)
+        conv_tile(&g, r, w + b * block_bytes, block_bytes, term, 16 * b, rq, p, y, n, 8, 1);
+    }
   }
 }
 
