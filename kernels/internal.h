@@ -321,6 +321,11 @@ size_t edged_s8_vadd_avx2(const edged_op* op, const int8_t* x0, const int8_t* x1
  * value): 8 at a time with AVX2, at most n. */
 size_t edged_s8_requant_uniform_avx2(const int32_t* acc, size_t n, int32_t centre, int32_t multiplier,
                                      int32_t shift, int32_t output_offset, int ties_away, int8_t* y);
+/* REQUANTIZE's body with AVX2: y[i] = int8(MultiplyByQuantizedMultiplier(x[i]
+ * + input_offset), ties up) + output_offset) for i in [0, return value), 8
+ * at a time, at most n. */
+size_t edged_s8_requant_bytes_avx2(const int8_t* x, size_t n, int32_t input_offset, int32_t multiplier,
+                                   int32_t shift, int32_t output_offset, int8_t* y);
 /* AVX-512 (F + BW) and NEON (aarch64) ADD bodies: the same contract, 16 at a time. */
 size_t edged_s8_vadd_avx512(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
 size_t edged_s8_vadd_neon(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);

@@ -131,8 +131,18 @@ VNNI_INLINE void pad_sample(const edged_op* op, const int8_t* x, uint8_t* dst, c
     if (c4 == in_c) {
       copy_unsigned(d + (size_t)c0 * c4, src, (size_t)(c1 - c0) * in_c);
     } else {
+      size_t col = (size_t)c0;
+      if (in_c == 3) {
+        /* RGB: four pixels per shuffle, while a 16-byte load stays in the row. */
+        const __m128i spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
+        const __m128i flip = _mm_set1_epi32((int)(0x808080u | ((uint32_t)fill << 24)));
+        for (; col + 6 <= (size_t)c1; col += 4, src += 12) {
+          const __m128i v = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i*)src), spread);
+          _mm_storeu_si128((__m128i*)(d + col * 4), _mm_xor_si128(v, flip));
+        }
+      }
       /* A quad at a time: byte loops here become a memset call per pixel. */
-      for (size_t col = (size_t)c0; col < (size_t)c1; ++col, src += in_c)
+      for (; col < (size_t)c1; ++col, src += in_c)
         for (size_t q = 0; q < c4; q += 4) {
           uint32_t v = 0;
           for (size_t e = 0; e < 4; ++e)

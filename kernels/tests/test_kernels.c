@@ -173,6 +173,7 @@ static void test_conv_2d(void) {
     op.in_h = rnd_range(deep ? 8 : 1, deep ? 16 : 9); op.in_w = rnd_range(deep ? 8 : 1, deep ? 16 : 9);
     op.in_c = rnd_range(deep ? 100 : 1, deep ? 150 : 20);
     if (t % 3 == 2) op.in_c = 4 * ((op.in_c + 3) / 4); /* the VNNI kernel that reads windows in place */
+    if (t % 7 == 3) { op.in_c = 3; op.in_w = rnd_range(6, 16); } /* RGB rows wide enough for its shuffle */
     op.out_c = rnd_range(1, 40);
     const int pointwise = t % 5 == 0;
     op.filter_h = pointwise ? 1 : rnd_range(1, 4); op.filter_w = pointwise ? 1 : rnd_range(1, 4);

@@ -169,8 +169,8 @@ static void test_add(void) {
 }
 
 static void test_requantize_and_float(void) {
-  for (int t = 0; t < 30; ++t) {
-    const int32_t batch = rnd_range(1, 3), count = rnd_range(1, 70);
+  for (int t = 0; t < 120; ++t) {
+    const int32_t batch = rnd_range(1, 3), count = rnd_range(1, t % 2 ? 70 : 300);
     const size_t total = (size_t)(batch * count);
     int8_t* x = (int8_t*)malloc(total);
     fill_i8(x, total);
