@@ -15,6 +15,9 @@
  * either way), so the loop is a load and a vpdpwssd per tap pair. Each
  * product is at most 128 * 128 in magnitude, so a pair sum never wraps.
  *
+ * With an even horizontal stride every tap pair starts on an even column, so
+ * only those are built: half the image for the stride-2 layers.
+ *
  * Channels go 16 per block, blocks outer and pixels inner, so a block's
  * weights, bias and requantization constants stay put while the pixels
  * stream past. Rounding follows LiteRT's x86 depthwise path: ties up below
@@ -44,6 +47,16 @@ static size_t padded_extent(int32_t out, int32_t stride, int32_t filter, int32_t
   return (size_t)(out - 1) * (size_t)stride + (size_t)(filter - 1) * (size_t)dilation + 1; /* < 2^63 */
 }
 
+/* Padded columns per stored pair column: 2 with an even stride (only even
+ * columns are read), else 1. */
+static size_t column_step(const edged_op* op) { return op->stride_w % 2 == 0 ? 2 : 1; }
+
+/* Stored pair columns of a padded row of pw columns. */
+static size_t pair_cols(const edged_op* op, size_t pw) {
+  const size_t step = column_step(op);
+  return (pw + step - 1) / step;
+}
+
 size_t edged_s8_dwconv_avx512_scratch(const edged_op* op) {
   if (op->depth_multiplier != 1 || op->in_c <= 0 || op->out_h <= 0 || op->out_w <= 0 ||
       op->filter_h <= 0 || op->filter_w <= 0 || (int64_t)op->filter_h * op->filter_w > MAX_TAPS ||
@@ -57,7 +70,7 @@ size_t edged_s8_dwconv_avx512_scratch(const edged_op* op) {
       ph * pw > MAX_SCRATCH_BYTES || (size_t)op->dilation_w > MAX_SCRATCH_BYTES)
     return 0;
   /* The pair image, then one padded input row (pw + dilation_w columns). */
-  const size_t bytes = ph * pw * 2 * c + (pw + (size_t)op->dilation_w) * c;
+  const size_t bytes = ph * pair_cols(op, pw) * 2 * c + (pw + (size_t)op->dilation_w) * c;
   return bytes <= MAX_SCRATCH_BYTES ? bytes : 0;
 }
 
@@ -73,6 +86,12 @@ VNNI_INLINE void interleave(int8_t* dst, const int8_t* a, const int8_t* b, size_
     _mm256_storeu_si256((__m256i*)(dst + 2 * i), _mm256_permute2x128_si256(lo, hi, 0x20));
     _mm256_storeu_si256((__m256i*)(dst + 2 * i + 32), _mm256_permute2x128_si256(lo, hi, 0x31));
   }
+  for (; i + 16 <= n; i += 16) {
+    const __m128i va = _mm_loadu_si128((const __m128i*)(a + i));
+    const __m128i vb = _mm_loadu_si128((const __m128i*)(b + i));
+    _mm_storeu_si128((__m128i*)(dst + 2 * i), _mm_unpacklo_epi8(va, vb));
+    _mm_storeu_si128((__m128i*)(dst + 2 * i + 16), _mm_unpackhi_epi8(va, vb));
+  }
   for (; i < n; ++i) {
     dst[2 * i] = a[i];
     dst[2 * i + 1] = b[i];
@@ -85,7 +104,8 @@ VNNI_INLINE void build_pairs(const edged_op* op, const int8_t* x, int8_t* scratc
   const size_t ph = padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
   const size_t pw = padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
   const int8_t fill = (int8_t)(-op->input_offset);
-  const size_t pair_row = pw * 2 * c;
+  const size_t step = column_step(op), cols = pair_cols(op, pw);
+  const size_t pair_row = cols * 2 * c;
   int8_t* row = scratch + ph * pair_row; /* one padded input row, pw + dw columns */
   const size_t row_cols = pw + dw;
   /* Input columns [c0, c1) of a padded row are real. */
@@ -104,18 +124,23 @@ VNNI_INLINE void build_pairs(const edged_op* op, const int8_t* x, int8_t* scratc
     memcpy(row + (size_t)c0 * c, x + ((size_t)iy * (size_t)op->in_w + (size_t)(c0 - left)) * c,
            (size_t)(c1 - c0) * c);
     memset(row + (size_t)c1 * c, fill, (row_cols - (size_t)c1) * c);
-    interleave(dst, row, row + dw * c, pw * c);
+    if (step == 1) {
+      interleave(dst, row, row + dw * c, pw * c);
+    } else {
+      for (size_t j = 0; j < cols; ++j)
+        interleave(dst + j * 2 * c, row + j * step * c, row + (j * step + dw) * c, c);
+    }
   }
   g->pairs = scratch;
   g->pix_bytes = 2 * c;
   g->line_step = (size_t)op->stride_h * pair_row;
-  g->pix_step = (size_t)op->stride_w * 2 * c;
+  g->pix_step = (size_t)op->stride_w / step * 2 * c;
   g->out_w = (size_t)op->out_w;
   g->out_c = c;
   g->fh = (size_t)op->filter_h;
   g->np = ((size_t)op->filter_w + 1) / 2;
   for (size_t ky = 0; ky < g->fh; ++ky) g->row_off[ky] = ky * (size_t)op->dilation_h * pair_row;
-  for (size_t kp = 0; kp < g->np; ++kp) g->pair_off[kp] = 2 * kp * dw * 2 * c;
+  for (size_t kp = 0; kp < g->np; ++kp) g->pair_off[kp] = 2 * kp * dw / step * 2 * c;
 }
 
 /* Channels [c, c + 16) of every output pixel. FH and NP are the window rows
