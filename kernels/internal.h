@@ -291,6 +291,13 @@ edged_s8_gemm_fn edged_matmul_get(const edged_op* op);
 void edged_fully_connected(const edged_op* op, int32_t batch);
 void edged_conv_2d(const edged_op* op, int32_t batch);
 size_t edged_conv_2d_scratch_size(const edged_op* op);
+/* Rows (or columns) of input, padding included, that the windows of `out`
+ * outputs touch: the extent of an explicitly padded copy. Each argument
+ * positive; the result stays below 2^63. */
+EDGED_INLINE size_t edged_padded_extent(int32_t out, int32_t stride, int32_t filter, int32_t dilation) {
+  return (size_t)(out - 1) * (size_t)stride + (size_t)(filter - 1) * (size_t)dilation + 1;
+}
+
 /* CONV_2D read in place with dense AVX-512 VNNI weights (x86-64 only): the
  * scratch bytes one sample needs, 0 when the kernel does not take the shape
  * (in_c % 4 != 0, more than 64 taps); and the op on one sample, x its input

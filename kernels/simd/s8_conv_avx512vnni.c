@@ -37,12 +37,6 @@ typedef struct {
   size_t tap_off[MAX_TAPS];
 } conv_geom;
 
-/* Rows of the padded copy: the input rows [-pad_top, -pad_top + n) a window
- * can touch. Same for columns. */
-static size_t padded_extent(int32_t out, int32_t stride, int32_t filter, int32_t dilation) {
-  return (size_t)(out - 1) * (size_t)stride + (size_t)(filter - 1) * (size_t)dilation + 1; /* < 2^63 */
-}
-
 /* Channels per pixel in the padded copy. */
 static size_t padded_channels(const edged_op* op) { return ((size_t)op->in_c + 3) & ~(size_t)3; }
 
@@ -65,8 +59,8 @@ size_t edged_s8_conv_avx512vnni_scratch(const edged_op* op) {
       op->stride_w <= 0 || op->dilation_h <= 0 || op->dilation_w <= 0)
     return 0;
   /* Each factor below 2^32, so no product wraps before the size cap. */
-  const size_t ph = padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
-  const size_t pw = padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
+  const size_t ph = edged_padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
+  const size_t pw = edged_padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
   if (ph > MAX_PADDED_BYTES || pw > MAX_PADDED_BYTES || ph * pw > MAX_PADDED_BYTES ||
       (size_t)op->in_c > MAX_PADDED_BYTES || (size_t)op->out_c > MAX_PADDED_BYTES)
     return 0;
@@ -110,8 +104,8 @@ VNNI_INLINE void copy_unsigned(uint8_t* dst, const int8_t* src, size_t n) {
  * extra ones hold the fill too; their weights are zero); fills in g. */
 VNNI_INLINE void pad_sample(const edged_op* op, const int8_t* x, uint8_t* dst, conv_geom* g) {
   const size_t in_c = (size_t)op->in_c, c4 = padded_channels(op);
-  const size_t ph = padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
-  const size_t pw = padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
+  const size_t ph = edged_padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
+  const size_t pw = edged_padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
   const uint8_t fill = (uint8_t)((-op->input_offset) ^ 0x80);
   /* Input columns [c0, c1) of a padded row are real; the rest is padding. */
   const int64_t left = op->pad_left;
@@ -247,9 +241,9 @@ VNNI_TARGET void edged_s8_conv_avx512vnni(const edged_op* op, const int8_t* x, v
   const int8_t* w = edged_packed_weights(op->weights);
   size_t block_bytes = 16 * (size_t)h->k_pad;
   if (op->in_c % 4 != 0) {
-    int8_t* repacked = (int8_t*)scratch + image_bytes(op, padded_extent(op->out_h, op->stride_h, op->filter_h,
+    int8_t* repacked = (int8_t*)scratch + image_bytes(op, edged_padded_extent(op->out_h, op->stride_h, op->filter_h,
                                                                         op->dilation_h),
-                                                      padded_extent(op->out_w, op->stride_w, op->filter_w,
+                                                      edged_padded_extent(op->out_w, op->stride_w, op->filter_w,
                                                                     op->dilation_w));
     repack_weights(op, repacked);
     w = repacked;

@@ -43,10 +43,6 @@ typedef struct {
   size_t pair_off[MAX_TAPS];
 } dw_geom;
 
-static size_t padded_extent(int32_t out, int32_t stride, int32_t filter, int32_t dilation) {
-  return (size_t)(out - 1) * (size_t)stride + (size_t)(filter - 1) * (size_t)dilation + 1; /* < 2^63 */
-}
-
 /* Padded columns per stored pair column: 2 with an even stride (only even
  * columns are read), else 1. */
 static size_t column_step(const edged_op* op) { return op->stride_w % 2 == 0 ? 2 : 1; }
@@ -62,8 +58,8 @@ size_t edged_s8_dwconv_avx512_scratch(const edged_op* op) {
       op->filter_h <= 0 || op->filter_w <= 0 || (int64_t)op->filter_h * op->filter_w > MAX_TAPS ||
       op->stride_h <= 0 || op->stride_w <= 0 || op->dilation_h <= 0 || op->dilation_w <= 0)
     return 0;
-  const size_t ph = padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
-  const size_t pw = padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
+  const size_t ph = edged_padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
+  const size_t pw = edged_padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
   const size_t c = (size_t)op->in_c;
   /* Every factor is below 2^32 and checked before it multiplies. */
   if (ph > MAX_SCRATCH_BYTES || pw > MAX_SCRATCH_BYTES || c > MAX_SCRATCH_BYTES ||
@@ -101,8 +97,8 @@ VNNI_INLINE void interleave(int8_t* dst, const int8_t* a, const int8_t* b, size_
 /* The pair image of one sample into scratch; fills in g. */
 VNNI_INLINE void build_pairs(const edged_op* op, const int8_t* x, int8_t* scratch, dw_geom* g) {
   const size_t c = (size_t)op->in_c, dw = (size_t)op->dilation_w;
-  const size_t ph = padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
-  const size_t pw = padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
+  const size_t ph = edged_padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
+  const size_t pw = edged_padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
   const int8_t fill = (int8_t)(-op->input_offset);
   const size_t step = column_step(op), cols = pair_cols(op, pw);
   const size_t pair_row = cols * 2 * c;
