@@ -291,6 +291,34 @@ edged_s8_gemm_fn edged_matmul_get(const edged_op* op);
 void edged_fully_connected(const edged_op* op, int32_t batch);
 void edged_conv_2d(const edged_op* op, int32_t batch);
 size_t edged_conv_2d_scratch_size(const edged_op* op);
+/* n bytes from src to dst. Up to 64 bytes as two fixed-size, possibly
+ * overlapping copies of the largest power of two not above n: those compile
+ * to plain moves, where a byte loop costs a branch per byte on the 3-channel
+ * first layers and a library call costs more than the copy. Reads and writes
+ * stay inside [src, src + n) and [dst, dst + n). */
+EDGED_INLINE void edged_copy_bytes(int8_t* dst, const int8_t* src, size_t n) {
+  if (n > 64) {
+    memcpy(dst, src, n);
+  } else if (n >= 32) {
+    memcpy(dst, src, 32);
+    memcpy(dst + n - 32, src + n - 32, 32);
+  } else if (n >= 16) {
+    memcpy(dst, src, 16);
+    memcpy(dst + n - 16, src + n - 16, 16);
+  } else if (n >= 8) {
+    memcpy(dst, src, 8);
+    memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    memcpy(dst, src, 4);
+    memcpy(dst + n - 4, src + n - 4, 4);
+  } else if (n >= 2) {
+    memcpy(dst, src, 2);
+    memcpy(dst + n - 2, src + n - 2, 2);
+  } else if (n == 1) {
+    dst[0] = src[0];
+  }
+}
+
 /* Rows (or columns) of input, padding included, that the windows of `out`
  * outputs touch: the extent of an explicitly padded copy. Each argument
  * positive; the result stays below 2^63. */

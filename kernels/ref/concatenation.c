@@ -10,7 +10,7 @@ void edged_concatenation(const edged_op* op, int32_t batch) {
       for (int32_t k = 0; k < op->n_in; ++k) {
         const size_t len = (size_t)op->axis_size[k] * inner;
         const int8_t* x = (const int8_t*)op->in[k] + (size_t)b * (size_t)op->in_stride[k];
-        memcpy(y, x + o * len, len);
+        edged_copy_bytes(y, x + o * len, len); /* often a few channels per pixel */
         y += len;
       }
     }

@@ -49,40 +49,12 @@ size_t edged_conv_2d_scratch_size(const edged_op* op) {
 #endif
 }
 
-/* n bytes from src to dst. Up to 64 bytes as two fixed-size, possibly
- * overlapping copies of the largest power of two not above n: those compile
- * to plain moves, where a byte loop costs a branch per byte on the 3-channel
- * first layers and a library call costs more than the copy. Reads and writes
- * stay inside [src, src + n) and [dst, dst + n). */
-EDGED_INLINE void copy_run(int8_t* dst, const int8_t* src, size_t n) {
-  if (n > 64) {
-    memcpy(dst, src, n);
-  } else if (n >= 32) {
-    memcpy(dst, src, 32);
-    memcpy(dst + n - 32, src + n - 32, 32);
-  } else if (n >= 16) {
-    memcpy(dst, src, 16);
-    memcpy(dst + n - 16, src + n - 16, 16);
-  } else if (n >= 8) {
-    memcpy(dst, src, 8);
-    memcpy(dst + n - 8, src + n - 8, 8);
-  } else if (n >= 4) {
-    memcpy(dst, src, 4);
-    memcpy(dst + n - 4, src + n - 4, 4);
-  } else if (n >= 2) {
-    memcpy(dst, src, 2);
-    memcpy(dst + n - 2, src + n - 2, 2);
-  } else if (n == 1) {
-    dst[0] = src[0];
-  }
-}
-
 /* n padding bytes; `pad` holds 64 of them, enough for every short fill. */
 EDGED_INLINE void fill_run(int8_t* dst, const int8_t* pad, int8_t fill, size_t n) {
   if (n > 64) {
     memset(dst, fill, n);
   } else {
-    copy_run(dst, pad, n);
+    edged_copy_bytes(dst, pad, n);
   }
 }
 
@@ -112,14 +84,14 @@ static void im2col(const edged_op* op, const int8_t* x, size_t first, size_t cou
       }
       const int8_t* src_row = x + (size_t)iy * (size_t)in_w * in_c;
       if (cols_inside) {
-        copy_run(dst, src_row + (size_t)ix0 * in_c, run);
+        edged_copy_bytes(dst, src_row + (size_t)ix0 * in_c, run);
         dst += run;
         continue;
       }
       for (int32_t kx = 0; kx < fw; ++kx) {
         const int32_t ix = ix0 + kx * dw;
         if (ix >= 0 && ix < in_w) {
-          copy_run(dst, src_row + (size_t)ix * in_c, in_c);
+          edged_copy_bytes(dst, src_row + (size_t)ix * in_c, in_c);
         } else {
           fill_run(dst, pad, fill, in_c);
         }

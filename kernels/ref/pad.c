@@ -18,6 +18,13 @@ void edged_pad(const edged_op* op, int32_t batch) {
         memset(yr, fill, out_row);
         continue;
       }
+      if (c_before == 0 && c_after == 0) { /* spatial padding only: one run per row */
+        const size_t left = (size_t)op->pad_before[1] * out_c, run = (size_t)op->in_w * in_c;
+        memset(yr, fill, left);
+        memcpy(yr + left, x + (size_t)iy * run, run);
+        memset(yr + left + run, fill, out_row - left - run);
+        continue;
+      }
       for (int32_t ox = 0; ox < op->out_w; ++ox) {
         int8_t* yp = yr + (size_t)ox * out_c;
         const int32_t ix = ox - op->pad_before[1];

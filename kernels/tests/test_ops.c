@@ -259,30 +259,43 @@ static void test_softmax_logistic(void) {
 }
 
 static void test_layout_ops(void) {
-  /* PAD */
-  edged_op op = blank_op(EDGED_OP_PAD);
-  op.in_h = 3; op.in_w = 2; op.in_c = 4;
-  op.pad_before[0] = 1; op.pad_after[0] = 2; op.pad_before[1] = 0; op.pad_after[1] = 1;
-  op.pad_before[2] = 2; op.pad_after[2] = 1;
-  op.out_h = 6; op.out_w = 3; op.out_c = 7; op.output_offset = -7;
-  int8_t x[48];
-  fill_i8(x, 48);
-  guarded y = guarded_new(6 * 3 * 7 * 2);
-  op.in[0] = x; op.out = y.data; op.in_stride[0] = 24; op.out_stride = 6 * 3 * 7;
-  CHECK(edged_run(&op, 1, 2) == 0, "pad run");
-  int bad = 0;
-  for (int b = 0; b < 2; ++b)
-    for (int h = 0; h < 6; ++h)
-      for (int w = 0; w < 3; ++w)
-        for (int c = 0; c < 7; ++c) {
-          const int ih = h - 1, iw = w, ic = c - 2;
-          const int inside = ih >= 0 && ih < 3 && iw < 2 && ic >= 0 && ic < 4;
-          const int8_t e = inside ? x[b * 24 + (ih * 2 + iw) * 4 + ic] : (int8_t)-7;
-          bad += y.data[b * 126 + (h * 3 + w) * 7 + c] != e;
-        }
-  CHECK(bad == 0 && guarded_intact(&y), "pad: %d mismatches", bad);
-  free(y.base);
+  /* PAD: random geometries, every other one padding only h and w (one run
+   * per row). */
+  for (int t = 0; t < 40; ++t) {
+    edged_op p = blank_op(EDGED_OP_PAD);
+    p.in_h = rnd_range(1, 5); p.in_w = rnd_range(1, 9); p.in_c = rnd_range(1, 9);
+    for (int k = 0; k < 3; ++k) {
+      p.pad_before[k] = (k == 2 && t % 2) ? 0 : rnd_range(0, 3);
+      p.pad_after[k] = (k == 2 && t % 2) ? 0 : rnd_range(0, 3);
+    }
+    p.out_h = p.in_h + p.pad_before[0] + p.pad_after[0];
+    p.out_w = p.in_w + p.pad_before[1] + p.pad_after[1];
+    p.out_c = p.in_c + p.pad_before[2] + p.pad_after[2];
+    p.output_offset = rnd_range(-128, 127);
+    const int batch = rnd_range(1, 2);
+    const size_t in_n = (size_t)(p.in_h * p.in_w * p.in_c), out_n = (size_t)(p.out_h * p.out_w * p.out_c);
+    int8_t* px = (int8_t*)malloc(in_n * (size_t)batch);
+    fill_i8(px, in_n * (size_t)batch);
+    guarded py = guarded_new(out_n * (size_t)batch);
+    p.in[0] = px; p.out = py.data; p.in_stride[0] = (int64_t)in_n; p.out_stride = (int64_t)out_n;
+    CHECK(edged_run(&p, 1, batch) == 0, "pad run");
+    int bad = 0;
+    for (int b = 0; b < batch; ++b)
+      for (int h = 0; h < p.out_h; ++h)
+        for (int w = 0; w < p.out_w; ++w)
+          for (int c = 0; c < p.out_c; ++c) {
+            const int ih = h - p.pad_before[0], iw = w - p.pad_before[1], ic = c - p.pad_before[2];
+            const int inside = ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w && ic >= 0 && ic < p.in_c;
+            const int8_t e = inside ? px[(size_t)b * in_n + (size_t)((ih * p.in_w + iw) * p.in_c + ic)]
+                                    : (int8_t)p.output_offset;
+            bad += py.data[(size_t)b * out_n + (size_t)((h * p.out_w + w) * p.out_c + c)] != e;
+          }
+    CHECK(bad == 0 && guarded_intact(&py), "pad %dx%dx%d: %d mismatches", p.in_h, p.in_w, p.in_c, bad);
+    free(py.base); free(px);
+  }
 
+  edged_op op;
+  int bad;
   /* CONCATENATION of three inputs along the middle of [2, a_k, 3]. */
   int8_t a0[2 * 1 * 3], a1[2 * 4 * 3], a2[2 * 2 * 3];
   fill_i8(a0, sizeof(a0)); fill_i8(a1, sizeof(a1)); fill_i8(a2, sizeof(a2));
