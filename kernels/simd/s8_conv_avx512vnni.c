@@ -202,12 +202,17 @@ VNNI_INLINE void tap_quads(__m512i acc[16][2], const uint8_t* const* corner, siz
 VNNI_INLINE void conv_tile(const conv_geom* g, size_t r, const int8_t* w, size_t block_bytes,
                            const int32_t* term, size_t o, const edged_requant* rq, const rq16* p,
                            int8_t* y, size_t y_stride, const int mr, const int nb) {
+  /* One division per tile, then the window corners step along the rows. */
   const uint8_t* corner[16];
+  size_t oy = r / g->out_w, ox = r % g->out_w;
+  const int row = ox + (size_t)mr <= g->out_w;
   for (int i = 0; i < mr; ++i) {
-    const size_t pix = r + (size_t)i < g->rows ? r + (size_t)i : g->rows - 1;
-    corner[i] = g->x + (pix / g->out_w) * g->line_step + (pix % g->out_w) * g->pix_step;
+    corner[i] = g->x + oy * g->line_step + ox * g->pix_step;
+    if (r + (size_t)i + 1 < g->rows && ++ox == g->out_w) { /* past the last pixel: alias it */
+      ox = 0;
+      ++oy;
+    }
   }
-  const int row = r % g->out_w + (size_t)mr <= g->out_w;
   __m512i acc[16][2];
   for (int i = 0; i < mr; ++i)
     for (int k = 0; k < nb; ++k) acc[i][k] = _mm512_setzero_si512();
