@@ -9,13 +9,18 @@
  * re-reading taps x the image, and the per-quad broadcast needs no xor.
  *
  * The weights are the dense AVX512VNNI packing of the [out_c, kh*kw*in_c]
- * filter matrix. With in_c % 4 == 0 every depth quad lies inside one tap, so
- * quad q of tap t is packed quad t * in_c/4 + q. Other channel counts (the
- * 3-channel first layer of an image network) are padded to the next
- * multiple of 4 in the copy, with zero weights repacked into scratch on each
- * call for the extra channels: a few hundred bytes for a first layer, where
- * im2col of 3-byte runs would cost more than the products. Block-sparse
- * weights take im2col (conv_2d.c).
+ * filter matrix, whose depth the kernel walks as segments of whole quads:
+ *   - in_c % 4 == 0: a segment is one tap, in_c bytes at corner + tap_off[t];
+ *     quad q of tap t is packed quad t * in_c/4 + q.
+ *   - otherwise, without horizontal dilation: a segment is one window row,
+ *     kw * in_c contiguous bytes of the copy (a 10x4 filter on one channel
+ *     is 10 segments of one quad, where taps would be 40 quads of 1 value).
+ *     When kw * in_c % 4 != 0 the last quad of a row runs into the next
+ *     pixel; the weights are repacked into scratch on each call with zeros
+ *     there (a few hundred bytes for an RGB first layer).
+ *   - otherwise (dilated): taps again, channels zero-padded to a multiple of
+ *     4 in the copy and the weights repacked to match.
+ * Block-sparse weights take im2col (conv_2d.c).
  */
 #include "internal.h"
 
@@ -23,6 +28,8 @@
 #include "avx512_requant.h"
 
 #define MAX_TAPS 64
+/* Readable bytes after the copy's last pixel. */
+#define SLACK 8
 /* Largest padded sample copied; past it, im2col's bounded chunks use less memory. */
 #define MAX_PADDED_BYTES ((size_t)8 << 20)
 
@@ -32,25 +39,45 @@ typedef struct {
   size_t pix_step;   /* bytes between horizontally adjacent windows */
   size_t line_step;  /* bytes between vertically adjacent windows */
   size_t out_w, rows;
-  size_t quads;      /* padded channels / 4 */
-  size_t taps;
+  size_t quads;      /* quads per depth segment */
+  size_t taps;       /* depth segments */
   size_t tap_off[MAX_TAPS];
 } conv_geom;
 
-/* Channels per pixel in the padded copy. */
-static size_t padded_channels(const edged_op* op) { return ((size_t)op->in_c + 3) & ~(size_t)3; }
+/* How a window's depth maps onto the copy (see the top of the file). */
+typedef struct {
+  size_t image_c;  /* channels per pixel in the copy */
+  size_t segs;     /* depth segments */
+  size_t seg;      /* depth values per segment */
+  size_t quads;    /* quads per segment, the last zero-padded */
+  int window_rows; /* segments are window rows, not taps */
+  int repack;      /* the packed quads do not line up with the segments */
+} conv_layout;
 
-/* Bytes of the padded copy, rounded up to keep the repacked weights after it
- * 64-byte aligned (relative to scratch). */
-static size_t image_bytes(const edged_op* op, size_t ph, size_t pw) {
-  return (ph * pw * padded_channels(op) + 63) & ~(size_t)63;
+static conv_layout layout_of(const edged_op* op) {
+  conv_layout l;
+  const size_t in_c = (size_t)op->in_c, fw = (size_t)op->filter_w;
+  l.window_rows = in_c % 4 != 0 && op->dilation_w == 1;
+  l.image_c = in_c % 4 == 0 || l.window_rows ? in_c : (in_c + 3) & ~(size_t)3;
+  l.segs = (size_t)op->filter_h * (l.window_rows ? 1 : fw);
+  l.seg = l.window_rows ? fw * in_c : in_c;
+  l.quads = (l.seg + 3) / 4;
+  l.repack = l.seg % 4 != 0;
+  return l;
 }
 
-/* Bytes of the repacked weights: 0 when in_c % 4 == 0 (used as packed). */
-static size_t repacked_bytes(const edged_op* op) {
-  if (op->in_c % 4 == 0) return 0;
+/* Bytes of the padded copy and its slack (a window row's last quad may read
+ * 3 bytes past the last pixel), rounded up to keep the repacked weights
+ * after it 64-byte aligned (relative to scratch). */
+static size_t image_bytes(const conv_layout* l, size_t ph, size_t pw) {
+  return (ph * pw * l->image_c + SLACK + 63) & ~(size_t)63;
+}
+
+/* Bytes of the repacked weights: 0 when used as packed. */
+static size_t repacked_bytes(const edged_op* op, const conv_layout* l) {
+  if (!l->repack) return 0;
   const size_t blocks = ((size_t)op->out_c + 15) / 16;
-  return blocks * 16 * (size_t)op->filter_h * (size_t)op->filter_w * padded_channels(op);
+  return blocks * 16 * l->segs * l->quads * 4;
 }
 
 size_t edged_s8_conv_avx512vnni_scratch(const edged_op* op) {
@@ -64,26 +91,25 @@ size_t edged_s8_conv_avx512vnni_scratch(const edged_op* op) {
   if (ph > MAX_PADDED_BYTES || pw > MAX_PADDED_BYTES || ph * pw > MAX_PADDED_BYTES ||
       (size_t)op->in_c > MAX_PADDED_BYTES || (size_t)op->out_c > MAX_PADDED_BYTES)
     return 0;
-  const size_t bytes = image_bytes(op, ph, pw) + repacked_bytes(op);
+  const conv_layout l = layout_of(op);
+  const size_t bytes = image_bytes(&l, ph, pw) + repacked_bytes(op, &l);
   return bytes <= MAX_PADDED_BYTES ? bytes : 0;
 }
 
-/* The packed weights with each tap's channels zero-padded to a multiple of
- * 4, same layout (16-channel blocks of depth quads), into dst. */
-static void repack_weights(const edged_op* op, int8_t* dst) {
+/* The packed weights re-cut into the layout's segments, each zero-padded to
+ * whole quads, same layout otherwise (16-channel blocks of depth quads). */
+static void repack_weights(const edged_op* op, const conv_layout* l, int8_t* dst) {
   const edged_packed_header* h = (const edged_packed_header*)op->weights;
   const int8_t* src = edged_packed_weights(op->weights);
-  const size_t in_c = (size_t)op->in_c, c4 = padded_channels(op);
-  const size_t taps = (size_t)op->filter_h * (size_t)op->filter_w;
   const size_t blocks = (size_t)h->n_pad / 16, k_pad = (size_t)h->k_pad;
   for (size_t b = 0; b < blocks; ++b) {
     const int8_t* sb = src + b * 16 * k_pad;
-    for (size_t t = 0; t < taps; ++t)
-      for (size_t q = 0; q < c4 / 4; ++q, dst += 64)
+    for (size_t t = 0; t < l->segs; ++t)
+      for (size_t q = 0; q < l->quads; ++q, dst += 64)
         for (size_t j = 0; j < 16; ++j)
           for (size_t e = 0; e < 4; ++e) {
-            const size_t c = 4 * q + e, d = t * in_c + c;
-            dst[4 * j + e] = c < in_c ? sb[(d / 4) * 64 + 4 * j + d % 4] : 0;
+            const size_t c = 4 * q + e, d = t * l->seg + c;
+            dst[4 * j + e] = c < l->seg ? sb[(d / 4) * 64 + 4 * j + d % 4] : 0;
           }
   }
 }
@@ -100,10 +126,11 @@ VNNI_INLINE void copy_unsigned(uint8_t* dst, const int8_t* src, size_t n) {
   }
 }
 
-/* The padded, unsigned copy of one sample, channels padded to c4 (the
- * extra ones hold the fill too; their weights are zero); fills in g. */
-VNNI_INLINE void pad_sample(const edged_op* op, const int8_t* x, uint8_t* dst, conv_geom* g) {
-  const size_t in_c = (size_t)op->in_c, c4 = padded_channels(op);
+/* The padded, unsigned copy of one sample with l->image_c channels per pixel
+ * (channels past in_c hold the fill too; their weights are zero); fills in g. */
+VNNI_INLINE void pad_sample(const edged_op* op, const conv_layout* l, const int8_t* x, uint8_t* dst,
+                            conv_geom* g) {
+  const size_t in_c = (size_t)op->in_c, ic = l->image_c;
   const size_t ph = edged_padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
   const size_t pw = edged_padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
   const uint8_t fill = (uint8_t)((-op->input_offset) ^ 0x80);
@@ -112,7 +139,7 @@ VNNI_INLINE void pad_sample(const edged_op* op, const int8_t* x, uint8_t* dst, c
   const int64_t c0 = left > 0 ? left : 0;
   int64_t c1 = left + op->in_w;
   if (c1 > (int64_t)pw) c1 = (int64_t)pw;
-  const size_t row_bytes = pw * c4;
+  const size_t row_bytes = pw * ic;
   for (size_t r = 0; r < ph; ++r) {
     uint8_t* d = dst + r * row_bytes;
     const int64_t iy = (int64_t)r - op->pad_top;
@@ -121,43 +148,39 @@ VNNI_INLINE void pad_sample(const edged_op* op, const int8_t* x, uint8_t* dst, c
       continue;
     }
     const int8_t* src = x + ((size_t)iy * (size_t)op->in_w + (size_t)(c0 - left)) * in_c;
-    memset(d, fill, (size_t)c0 * c4);
-    if (c4 == in_c) {
-      copy_unsigned(d + (size_t)c0 * c4, src, (size_t)(c1 - c0) * in_c);
+    memset(d, fill, (size_t)c0 * ic);
+    if (ic == in_c) {
+      copy_unsigned(d + (size_t)c0 * ic, src, (size_t)(c1 - c0) * in_c);
     } else {
-      size_t col = (size_t)c0;
-      if (in_c == 3) {
-        /* RGB: four pixels per shuffle, while a 16-byte load stays in the row. */
-        const __m128i spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
-        const __m128i flip = _mm_set1_epi32((int)(0x808080u | ((uint32_t)fill << 24)));
-        for (; col + 6 <= (size_t)c1; col += 4, src += 12) {
-          const __m128i v = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i*)src), spread);
-          _mm_storeu_si128((__m128i*)(d + col * 4), _mm_xor_si128(v, flip));
-        }
-      }
       /* A quad at a time: byte loops here become a memset call per pixel. */
-      for (; col < (size_t)c1; ++col, src += in_c)
-        for (size_t q = 0; q < c4; q += 4) {
+      for (size_t col = (size_t)c0; col < (size_t)c1; ++col, src += in_c)
+        for (size_t q = 0; q < ic; q += 4) {
           uint32_t v = 0;
           for (size_t e = 0; e < 4; ++e)
             v |= (uint32_t)(q + e < in_c ? (uint8_t)(src[q + e] ^ 0x80) : fill) << (8 * e);
-          memcpy(d + col * c4 + q, &v, 4);
+          memcpy(d + col * ic + q, &v, 4);
         }
     }
-    memset(d + (size_t)c1 * c4, fill, (pw - (size_t)c1) * c4);
+    memset(d + (size_t)c1 * ic, fill, (pw - (size_t)c1) * ic);
   }
+  memset(dst + ph * row_bytes, fill, SLACK);
   g->x = dst;
   g->row_bytes = row_bytes;
-  g->pix_step = (size_t)op->stride_w * c4;
+  g->pix_step = (size_t)op->stride_w * ic;
   g->line_step = (size_t)op->stride_h * row_bytes;
   g->out_w = (size_t)op->out_w;
   g->rows = (size_t)op->out_h * (size_t)op->out_w;
-  g->quads = c4 / 4;
+  g->quads = l->quads;
   g->taps = 0;
-  for (int32_t ky = 0; ky < op->filter_h; ++ky)
+  for (int32_t ky = 0; ky < op->filter_h; ++ky) {
+    if (l->window_rows) {
+      g->tap_off[g->taps++] = (size_t)ky * (size_t)op->dilation_h * row_bytes;
+      continue;
+    }
     for (int32_t kx = 0; kx < op->filter_w; ++kx)
       g->tap_off[g->taps++] = (size_t)ky * (size_t)op->dilation_h * row_bytes +
-                              (size_t)kx * (size_t)op->dilation_w * c4;
+                              (size_t)kx * (size_t)op->dilation_w * ic;
+  }
 }
 
 VNNI_INLINE __m512i bcast_quad(const uint8_t* p) {
@@ -238,21 +261,21 @@ VNNI_INLINE void conv_tile(const conv_geom* g, size_t r, const int8_t* w, size_t
 
 VNNI_TARGET void edged_s8_conv_avx512vnni(const edged_op* op, const int8_t* x, void* scratch, int8_t* y,
                                           const edged_requant* rq) {
+  const conv_layout l = layout_of(op);
   conv_geom g;
-  pad_sample(op, x, (uint8_t*)scratch, &g);
+  pad_sample(op, &l, x, (uint8_t*)scratch, &g);
   const edged_packed_header* h = (const edged_packed_header*)op->weights;
   const size_t n = (size_t)h->out_c, nblocks = (size_t)h->n_pad / 16;
   const int32_t* term = edged_packed_terms(op->weights);
   const int8_t* w = edged_packed_weights(op->weights);
   size_t block_bytes = 16 * (size_t)h->k_pad;
-  if (op->in_c % 4 != 0) {
-    int8_t* repacked = (int8_t*)scratch + image_bytes(op, edged_padded_extent(op->out_h, op->stride_h, op->filter_h,
-                                                                        op->dilation_h),
-                                                      edged_padded_extent(op->out_w, op->stride_w, op->filter_w,
-                                                                    op->dilation_w));
-    repack_weights(op, repacked);
+  if (l.repack) {
+    const size_t ph = edged_padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
+    const size_t pw = edged_padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
+    int8_t* repacked = (int8_t*)scratch + image_bytes(&l, ph, pw);
+    repack_weights(op, &l, repacked);
     w = repacked;
-    block_bytes = 16 * g.taps * g.quads * 4;
+    block_bytes = 16 * l.segs * l.quads * 4;
   }
 
   /* Channel-block pairs outer, pixels inner: the pair's weights stay in L1
