@@ -3,23 +3,23 @@
  * The sample is first copied into scratch with its padding made explicit and
  * every byte shifted to unsigned (x ^ 0x80 == x + 128, the operand vpdpbusd
  * wants; the packed terms already hold the matching -128 * rowsum). Every
- * window then lies inside that copy, and the depth values of output pixel p,
- * tap t, are in_c contiguous bytes at corner(p) + tap_off[t]: the GEMM tile
+ * window then lies inside that copy, and each segment t of the depth of
+ * output pixel p is contiguous bytes at corner(p) + tap_off[t]: the GEMM tile
  * below reads them in place. Compared with im2col this skips writing and
  * re-reading taps x the image, and the per-quad broadcast needs no xor.
  *
  * The weights are the dense AVX512VNNI packing of the [out_c, kh*kw*in_c]
  * filter matrix, whose depth the kernel walks as segments of whole quads:
- *   - in_c % 4 == 0: a segment is one tap, in_c bytes at corner + tap_off[t];
- *     quad q of tap t is packed quad t * in_c/4 + q.
- *   - otherwise, without horizontal dilation: a segment is one window row,
- *     kw * in_c contiguous bytes of the copy (a 10x4 filter on one channel
- *     is 10 segments of one quad, where taps would be 40 quads of 1 value).
- *     When kw * in_c % 4 != 0 the last quad of a row runs into the next
- *     pixel; the weights are repacked into scratch on each call with zeros
+ *   - without horizontal dilation, a segment is one window row: kw * in_c
+ *     contiguous bytes of the copy, quads ky * kw*in_c/4 + q of the packing
+ *     when kw * in_c % 4 == 0. Three segments for a 3x3 filter rather than
+ *     nine taps, and a one-channel 10x4 filter is 10 quads, not 40. When
+ *     kw * in_c % 4 != 0 the last quad of a row runs into the next pixel;
+ *     the weights are then repacked into scratch on each call with zeros
  *     there (a few hundred bytes for an RGB first layer).
- *   - otherwise (dilated): taps again, channels zero-padded to a multiple of
- *     4 in the copy and the weights repacked to match.
+ *   - dilated: a segment is one tap, in_c bytes at corner + tap_off[t], the
+ *     channels zero-padded to a multiple of 4 in the copy (weights repacked
+ *     to match) unless in_c % 4 == 0.
  * Block-sparse weights take im2col (conv_2d.c).
  */
 #include "internal.h"
@@ -57,7 +57,7 @@ typedef struct {
 static conv_layout layout_of(const edged_op* op) {
   conv_layout l;
   const size_t in_c = (size_t)op->in_c, fw = (size_t)op->filter_w;
-  l.window_rows = in_c % 4 != 0 && op->dilation_w == 1;
+  l.window_rows = op->dilation_w == 1;
   l.image_c = in_c % 4 == 0 || l.window_rows ? in_c : (in_c + 3) & ~(size_t)3;
   l.segs = (size_t)op->filter_h * (l.window_rows ? 1 : fw);
   l.seg = l.window_rows ? fw * in_c : in_c;
