@@ -168,6 +168,35 @@ VNNI_INLINE void block_pixels(const dw_geom* g, size_t rows, size_t c, __mmask32
   }
 }
 
+/* Eight channels: two horizontally neighbouring output pixels per vector.
+ * With windows 16 bytes apart in the pair image (stride 1, or stride 2 on
+ * its even columns) their tap pairs are one 32-byte load, against the
+ * weights, bias and requantization constants repeated for both halves, and
+ * their outputs are 16 contiguous bytes. A row's odd last pixel goes alone. */
+VNNI_INLINE void pixel_pairs8(const dw_geom* g, size_t out_h, const __m512i* wp, __m512i bias, const rq16* p,
+                              const edged_requant* rq, int8_t* y, const int FH, const int NP) {
+  const size_t fh = FH ? (size_t)FH : g->fh, np = NP ? (size_t)NP : g->np;
+  rq16 single = *p;
+  single.store_mask = 0xFF;
+  for (size_t oy = 0; oy < out_h; ++oy) {
+    for (size_t ox = 0; ox < g->out_w; ox += 2) {
+      const int two = ox + 1 < g->out_w;
+      const __mmask32 load = two ? 0xFFFFFFFFu : 0xFFFFu;
+      const int8_t* base = g->pairs + oy * g->line_step + ox * g->pix_step;
+      __m512i acc = bias;
+      for (size_t ky = 0; ky < fh; ++ky) {
+        const int8_t* line = base + g->row_off[ky];
+        for (size_t kp = 0; kp < np; ++kp) {
+          const __m512i xv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(load, line + g->pair_off[kp]));
+          __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(xv), "vm"(wp[ky * np + kp]));
+        }
+      }
+      const __m128i v = rq16_apply(p, acc, rq);
+      rq16_put(two ? p : &single, v, y + (oy * g->out_w + ox) * 8);
+    }
+  }
+}
+
 VNNI_TARGET void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch) {
   const size_t c_all = (size_t)op->out_c, body = c_all - c_all % 8;
   const size_t fh = (size_t)op->filter_h, fw = (size_t)op->filter_w, np = (fw + 1) / 2;
@@ -207,6 +236,24 @@ VNNI_TARGET void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch) {
       rq16 p_lo, p_hi;
       rq16_load(&p_lo, &rq_up, c, c_all);
       if (hi_lanes) rq16_load(&p_hi, &rq_away, c, c_all);
+      if (c_all == 8 && g.pix_step == 16) {
+        /* Both halves of every vector: the 8 channels' constants twice. */
+        for (size_t k = 0; k < fh * np; ++k) wp[k] = _mm512_shuffle_i64x2(wp[k], wp[k], 0x44);
+        const __m512i bias2 = _mm512_shuffle_i64x2(bias_v, bias_v, 0x44);
+        int32_t mult[16], shift[16];
+        for (size_t j = 0; j < 16; ++j) {
+          mult[j] = op->out_multiplier[j % 8];
+          shift[j] = op->out_shift[j % 8];
+        }
+        const edged_requant rq2 = {mult, shift, op->output_offset, op->act_min, op->act_max, 0, 0};
+        rq16 p2;
+        rq16_load(&p2, &rq2, 0, 16);
+        if (fh == 3 && np == 2)
+          pixel_pairs8(&g, (size_t)op->out_h, wp, bias2, &p2, &rq2, y, 3, 2);
+        else
+          pixel_pairs8(&g, (size_t)op->out_h, wp, bias2, &p2, &rq2, y, 0, 0);
+        continue;
+      }
       const __mmask32 load_mask = (__mmask32)(n == 16 ? 0xFFFFFFFFu : (1u << (2 * n)) - 1u);
       if (fh == 3 && np == 2)
         block_pixels(&g, rows, c, load_mask, wp, bias_v, &p_lo, &p_hi, &rq_up, &rq_away, hi_lanes, y, 3, 2);
