@@ -148,12 +148,14 @@ VNNI_INLINE __m128i rq16_apply(const rq16* p, __m512i acc, const edged_requant* 
   return _mm512_cvtepi32_epi8(v);
 }
 
-/* The valid lanes of a narrowed block to dst. Full blocks store 16 bytes
- * plainly: vpmovdb straight to memory under a mask is a slow multi-uop
- * store on Intel cores. */
+/* The valid lanes of a narrowed block to dst. Full and half blocks store
+ * 16 or 8 bytes plainly: a masked byte store is a slow multi-uop store on
+ * Intel and AMD cores alike. */
 VNNI_INLINE void rq16_put(const rq16* p, __m128i narrow, int8_t* dst) {
   if (p->store_mask == 0xFFFF) {
     _mm_storeu_si128((__m128i*)dst, narrow);
+  } else if (p->store_mask == 0xFF) {
+    _mm_storel_epi64((__m128i*)dst, narrow);
   } else {
     _mm_mask_storeu_epi8(dst, p->store_mask, narrow);
   }
