@@ -317,6 +317,13 @@ static void test_layout_ops(void) {
   CHECK(bad == 0 && guarded_intact(&cy), "concat: %d mismatches", bad);
   free(cy.base);
 
+  /* An empty CONCATENATION with a huge outer extent (the descriptor fuzzer's
+   * instrumented build once spun through its 2^31 zero-byte copies). */
+  op = blank_op(EDGED_OP_CONCATENATION);
+  op.n_in = 2; op.outer = INT32_MAX; op.inner = 5;
+  op.in[0] = a0; op.in[1] = a1; op.out = a2;
+  CHECK(edged_run(&op, 1, 3) == 0, "empty concat run");
+
   /* COPY of float elements. */
   float src[6] = {1, 2, 3, 4, 5, 6}, dst[6] = {0};
   op = blank_op(EDGED_OP_COPY);
