@@ -97,20 +97,30 @@ size_t edged_s8_conv_avx512vnni_scratch(const edged_op* op) {
 }
 
 /* The packed weights re-cut into the layout's segments, each zero-padded to
- * whole quads, same layout otherwise (16-channel blocks of depth quads). */
-static void repack_weights(const edged_op* op, const conv_layout* l, int8_t* dst) {
+ * whole quads, same layout otherwise (16-channel blocks of depth quads).
+ * Output quad q of segment t holds depth d0 = t * seg + 4q onwards: bytes r
+ * = d0 % 4 .. 3 of packed quad d0 / 4 and bytes 0 .. r - 1 of the next, per
+ * channel, which are two 32-bit lane shifts and an or; depth past the
+ * segment is masked to zero. */
+VNNI_TARGET static void repack_weights(const edged_op* op, const conv_layout* l, int8_t* dst) {
   const edged_packed_header* h = (const edged_packed_header*)op->weights;
   const int8_t* src = edged_packed_weights(op->weights);
-  const size_t blocks = (size_t)h->n_pad / 16, k_pad = (size_t)h->k_pad;
+  const size_t blocks = (size_t)h->n_pad / 16, src_quads = (size_t)h->k_pad / 4;
   for (size_t b = 0; b < blocks; ++b) {
-    const int8_t* sb = src + b * 16 * k_pad;
+    const int8_t* sb = src + b * 64 * src_quads;
     for (size_t t = 0; t < l->segs; ++t)
-      for (size_t q = 0; q < l->quads; ++q, dst += 64)
-        for (size_t j = 0; j < 16; ++j)
-          for (size_t e = 0; e < 4; ++e) {
-            const size_t c = 4 * q + e, d = t * l->seg + c;
-            dst[4 * j + e] = c < l->seg ? sb[(d / 4) * 64 + 4 * j + d % 4] : 0;
-          }
+      for (size_t q = 0; q < l->quads; ++q, dst += 64) {
+        const size_t d0 = t * l->seg + 4 * q, sq = d0 / 4, r = d0 % 4;
+        const size_t live = l->seg - 4 * q < 4 ? l->seg - 4 * q : 4; /* bytes of this quad in the segment */
+        const __m512i lo = _mm512_loadu_si512(sb + sq * 64);
+        __m512i v = lo;
+        if (r != 0) {
+          const __m512i hi = sq + 1 < src_quads ? _mm512_loadu_si512(sb + (sq + 1) * 64) : _mm512_setzero_si512();
+          v = _mm512_or_si512(_mm512_srli_epi32(lo, (unsigned)(8 * r)), _mm512_slli_epi32(hi, (unsigned)(32 - 8 * r)));
+        }
+        if (live < 4) v = _mm512_and_si512(v, _mm512_set1_epi32((int)((UINT32_C(1) << (8 * live)) - 1u)));
+        _mm512_storeu_si512(dst, v);
+      }
   }
 }
 
