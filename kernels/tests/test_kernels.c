@@ -5,9 +5,9 @@
  * re-derived from its definition), over random shapes, zero points,
  * multipliers, shifts and activation ranges from a fixed seed; then
  * FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D through edged_run(); the other
- * ops are in test_ops.c. Buffers are allocated at their exact size and outputs
- * get guard bytes, so under -fsanitize=address any over-read or over-write
- * fails loudly.
+ * ops are in test_ops.c and test_spatial.c. Buffers are allocated at their
+ * exact size and outputs get guard bytes, so under -fsanitize=address any
+ * over-read or over-write fails loudly.
  *
  * Prints "N passed, M failed" last and exits non-zero if anything failed.
  */
