@@ -326,6 +326,14 @@ EDGED_INLINE size_t edged_padded_extent(int32_t out, int32_t stride, int32_t fil
   return (size_t)(out - 1) * (size_t)stride + (size_t)(filter - 1) * (size_t)dilation + 1;
 }
 
+/* The columns [*c0, *c1) of a padded row `width` columns wide (column 0 is
+ * input column -pad_left) that hold input; *c1 <= *c0 when none do. */
+EDGED_INLINE void edged_input_columns(int32_t pad_left, int32_t in_w, size_t width, int64_t* c0, int64_t* c1) {
+  *c0 = pad_left > 0 ? pad_left : 0;
+  *c1 = (int64_t)pad_left + in_w;
+  if (*c1 > (int64_t)width) *c1 = (int64_t)width;
+}
+
 /* CONV_2D read in place with dense AVX-512 VNNI weights (x86-64 only): the
  * scratch bytes one sample needs, 0 when the kernel does not take the shape
  * (in_c % 4 != 0, more than 64 taps); and the op on one sample, x its input

@@ -35,7 +35,7 @@
 
 typedef struct {
   const uint8_t* x;  /* the padded, unsigned sample */
-  size_t row_bytes;  /* bytes per padded image row */
+  size_t image_bytes; /* scratch it takes (image_bytes()); the repacked weights follow */
   size_t pix_step;   /* bytes between horizontally adjacent windows */
   size_t line_step;  /* bytes between vertically adjacent windows */
   size_t out_w, rows;
@@ -144,11 +144,9 @@ VNNI_INLINE void pad_sample(const edged_op* op, const conv_layout* l, const int8
   const size_t ph = edged_padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
   const size_t pw = edged_padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
   const uint8_t fill = (uint8_t)((-op->input_offset) ^ 0x80);
-  /* Input columns [c0, c1) of a padded row are real; the rest is padding. */
   const int64_t left = op->pad_left;
-  const int64_t c0 = left > 0 ? left : 0;
-  int64_t c1 = left + op->in_w;
-  if (c1 > (int64_t)pw) c1 = (int64_t)pw;
+  int64_t c0, c1;
+  edged_input_columns(op->pad_left, op->in_w, pw, &c0, &c1);
   const size_t row_bytes = pw * ic;
   for (size_t r = 0; r < ph; ++r) {
     uint8_t* d = dst + r * row_bytes;
@@ -175,7 +173,7 @@ VNNI_INLINE void pad_sample(const edged_op* op, const conv_layout* l, const int8
   }
   memset(dst + ph * row_bytes, fill, SLACK);
   g->x = dst;
-  g->row_bytes = row_bytes;
+  g->image_bytes = image_bytes(l, ph, pw);
   g->pix_step = (size_t)op->stride_w * ic;
   g->line_step = (size_t)op->stride_h * row_bytes;
   g->out_w = (size_t)op->out_w;
@@ -280,9 +278,7 @@ VNNI_TARGET void edged_s8_conv_avx512vnni(const edged_op* op, const int8_t* x, v
   const int8_t* w = edged_packed_weights(op->weights);
   size_t block_bytes = 16 * (size_t)h->k_pad;
   if (l.repack) {
-    const size_t ph = edged_padded_extent(op->out_h, op->stride_h, op->filter_h, op->dilation_h);
-    const size_t pw = edged_padded_extent(op->out_w, op->stride_w, op->filter_w, op->dilation_w);
-    int8_t* repacked = (int8_t*)scratch + image_bytes(&l, ph, pw);
+    int8_t* repacked = (int8_t*)scratch + g.image_bytes;
     repack_weights(op, &l, repacked);
     w = repacked;
     block_bytes = 16 * l.segs * l.quads * 4;

@@ -34,7 +34,6 @@
 
 typedef struct {
   const int8_t* pairs;
-  size_t pix_bytes;  /* 2 * in_c */
   size_t line_step;  /* bytes between vertically adjacent windows */
   size_t pix_step;   /* bytes between horizontally adjacent windows */
   size_t out_w, out_c;
@@ -104,11 +103,9 @@ VNNI_INLINE void build_pairs(const edged_op* op, const int8_t* x, int8_t* scratc
   const size_t pair_row = cols * 2 * c;
   int8_t* row = scratch + ph * pair_row; /* one padded input row, pw + dw columns */
   const size_t row_cols = pw + dw;
-  /* Input columns [c0, c1) of a padded row are real. */
   const int64_t left = op->pad_left;
-  const int64_t c0 = left > 0 ? left : 0;
-  int64_t c1 = left + op->in_w;
-  if (c1 > (int64_t)row_cols) c1 = (int64_t)row_cols;
+  int64_t c0, c1;
+  edged_input_columns(op->pad_left, op->in_w, row_cols, &c0, &c1);
   for (size_t r = 0; r < ph; ++r) {
     int8_t* dst = scratch + r * pair_row;
     const int64_t iy = (int64_t)r - op->pad_top;
@@ -128,7 +125,6 @@ VNNI_INLINE void build_pairs(const edged_op* op, const int8_t* x, int8_t* scratc
     }
   }
   g->pairs = scratch;
-  g->pix_bytes = 2 * c;
   g->line_step = (size_t)op->stride_h * pair_row;
   g->pix_step = (size_t)op->stride_w / step * 2 * c;
   g->out_w = (size_t)op->out_w;
@@ -137,6 +133,21 @@ VNNI_INLINE void build_pairs(const edged_op* op, const int8_t* x, int8_t* scratc
   g->np = ((size_t)op->filter_w + 1) / 2;
   for (size_t ky = 0; ky < g->fh; ++ky) g->row_off[ky] = ky * (size_t)op->dilation_h * pair_row;
   for (size_t kp = 0; kp < g->np; ++kp) g->pair_off[kp] = 2 * kp * dw / step * 2 * c;
+}
+
+/* bias + the window at `base` (its tap pairs, `load` selecting the bytes
+ * read) against the weight pairs wp: fh rows of np pairs. */
+VNNI_INLINE __m512i window_sum(const dw_geom* g, const int8_t* base, __mmask32 load, const __m512i* wp,
+                               __m512i bias, size_t fh, size_t np) {
+  __m512i acc = bias;
+  for (size_t ky = 0; ky < fh; ++ky) {
+    const int8_t* line = base + g->row_off[ky];
+    for (size_t kp = 0; kp < np; ++kp) {
+      const __m512i xv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(load, line + g->pair_off[kp]));
+      __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(xv), "vm"(wp[ky * np + kp]));
+    }
+  }
+  return acc;
 }
 
 /* Channels [c, c + 16) of every output pixel. FH and NP are the window rows
@@ -149,14 +160,7 @@ VNNI_INLINE void block_pixels(const dw_geom* g, size_t rows, size_t c, __mmask32
   size_t oy = 0, ox = 0;
   for (size_t r = 0; r < rows; ++r) {
     const int8_t* base = g->pairs + oy * g->line_step + ox * g->pix_step + 2 * c;
-    __m512i acc = bias;
-    for (size_t ky = 0; ky < fh; ++ky) {
-      const int8_t* line = base + g->row_off[ky];
-      for (size_t kp = 0; kp < np; ++kp) {
-        const __m512i xv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(load_mask, line + g->pair_off[kp]));
-        __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(xv), "vm"(wp[ky * np + kp]));
-      }
-    }
+    const __m512i acc = window_sum(g, base, load_mask, wp, bias, fh, np);
     int8_t* yp = y + r * g->out_c + c;
     __m128i v = rq16_apply(p_lo, acc, rq_lo);
     if (hi_lanes) v = _mm_mask_blend_epi8(hi_lanes, v, rq16_apply(p_hi, acc, rq_hi));
@@ -183,14 +187,7 @@ VNNI_INLINE void pixel_pairs8(const dw_geom* g, size_t out_h, const __m512i* wp,
       const int two = ox + 1 < g->out_w;
       const __mmask32 load = two ? 0xFFFFFFFFu : 0xFFFFu;
       const int8_t* base = g->pairs + oy * g->line_step + ox * g->pix_step;
-      __m512i acc = bias;
-      for (size_t ky = 0; ky < fh; ++ky) {
-        const int8_t* line = base + g->row_off[ky];
-        for (size_t kp = 0; kp < np; ++kp) {
-          const __m512i xv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(load, line + g->pair_off[kp]));
-          __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(xv), "vm"(wp[ky * np + kp]));
-        }
-      }
+      const __m512i acc = window_sum(g, base, load, wp, bias, fh, np);
       const __m128i v = rq16_apply(p, acc, rq);
       rq16_put(two ? p : &single, v, y + (oy * g->out_w + ox) * 8);
     }
