@@ -29,13 +29,18 @@ VNNI_INLINE __m512i edged_dpbusd(__m512i acc, __m512i u8, __m512i s8) {
  *   RHU        floor((q + 2^(e-1)) / 2^e) = floor((p + 2^30 + 2^(30+e)) / 2^(31+e))
  *   RHAZ       the same minus 2^31 in the numerator when q < 0, i.e. p < -2^30
  * (nested floor divisions by powers of two compose; the e = 0 terms vanish).
- * The 64-bit numerator cannot overflow and vpsravq divides it exactly. The one case the identity does not
- * cover, SRDHM's saturation at INT32_MIN * INT32_MIN, can only occur with a
- * multiplier of INT32_MIN (never produced by TFLite); blocks that contain
- * one take the step-by-step path instead. */
+ * The 64-bit numerator cannot overflow and vpsravq divides it exactly. Two
+ * more terms ride along: the output offset z, as z * 2^(31+e) in the
+ * numerator (one add fewer per vector), and, with e >= 1, the odd lanes are
+ * shifted by e - 1 only, which leaves their quotients in the high dwords for
+ * a blend with the even lanes' low dwords. Blocks outside what that covers
+ * take the step-by-step path: SRDHM's saturation at INT32_MIN * INT32_MIN
+ * (a multiplier of INT32_MIN, never produced by TFLite), e = 0, or e > 16
+ * or |z| > 2^10, where the offset term would crowd int64 (TFLite's layers
+ * have e around 6..14 and |z| <= 128). */
 typedef struct {
   __m512i mult, mult_odd, left;          /* both paths */
-  __m512i add_even, add_odd, sh_even, sh_odd, adj_even, adj_odd; /* fast path */
+  __m512i add_even, add_odd, sh_even, sh_odd, adj_even, adj_odd, neg_even, neg_odd; /* fast path */
   __m512i right, rmask, rthresh;         /* step-by-step path */
   __mmask16 store_mask;
   int fast, has_left;
@@ -56,7 +61,11 @@ VNNI_INLINE void rq16_init(rq16* p, const edged_requant* rq, size_t o, size_t va
   p->rthresh = _mm512_srli_epi32(p->rmask, 1);
   p->store_mask = m;
   p->has_left = _mm512_cmpgt_epi32_mask(p->left, zero) != 0;
-  p->fast = _mm512_cmpeq_epi32_mask(p->mult, _mm512_set1_epi32(INT32_MIN)) == 0;
+  /* Lanes past `valid` (e = 0) are never stored and do not count. */
+  const __mmask16 e_ok = _mm512_mask_cmpgt_epi32_mask(m, p->right, zero) &
+                         _mm512_mask_cmple_epi32_mask(m, p->right, _mm512_set1_epi32(16));
+  p->fast = _mm512_cmpeq_epi32_mask(p->mult, _mm512_set1_epi32(INT32_MIN)) == 0 && e_ok == m &&
+            rq->output_offset >= -1024 && rq->output_offset <= 1024;
 
   /* Per-lane 64-bit constants for the even and odd int32 lanes. */
   const __m512i e_even = _mm512_and_si512(p->right, _mm512_set1_epi64(0xFFFFFFFF));
@@ -71,9 +80,17 @@ VNNI_INLINE void rq16_init(rq16* p, const edged_requant* rq, size_t o, size_t va
   p->add_odd = _mm512_mask_add_epi64(half, pos_odd, half,
                                      _mm512_sllv_epi64(one64, _mm512_add_epi64(e_odd, _mm512_set1_epi64(30))));
   p->sh_even = _mm512_add_epi64(e_even, _mm512_set1_epi64(31));
-  p->sh_odd = _mm512_add_epi64(e_odd, _mm512_set1_epi64(31));
+  p->sh_odd = _mm512_sub_epi64(e_odd, one64);
   p->adj_even = _mm512_maskz_mov_epi64(pos_even, adj);
   p->adj_odd = _mm512_maskz_mov_epi64(pos_odd, adj);
+  /* z * 2^(31+e): at most 2^57 in magnitude with the fast path's bounds. */
+  const __m512i z64 = _mm512_set1_epi64(rq->output_offset);
+  p->add_even = _mm512_add_epi64(p->add_even, _mm512_sllv_epi64(z64, p->sh_even));
+  p->add_odd = _mm512_add_epi64(p->add_odd, _mm512_sllv_epi64(z64, _mm512_add_epi64(e_odd, _mm512_set1_epi64(31))));
+  /* RHAZ adjusts where p < -2^30; the numerators compared carry the rest. */
+  const __m512i lim = _mm512_set1_epi64(-(INT64_C(1) << 30));
+  p->neg_even = _mm512_add_epi64(lim, p->add_even);
+  p->neg_odd = _mm512_add_epi64(lim, p->add_odd);
 }
 
 /* Constants of the (up to) 16 channels from o of an out_c = n layer. */
@@ -123,26 +140,21 @@ VNNI_INLINE __m128i rq16_apply(const rq16* p, __m512i acc, const edged_requant* 
   const __m512i x = p->has_left ? _mm512_sllv_epi32(acc, p->left) : acc;
   __m512i v;
   if (rq->single_rounding) {
-    v = rq16_single(p, acc);
+    v = _mm512_add_epi32(rq16_single(p, acc), _mm512_set1_epi32(rq->output_offset));
   } else if (p->fast) {
     __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, p->mult), p->add_even);
     __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), p->mult_odd), p->add_odd);
     if (rq->rhaz) {
-      const __m512i lim = _mm512_set1_epi64(-(INT64_C(1) << 30));
-      even = _mm512_mask_sub_epi64(even, _mm512_cmplt_epi64_mask(even, _mm512_add_epi64(lim, p->add_even)),
-                                   even, p->adj_even);
-      odd = _mm512_mask_sub_epi64(odd, _mm512_cmplt_epi64_mask(odd, _mm512_add_epi64(lim, p->add_odd)),
-                                  odd, p->adj_odd);
+      even = _mm512_mask_sub_epi64(even, _mm512_cmplt_epi64_mask(even, p->neg_even), even, p->adj_even);
+      odd = _mm512_mask_sub_epi64(odd, _mm512_cmplt_epi64_mask(odd, p->neg_odd), odd, p->adj_odd);
     }
+    /* Even quotients in the low dwords, odd ones in the high dwords. */
     even = _mm512_srav_epi64(even, p->sh_even);
     odd = _mm512_srav_epi64(odd, p->sh_odd);
-    /* Low dword of each quotient, interleaved back into lane order. */
-    const __m512i idx = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
-    v = _mm512_permutex2var_epi32(even, idx, odd);
+    v = _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, odd);
   } else {
-    v = rq16_scale_steps(p, x, rq);
+    v = _mm512_add_epi32(rq16_scale_steps(p, x, rq), _mm512_set1_epi32(rq->output_offset));
   }
-  v = _mm512_add_epi32(v, _mm512_set1_epi32(rq->output_offset));
   v = _mm512_max_epi32(v, _mm512_set1_epi32(rq->act_min));
   v = _mm512_min_epi32(v, _mm512_set1_epi32(rq->act_max));
   return _mm512_cvtepi32_epi8(v);
