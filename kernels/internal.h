@@ -319,6 +319,20 @@ EDGED_INLINE void edged_copy_bytes(int8_t* dst, const int8_t* src, size_t n) {
   }
 }
 
+/* AVERAGE_POOL_2D's (a +- count/2) / count with C's truncating division
+ * (round half away from zero), given half = count / 2 and inv = 1.0 / count.
+ * An integer division per output was most of that op's time; the reciprocal
+ * gives the same quotient: for n = |a| + half >= 0 with n / count = k + f
+ * (f = 0 or 1/count <= f <= 1 - 1/count, k <= 128 as |a| <= 128 * count),
+ * n * inv is within k * 2^-51 of n / count, so adding 2^-30 lifts an exact k
+ * that came out just below it and, with count < 2^29, moves no fraction past
+ * the next integer. */
+EDGED_INLINE int32_t edged_rounded_average(int32_t a, int32_t half, double inv) {
+  const double n = a >= 0 ? (double)a + half : (double)half - (double)a;
+  const int32_t q = (int32_t)(n * inv + 0x1p-30);
+  return a >= 0 ? q : -q;
+}
+
 /* Rows (or columns) of input, padding included, that the windows of `out`
  * outputs touch: the extent of an explicitly padded copy. Each argument
  * positive; the result stays below 2^63. */
@@ -374,6 +388,7 @@ size_t edged_s8_vadd_avx512(const edged_op* op, const int8_t* x0, const int8_t* 
 size_t edged_s8_vadd_neon(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
 /* MAX_POOL_2D with AVX2, the whole op (any channel count). */
 void edged_s8_maxpool_avx2(const edged_op* op, int32_t batch);
+void edged_s8_avgpool_avx2(const edged_op* op, int32_t batch);
 void edged_max_pool_2d(const edged_op* op, int32_t batch);
 void edged_average_pool_2d(const edged_op* op, int32_t batch);
 void edged_mean(const edged_op* op, int32_t batch);

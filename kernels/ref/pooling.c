@@ -52,6 +52,13 @@ void edged_max_pool_2d(const edged_op* op, int32_t batch) {
 }
 
 void edged_average_pool_2d(const edged_op* op, int32_t batch) {
+#if defined(__x86_64__)
+  /* Its int32 lanes need sums below 2^23: at most 2^16 taps of |x| <= 128. */
+  if ((edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2)) && (int64_t)op->filter_h * op->filter_w <= 65536) {
+    edged_s8_avgpool_avx2(op, batch);
+    return;
+  }
+#endif
   const size_t c = (size_t)op->in_c;
   for (int32_t b = 0; b < batch; ++b) {
     const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
@@ -60,6 +67,8 @@ void edged_average_pool_2d(const edged_op* op, int32_t batch) {
       for (int32_t ox = 0; ox < op->out_w; ++ox) {
         const window w = clip_window(op, oy, ox);
         const int32_t count = (w.y1 - w.y0) * (w.x1 - w.x0);
+        const int32_t half = count / 2;
+        const double inv = 1.0 / count;
         int8_t* yp = y + ((size_t)oy * (size_t)op->out_w + (size_t)ox) * c;
         for (size_t c0 = 0; c0 < c; c0 += POOL_CHUNK) {
           const size_t cn = c - c0 < POOL_CHUNK ? c - c0 : POOL_CHUNK;
@@ -71,9 +80,7 @@ void edged_average_pool_2d(const edged_op* op, int32_t batch) {
               for (size_t j = 0; j < cn; ++j) acc[j] += xp[j];
             }
           for (size_t j = 0; j < cn; ++j) {
-            /* C division truncates, so +-count/2 gives round half away from zero. */
-            const int32_t a = acc[j];
-            const int32_t avg = a > 0 ? (a + count / 2) / count : (a - count / 2) / count;
+            const int32_t avg = edged_rounded_average(acc[j], half, inv);
             yp[c0 + j] = (int8_t)edged_clamp(avg, op->act_min, op->act_max);
           }
         }

@@ -13,6 +13,9 @@ static void test_pooling(void) {
     edged_op op = blank_op(t & 1 ? EDGED_OP_AVERAGE_POOL_2D : EDGED_OP_MAX_POOL_2D);
     op.in_h = rnd_range(1, 10); op.in_w = rnd_range(1, 10); op.in_c = op.out_c = rnd_range(1, 300);
     op.filter_h = rnd_range(1, 4); op.filter_w = rnd_range(1, 4);
+    if (t % 10 == 1) { /* a long row window: sums over many taps */
+      op.in_h = 1; op.in_w = rnd_range(20, 300); op.filter_h = 1; op.filter_w = op.in_w;
+    }
     op.stride_h = rnd_range(1, 3); op.stride_w = rnd_range(1, 3);
     op.out_h = (op.in_h + op.stride_h - 1) / op.stride_h;
     op.out_w = (op.in_w + op.stride_w - 1) / op.stride_w;
@@ -53,6 +56,30 @@ static void test_pooling(void) {
     CHECK(bad == 0 && guarded_intact(&y), "pool kind %d: %d mismatches", op.kind, bad);
     free(x); free(y.base);
   }
+}
+
+/* The reciprocal division of AVERAGE_POOL_2D against C's integer division,
+ * for every window size up to 2^16 taps: at each multiple of the count in
+ * the reachable range and around the rounding points between them. */
+static void test_rounded_average(void) {
+  int bad = 0;
+  long checked = 0;
+  for (int32_t count = 1; count <= 65536; ++count) {
+    const int32_t half = count / 2;
+    const double inv = 1.0 / count;
+    for (int32_t k = -128; k <= 128; k += count > 512 ? 8 : 1) {
+      const int32_t at[] = {0, 1, -1, half, half - 1, half + 1, -half, -half - 1, -half + 1};
+      for (size_t i = 0; i < sizeof at / sizeof at[0]; ++i) {
+        const int64_t a64 = (int64_t)k * count + at[i];
+        if (a64 < -128 * (int64_t)count || a64 > 127 * (int64_t)count) continue;
+        const int32_t a = (int32_t)a64;
+        const int32_t want = a > 0 ? (a + half) / count : (a - half) / count;
+        bad += edged_rounded_average(a, half, inv) != want;
+        ++checked;
+      }
+    }
+  }
+  CHECK(bad == 0, "rounded average: %d of %ld quotients differ from the integer division", bad, checked);
 }
 
 static void test_mean(void) {
@@ -169,6 +196,7 @@ int main(void) {
   print_variants();
 
   test_pooling();
+  test_rounded_average();
   test_mean();
   test_layout_ops();
 
