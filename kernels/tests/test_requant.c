@@ -98,7 +98,7 @@ int main(void) {
 
 #else
 int main(void) {
-  printf("requantization helpers: none on this architecture\n0 passed, 0 failed\n");
+  printf("requantization helpers: none on this architecture\n%d passed, %d failed\n", g_passed, g_failed);
   return 0;
 }
 #endif
