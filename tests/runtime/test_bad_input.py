@@ -139,3 +139,39 @@ def test_the_fast_input_check_decides_as_every_check(dtype, shape, strided, subc
 
 
 _ENGINE_CACHE: dict = {}
+
+
+@given(
+    dtype=st.sampled_from([np.int8, np.uint8, np.int16, np.float32]),
+    batch=st.integers(0, 3),
+    width=st.sampled_from([64, 63]),
+    strided=st.booleans(),
+    readonly=st.booleans(),
+    subclass=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_shortest_infer_path_answers_as_the_general_one(dtype, batch, width, strided, readonly, subclass,
+                                                            seed):
+    """infer's one-call path (taken once a batch size has run) returns what LiteRT returns and
+    refuses what the full checks refuse, with the same error."""
+    e = _ENGINE_CACHE.setdefault("mlp", load_engine(MLP, "native"))
+    litert = _ENGINE_CACHE.setdefault("mlp-litert", load_engine(MLP, "litert"))
+    for b in range(1, 4):  # every batch size has run once: the one-call entries exist
+        e.infer([np.zeros((b, 64), np.int8)])
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (batch, 2 * width if strided else width)).astype(dtype)
+    if strided:
+        x = x[:, ::2]
+    if readonly:
+        x.flags.writeable = False
+    if subclass:
+        x = x.view(np.ma.MaskedArray)
+
+    def outcome(run):
+        try:
+            return [a.tobytes() + str((a.dtype, a.shape)).encode() for a in run()]
+        except InputError as exc:
+            return str(exc)
+
+    assert outcome(lambda: e.infer([x])) == outcome(lambda: litert.infer([x]))
