@@ -173,6 +173,41 @@ VNNI_INLINE void rq16_put(const rq16* p, __m128i narrow, int8_t* dst) {
   }
 }
 
+/* The common block, in registers: the fast path without a left shift,
+ * ties up (LiteRT's x86 FULLY_CONNECTED and CONV_2D), two-rounding mode.
+ * Tile epilogues test rq16_is_up once per block and then requantize their
+ * rows with rq16_up_apply, which has no branches and whose eight constants
+ * stay in registers across the stores. */
+typedef struct {
+  __m512i mult, mult_odd, add_even, add_odd, sh_even, sh_odd, lo, hi;
+} rq16_up;
+
+VNNI_INLINE int rq16_is_up(const rq16* p, const edged_requant* rq) {
+  return p->fast && !p->has_left && !rq->rhaz && !rq->single_rounding;
+}
+
+VNNI_INLINE rq16_up rq16_up_of(const rq16* p, const edged_requant* rq) {
+  rq16_up u;
+  u.mult = p->mult;
+  u.mult_odd = p->mult_odd;
+  u.add_even = p->add_even;
+  u.add_odd = p->add_odd;
+  u.sh_even = p->sh_even;
+  u.sh_odd = p->sh_odd;
+  u.lo = _mm512_set1_epi32(rq->act_min);
+  u.hi = _mm512_set1_epi32(rq->act_max);
+  return u;
+}
+
+/* rq16_apply for a block rq16_is_up accepts. */
+VNNI_INLINE __m128i rq16_up_apply(const rq16_up* u, __m512i acc) {
+  __m512i even = _mm512_add_epi64(_mm512_mul_epi32(acc, u->mult), u->add_even);
+  __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), u->mult_odd), u->add_odd);
+  const __m512i v = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srav_epi64(even, u->sh_even),
+                                            _mm512_srav_epi64(odd, u->sh_odd));
+  return _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(v, u->lo), u->hi));
+}
+
 /* rq16_apply, then rq16_put. */
 VNNI_INLINE void rq16_store(const rq16* p, __m512i acc, const edged_requant* rq, int8_t* dst) {
   rq16_put(p, rq16_apply(p, acc, rq), dst);

@@ -157,13 +157,20 @@ VNNI_INLINE void block_pixels(const dw_geom* g, size_t rows, size_t c, __mmask32
                               const edged_requant* rq_lo, const edged_requant* rq_hi, __mmask16 hi_lanes,
                               int8_t* y, const int FH, const int NP) {
   const size_t fh = FH ? (size_t)FH : g->fh, np = NP ? (size_t)NP : g->np;
+  const int up = !hi_lanes && rq16_is_up(p_lo, rq_lo);
+  const rq16_up u = rq16_up_of(p_lo, rq_lo);
   size_t oy = 0, ox = 0;
   for (size_t r = 0; r < rows; ++r) {
     const int8_t* base = g->pairs + oy * g->line_step + ox * g->pix_step + 2 * c;
     const __m512i acc = window_sum(g, base, load_mask, wp, bias, fh, np);
     int8_t* yp = y + r * g->out_c + c;
-    __m128i v = rq16_apply(p_lo, acc, rq_lo);
-    if (hi_lanes) v = _mm_mask_blend_epi8(hi_lanes, v, rq16_apply(p_hi, acc, rq_hi));
+    __m128i v;
+    if (up) {
+      v = rq16_up_apply(&u, acc);
+    } else {
+      v = rq16_apply(p_lo, acc, rq_lo);
+      if (hi_lanes) v = _mm_mask_blend_epi8(hi_lanes, v, rq16_apply(p_hi, acc, rq_hi));
+    }
     rq16_put(p_lo, v, yp);
     if (++ox == g->out_w) {
       ox = 0;
@@ -182,13 +189,15 @@ VNNI_INLINE void pixel_pairs8(const dw_geom* g, size_t out_h, const __m512i* wp,
   const size_t fh = FH ? (size_t)FH : g->fh, np = NP ? (size_t)NP : g->np;
   rq16 single = *p;
   single.store_mask = 0xFF;
+  const int up = rq16_is_up(p, rq);
+  const rq16_up u = rq16_up_of(p, rq);
   for (size_t oy = 0; oy < out_h; ++oy) {
     for (size_t ox = 0; ox < g->out_w; ox += 2) {
       const int two = ox + 1 < g->out_w;
       const __mmask32 load = two ? 0xFFFFFFFFu : 0xFFFFu;
       const int8_t* base = g->pairs + oy * g->line_step + ox * g->pix_step;
       const __m512i acc = window_sum(g, base, load, wp, bias, fh, np);
-      const __m128i v = rq16_apply(p, acc, rq);
+      const __m128i v = up ? rq16_up_apply(&u, acc) : rq16_apply(p, acc, rq);
       rq16_put(two ? p : &single, v, y + (oy * g->out_w + ox) * 8);
     }
   }

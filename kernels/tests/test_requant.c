@@ -61,6 +61,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void chec
     int8_t out[LANES];
     for (int i = 0; i < LANES; ++i) acc[i] = pick_acc(kind);
     _mm_storeu_si128((__m128i*)out, rq16_apply(&p, _mm512_loadu_si512(acc), &c->rq));
+    if (rq16_is_up(&p, &c->rq)) { /* the tiles' branch-free form must agree lane for lane */
+      const rq16_up u = rq16_up_of(&p, &c->rq);
+      int8_t up[LANES];
+      _mm_storeu_si128((__m128i*)up, rq16_up_apply(&u, _mm512_loadu_si512(acc)));
+      for (size_t i = 0; i < c->valid; ++i) CHECK(up[i] == out[i], "rq16_up lane %zu: %d vs %d", i, up[i], out[i]);
+    }
     for (size_t i = 0; i < c->valid; ++i)
       CHECK(out[i] == want(c, (int)i, acc[i]), "rq16 acc %d m %d shift %d zp %d act [%d, %d] rhaz %d single %d: %d, want %d",
             acc[i], c->mult[i], c->shift[i], c->rq.output_offset, c->rq.act_min, c->rq.act_max, c->rq.rhaz,
