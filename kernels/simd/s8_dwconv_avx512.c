@@ -143,7 +143,10 @@ VNNI_INLINE __m512i window_sum(const dw_geom* g, const int8_t* base, __mmask32 l
   for (size_t ky = 0; ky < fh; ++ky) {
     const int8_t* line = base + g->row_off[ky];
     for (size_t kp = 0; kp < np; ++kp) {
-      const __m512i xv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(load, line + g->pair_off[kp]));
+      /* A full load folds into vpmovsxbw's memory operand; a masked one does not. */
+      const __m256i bytes = load == 0xFFFFFFFFu ? _mm256_loadu_si256((const __m256i*)(line + g->pair_off[kp]))
+                                                : _mm256_maskz_loadu_epi8(load, line + g->pair_off[kp]);
+      const __m512i xv = _mm512_cvtepi8_epi16(bytes);
       __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(xv), "vm"(wp[ky * np + kp]));
     }
   }
@@ -261,7 +264,9 @@ VNNI_TARGET void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch) {
         continue;
       }
       const __mmask32 load_mask = (__mmask32)(n == 16 ? 0xFFFFFFFFu : (1u << (2 * n)) - 1u);
-      if (fh == 3 && np == 2)
+      if (fh == 3 && np == 2 && load_mask == 0xFFFFFFFFu) /* the constant mask specializes the loads */
+        block_pixels(&g, rows, c, 0xFFFFFFFFu, wp, bias_v, &p_lo, &p_hi, &rq_up, &rq_away, hi_lanes, y, 3, 2);
+      else if (fh == 3 && np == 2)
         block_pixels(&g, rows, c, load_mask, wp, bias_v, &p_lo, &p_hi, &rq_up, &rq_away, hi_lanes, y, 3, 2);
       else
         block_pixels(&g, rows, c, load_mask, wp, bias_v, &p_lo, &p_hi, &rq_up, &rq_away, hi_lanes, y, 0, 0);
