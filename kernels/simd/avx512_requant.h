@@ -180,6 +180,7 @@ VNNI_INLINE void rq16_put(const rq16* p, __m128i narrow, int8_t* dst) {
  * stay in registers across the stores. */
 typedef struct {
   __m512i mult, mult_odd, add_even, add_odd, sh_even, sh_odd, lo, hi;
+  int full_range; /* the clamp is [-128, 127]: the saturating narrow is all of it */
 } rq16_up;
 
 VNNI_INLINE int rq16_is_up(const rq16* p, const edged_requant* rq) {
@@ -196,21 +197,47 @@ VNNI_INLINE rq16_up rq16_up_of(const rq16* p, const edged_requant* rq) {
   u.sh_odd = p->sh_odd;
   u.lo = _mm512_set1_epi32(rq->act_min);
   u.hi = _mm512_set1_epi32(rq->act_max);
+  u.full_range = rq->act_min == -128 && rq->act_max == 127;
   return u;
 }
 
-/* rq16_apply for a block rq16_is_up accepts. */
-VNNI_INLINE __m128i rq16_up_apply(const rq16_up* u, __m512i acc) {
+/* rq16_apply for a block rq16_is_up accepts; FULL (a constant) when
+ * u->full_range, which skips the clamp for vpmovsdb's saturation. */
+VNNI_INLINE __m128i rq16_up_apply(const rq16_up* u, __m512i acc, const int full) {
   __m512i even = _mm512_add_epi64(_mm512_mul_epi32(acc, u->mult), u->add_even);
   __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), u->mult_odd), u->add_odd);
   const __m512i v = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srav_epi64(even, u->sh_even),
                                             _mm512_srav_epi64(odd, u->sh_odd));
+  if (full) return _mm512_cvtsepi32_epi8(v);
   return _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(v, u->lo), u->hi));
 }
 
 /* rq16_apply, then rq16_put. */
 VNNI_INLINE void rq16_store(const rq16* p, __m512i acc, const edged_requant* rq, int8_t* dst) {
   rq16_put(p, rq16_apply(p, acc, rq), dst);
+}
+
+/* A tile's epilogue for one block: rows i < n are acc[i * acc_step] + t,
+ * requantized and stored at dst + i * dst_stride. The form is chosen once
+ * for all rows, so its loop has no branches and keeps its constants in
+ * registers (the int8 stores may alias anything reached through a pointer,
+ * which would otherwise reload them after each store). */
+VNNI_INLINE void rq16_store_rows(const rq16* p, const edged_requant* rq, const __m512i* acc, size_t acc_step,
+                                 size_t n, __m512i t, int8_t* dst, size_t dst_stride) {
+  if (rq16_is_up(p, rq)) {
+    const rq16_up u = rq16_up_of(p, rq);
+    if (u.full_range) {
+      for (size_t i = 0; i < n; ++i)
+        rq16_put(p, rq16_up_apply(&u, _mm512_add_epi32(acc[i * acc_step], t), 1), dst + i * dst_stride);
+    } else {
+      for (size_t i = 0; i < n; ++i)
+        rq16_put(p, rq16_up_apply(&u, _mm512_add_epi32(acc[i * acc_step], t), 0), dst + i * dst_stride);
+    }
+    return;
+  }
+  const edged_requant rql = *rq;
+  const rq16 pk = *p;
+  for (size_t i = 0; i < n; ++i) rq16_store(&pk, _mm512_add_epi32(acc[i * acc_step], t), &rql, dst + i * dst_stride);
 }
 
 #endif /* EDGED_AVX512_REQUANT_H */

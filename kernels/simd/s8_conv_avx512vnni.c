@@ -256,16 +256,22 @@ VNNI_INLINE void conv_tile(const conv_geom* g, size_t r, const int8_t* w, size_t
       tap_quads(acc, corner, g->pix_step, g->tap_off[t], wq, g->quads, block_bytes, mr, nb, 0);
   }
   const size_t valid = g->rows - r < (size_t)mr ? g->rows - r : (size_t)mr;
+  /* rq16_store_rows written out: handing it &acc[0][k] keeps gcc from
+   * holding this tile's accumulators in registers through the taps. */
   for (int k = 0; k < nb; ++k) {
     const __m512i tv = _mm512_loadu_si512(term + o + 16 * (size_t)k);
     int8_t* yk = y + r * y_stride + o + 16 * (size_t)k;
     if (rq16_is_up(&p[k], rq)) {
       const rq16_up u = rq16_up_of(&p[k], rq);
-      for (size_t i = 0; i < valid; ++i) rq16_put(&p[k], rq16_up_apply(&u, _mm512_add_epi32(acc[i][k], tv)), yk + i * y_stride);
+      if (u.full_range) {
+        for (size_t i = 0; i < valid; ++i)
+          rq16_put(&p[k], rq16_up_apply(&u, _mm512_add_epi32(acc[i][k], tv), 1), yk + i * y_stride);
+      } else {
+        for (size_t i = 0; i < valid; ++i)
+          rq16_put(&p[k], rq16_up_apply(&u, _mm512_add_epi32(acc[i][k], tv), 0), yk + i * y_stride);
+      }
       continue;
     }
-    /* Local copies: the int8 output stores may alias anything reached
-     * through a pointer, which would reload every constant after each store. */
     const edged_requant rql = *rq;
     const rq16 pk = p[k];
     for (size_t i = 0; i < valid; ++i) rq16_store(&pk, _mm512_add_epi32(acc[i][k], tv), &rql, yk + i * y_stride);

@@ -169,7 +169,7 @@ VNNI_INLINE void block_pixels(const dw_geom* g, size_t rows, size_t c, __mmask32
     int8_t* yp = y + r * g->out_c + c;
     __m128i v;
     if (up) {
-      v = rq16_up_apply(&u, acc);
+      v = u.full_range ? rq16_up_apply(&u, acc, 1) : rq16_up_apply(&u, acc, 0);
     } else {
       v = rq16_apply(p_lo, acc, rq_lo);
       if (hi_lanes) v = _mm_mask_blend_epi8(hi_lanes, v, rq16_apply(p_hi, acc, rq_hi));
@@ -200,7 +200,7 @@ VNNI_INLINE void pixel_pairs8(const dw_geom* g, size_t out_h, const __m512i* wp,
       const __mmask32 load = two ? 0xFFFFFFFFu : 0xFFFFu;
       const int8_t* base = g->pairs + oy * g->line_step + ox * g->pix_step;
       const __m512i acc = window_sum(g, base, load, wp, bias, fh, np);
-      const __m128i v = up ? rq16_up_apply(&u, acc) : rq16_apply(p, acc, rq);
+      const __m128i v = !up ? rq16_apply(p, acc, rq) : u.full_range ? rq16_up_apply(&u, acc, 1) : rq16_up_apply(&u, acc, 0);
       rq16_put(two ? p : &single, v, y + (oy * g->out_w + ox) * 8);
     }
   }

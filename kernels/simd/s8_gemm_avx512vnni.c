@@ -72,12 +72,7 @@ VNNI_INLINE void gemv_blocks(const int8_t* x, const int8_t* w, size_t k_pad, siz
     rq16_load(&p, rq, o + 16 * (size_t)b, n);
     __m512i acc = _mm512_add_epi32(_mm512_add_epi32(acc0[b], acc1[b]),
                                    _mm512_loadu_si512(term + o + 16 * (size_t)b));
-    if (rq16_is_up(&p, rq)) {
-      const rq16_up u = rq16_up_of(&p, rq);
-      rq16_put(&p, rq16_up_apply(&u, acc), y + o + 16 * (size_t)b);
-    } else {
-      rq16_store(&p, acc, rq, y + o + 16 * (size_t)b);
-    }
+    rq16_store_rows(&p, rq, &acc, 1, 1, _mm512_setzero_si512(), y + o + 16 * (size_t)b, 0);
   }
 }
 
@@ -124,18 +119,10 @@ VNNI_INLINE void tile_rows_as(const int8_t* a, size_t a_stride, size_t rows, con
       for (int b = 0; b < nb; ++b) acc[i][b] = edged_dpbusd(acc[i][b], xv, wv[b]);
     }
   }
-  for (int b = 0; b < nb; ++b) {
-    const __m512i t = _mm512_loadu_si512(term + o + 16 * (size_t)b);
-    int8_t* cb = c + o + 16 * (size_t)b;
-    if (rq16_is_up(&p[b], rq)) {
-      const rq16_up u = rq16_up_of(&p[b], rq);
-      for (size_t i = 0; i < (size_t)mr && i < rows; ++i)
-        rq16_put(&p[b], rq16_up_apply(&u, _mm512_add_epi32(acc[i][b], t)), cb + i * c_stride);
-    } else {
-      for (size_t i = 0; i < (size_t)mr && i < rows; ++i)
-        rq16_store(&p[b], _mm512_add_epi32(acc[i][b], t), rq, cb + i * c_stride);
-    }
-  }
+  const size_t stored = rows < (size_t)mr ? rows : (size_t)mr;
+  for (int b = 0; b < nb; ++b)
+    rq16_store_rows(&p[b], rq, &acc[0][b], 2, stored, _mm512_loadu_si512(term + o + 16 * (size_t)b),
+                    c + o + 16 * (size_t)b, c_stride);
 }
 
 VNNI_INLINE void tile_rows(const int8_t* a, size_t a_stride, size_t rows, const int8_t* w, size_t k_pad,

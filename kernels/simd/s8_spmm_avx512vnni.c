@@ -133,12 +133,7 @@ VNNI_INLINE void tile_t(const spmm_geom* g, const uint8_t* xt, size_t rows, int8
     rq16 p;
     rq16_load(&p, rq, o, g->n);
     const __m512i t = load_terms(g, g->term_u8, o);
-    if (rq16_is_up(&p, rq)) {
-      const rq16_up u = rq16_up_of(&p, rq);
-      for (size_t r = 0; r < rows; ++r) rq16_put(&p, rq16_up_apply(&u, _mm512_add_epi32(acc[r], t)), c + r * c_stride + o);
-    } else {
-      for (size_t r = 0; r < rows; ++r) rq16_store(&p, _mm512_add_epi32(acc[r], t), rq, c + r * c_stride + o);
-    }
+    rq16_store_rows(&p, rq, acc, 1, rows, t, c + o, c_stride);
   }
 }
 

@@ -64,7 +64,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void chec
     if (rq16_is_up(&p, &c->rq)) { /* the tiles' branch-free form must agree lane for lane */
       const rq16_up u = rq16_up_of(&p, &c->rq);
       int8_t up[LANES];
-      _mm_storeu_si128((__m128i*)up, rq16_up_apply(&u, _mm512_loadu_si512(acc)));
+      _mm_storeu_si128((__m128i*)up, u.full_range ? rq16_up_apply(&u, _mm512_loadu_si512(acc), 1)
+                                                  : rq16_up_apply(&u, _mm512_loadu_si512(acc), 0));
       for (size_t i = 0; i < c->valid; ++i) CHECK(up[i] == out[i], "rq16_up lane %zu: %d vs %d", i, up[i], out[i]);
     }
     for (size_t i = 0; i < c->valid; ++i)
