@@ -39,11 +39,13 @@ VNNI_INLINE __m512i edged_dpbusd(__m512i acc, __m512i u8, __m512i s8) {
  * or |z| > 2^10, where the offset term would crowd int64 (TFLite's layers
  * have e around 6..14 and |z| <= 128). */
 typedef struct {
-  __m512i mult, mult_odd, left;          /* both paths */
-  __m512i add_even, add_odd, sh_even, sh_odd, adj_even, adj_odd, neg_even, neg_odd; /* fast path */
-  __m512i right, rmask, rthresh;         /* step-by-step path */
+  __m512i mult, mult_odd;                /* both paths */
+  __m512i add_even, add_odd, sh_even, sh_odd; /* fast path */
+  __m512i adj, neg_even, neg_odd;        /* fast path, RHAZ */
+  __m512i left, right, rmask, rthresh;   /* step-by-step path */
   __mmask16 store_mask;
   int fast, has_left;
+  int up; /* fast, ties up, two roundings (rq16_is_up): the RHAZ and step-by-step fields go unused */
 } rq16;
 
 /* Constants of channels o .. o+valid-1 (valid in 1..16); lanes past `valid`
@@ -53,44 +55,44 @@ VNNI_INLINE void rq16_init(rq16* p, const edged_requant* rq, size_t o, size_t va
   /* Masked loads: the multiplier arrays end at out_c, not at the padding. */
   const __m512i shift = _mm512_maskz_loadu_epi32(m, rq->shift + o);
   const __m512i zero = _mm512_setzero_si512();
+  const int32_t z = rq->output_offset;
   p->mult = _mm512_maskz_loadu_epi32(m, rq->multiplier + o);
   p->mult_odd = _mm512_srli_epi64(p->mult, 32);
-  p->left = _mm512_max_epi32(shift, zero);
   p->right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
-  p->rmask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), p->right), _mm512_set1_epi32(1));
-  p->rthresh = _mm512_srli_epi32(p->rmask, 1);
   p->store_mask = m;
-  p->has_left = _mm512_cmpgt_epi32_mask(p->left, zero) != 0;
-  /* Lanes past `valid` (e = 0) are never stored and do not count. */
+  p->has_left = _mm512_cmpgt_epi32_mask(shift, zero) != 0;
+  /* Lanes past `valid` (e = 0) are never stored and do not count. With every
+   * e >= 1 no lane shifts left. */
   const __mmask16 e_ok = _mm512_mask_cmpgt_epi32_mask(m, p->right, zero) &
                          _mm512_mask_cmple_epi32_mask(m, p->right, _mm512_set1_epi32(16));
-  p->fast = _mm512_cmpeq_epi32_mask(p->mult, _mm512_set1_epi32(INT32_MIN)) == 0 && e_ok == m &&
-            rq->output_offset >= -1024 && rq->output_offset <= 1024;
+  p->fast = _mm512_cmpeq_epi32_mask(p->mult, _mm512_set1_epi32(INT32_MIN)) == 0 && e_ok == m && z >= -1024 &&
+            z <= 1024;
+  p->up = p->fast && !rq->rhaz && !rq->single_rounding;
 
-  /* Per-lane 64-bit constants for the even and odd int32 lanes. */
+  /* Per-lane 64-bit constants for the even and odd int32 lanes, e in 1..16:
+   * 2^30 + 2^(30+e) + z * 2^(31+e) = 2^30 + (2z + 1) * 2^(30+e), at most
+   * 2^57 in magnitude. */
   const __m512i e_even = _mm512_and_si512(p->right, _mm512_set1_epi64(0xFFFFFFFF));
   const __m512i e_odd = _mm512_srli_epi64(p->right, 32);
   const __m512i half = _mm512_set1_epi64(INT64_C(1) << 30);
-  const __m512i one64 = _mm512_set1_epi64(1);
-  const __m512i adj = _mm512_set1_epi64(rq->rhaz ? (INT64_C(1) << 31) : 0);
-  const __mmask8 pos_even = _mm512_cmpgt_epi64_mask(e_even, zero);
-  const __mmask8 pos_odd = _mm512_cmpgt_epi64_mask(e_odd, zero);
-  p->add_even = _mm512_mask_add_epi64(half, pos_even, half,
-                                      _mm512_sllv_epi64(one64, _mm512_add_epi64(e_even, _mm512_set1_epi64(30))));
-  p->add_odd = _mm512_mask_add_epi64(half, pos_odd, half,
-                                     _mm512_sllv_epi64(one64, _mm512_add_epi64(e_odd, _mm512_set1_epi64(30))));
+  const __m512i odd_z = _mm512_set1_epi64(2 * (int64_t)z + 1);
+  const __m512i thirty = _mm512_set1_epi64(30);
+  p->add_even = _mm512_add_epi64(half, _mm512_sllv_epi64(odd_z, _mm512_add_epi64(e_even, thirty)));
+  p->add_odd = _mm512_add_epi64(half, _mm512_sllv_epi64(odd_z, _mm512_add_epi64(e_odd, thirty)));
   p->sh_even = _mm512_add_epi64(e_even, _mm512_set1_epi64(31));
-  p->sh_odd = _mm512_sub_epi64(e_odd, one64);
-  p->adj_even = _mm512_maskz_mov_epi64(pos_even, adj);
-  p->adj_odd = _mm512_maskz_mov_epi64(pos_odd, adj);
-  /* z * 2^(31+e): at most 2^57 in magnitude with the fast path's bounds. */
-  const __m512i z64 = _mm512_set1_epi64(rq->output_offset);
-  p->add_even = _mm512_add_epi64(p->add_even, _mm512_sllv_epi64(z64, p->sh_even));
-  p->add_odd = _mm512_add_epi64(p->add_odd, _mm512_sllv_epi64(z64, _mm512_add_epi64(e_odd, _mm512_set1_epi64(31))));
+  p->sh_odd = _mm512_sub_epi64(e_odd, _mm512_set1_epi64(1));
+  if (p->up) { /* the rest is never read; zeros (free to make) keep every field defined */
+    p->adj = p->neg_even = p->neg_odd = p->left = p->rmask = p->rthresh = zero;
+    return;
+  }
+
   /* RHAZ adjusts where p < -2^30; the numerators compared carry the rest. */
-  const __m512i lim = _mm512_set1_epi64(-(INT64_C(1) << 30));
-  p->neg_even = _mm512_add_epi64(lim, p->add_even);
-  p->neg_odd = _mm512_add_epi64(lim, p->add_odd);
+  p->adj = _mm512_set1_epi64(INT64_C(1) << 31);
+  p->neg_even = _mm512_sub_epi64(p->add_even, half);
+  p->neg_odd = _mm512_sub_epi64(p->add_odd, half);
+  p->left = _mm512_max_epi32(shift, zero);
+  p->rmask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), p->right), _mm512_set1_epi32(1));
+  p->rthresh = _mm512_srli_epi32(p->rmask, 1);
 }
 
 /* Constants of the (up to) 16 channels from o of an out_c = n layer. */
@@ -145,8 +147,8 @@ VNNI_INLINE __m128i rq16_apply(const rq16* p, __m512i acc, const edged_requant* 
     __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, p->mult), p->add_even);
     __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), p->mult_odd), p->add_odd);
     if (rq->rhaz) {
-      even = _mm512_mask_sub_epi64(even, _mm512_cmplt_epi64_mask(even, p->neg_even), even, p->adj_even);
-      odd = _mm512_mask_sub_epi64(odd, _mm512_cmplt_epi64_mask(odd, p->neg_odd), odd, p->adj_odd);
+      even = _mm512_mask_sub_epi64(even, _mm512_cmplt_epi64_mask(even, p->neg_even), even, p->adj);
+      odd = _mm512_mask_sub_epi64(odd, _mm512_cmplt_epi64_mask(odd, p->neg_odd), odd, p->adj);
     }
     /* Even quotients in the low dwords, odd ones in the high dwords. */
     even = _mm512_srav_epi64(even, p->sh_even);
@@ -184,7 +186,8 @@ typedef struct {
 } rq16_up;
 
 VNNI_INLINE int rq16_is_up(const rq16* p, const edged_requant* rq) {
-  return p->fast && !p->has_left && !rq->rhaz && !rq->single_rounding;
+  (void)rq; /* decided by rq16_init */
+  return p->up;
 }
 
 VNNI_INLINE rq16_up rq16_up_of(const rq16* p, const edged_requant* rq) {
