@@ -370,6 +370,8 @@ int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch);
  * with op->scratch holding that many bytes. */
 size_t edged_s8_dwconv_avx512_scratch(const edged_op* op);
 void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch);
+int edged_s8_dwconv_taps_avx512_fits(const edged_op* op);
+void edged_s8_dwconv_taps_avx512(const edged_op* op, int32_t batch);
 /* AVX2 ADD body: elements [0, body) of flat same-shape operands, 8 at a
  * time; returns how many it wrote (a multiple of 8, at most body). */
 size_t edged_s8_vadd_avx2(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);

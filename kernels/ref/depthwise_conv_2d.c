@@ -56,13 +56,16 @@ void edged_dw_pixel(const edged_op* op, const int8_t* x, int8_t* yp, int32_t oy,
 
 void edged_depthwise_conv_2d(const edged_op* op, int32_t batch) {
 #if defined(__x86_64__)
-  /* A descriptor without scratch (a caller that never sized it) still runs,
-   * on the AVX2 kernel. So do layers of fewer than 4 output pixels (the
-   * 1x1 and 1x2 ends of mobile networks), where the AVX-512 kernel's
-   * per-block setup costs more than the pixels (measured: 0.39 against 0.22
-   * us on 1x1x336). */
-  if (op->scratch != NULL && (int64_t)op->out_h * op->out_w >= 4 &&
-      (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX512VNNI)) && edged_s8_dwconv_avx512_scratch(op) != 0) {
+  /* The few pixels at the end of mobile networks (2x2, 1x1) read their
+   * in-bounds taps directly; larger layers build the pair image in scratch.
+   * A descriptor without scratch (a caller that never sized it) still runs,
+   * on the AVX2 kernel. */
+  const int avx512 = (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX512VNNI)) != 0;
+  if (avx512 && edged_s8_dwconv_taps_avx512_fits(op)) {
+    edged_s8_dwconv_taps_avx512(op, batch);
+    return;
+  }
+  if (avx512 && op->scratch != NULL && edged_s8_dwconv_avx512_scratch(op) != 0) {
     edged_s8_dwconv_avx512(op, batch);
     return;
   }
