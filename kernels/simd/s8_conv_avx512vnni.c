@@ -233,16 +233,19 @@ VNNI_INLINE void tap_quads(__m512i acc[16][2], const uint8_t* const* corner, siz
 VNNI_INLINE void conv_tile(const conv_geom* g, size_t r, const int8_t* w, size_t block_bytes,
                            const int32_t* term, size_t o, const edged_requant* rq, const rq16* p,
                            int8_t* y, size_t y_stride, const int mr, const int nb) {
-  /* One division per tile, then the window corners step along the rows. */
+  /* One division per tile. A tile within one output row addresses its
+   * windows from the first corner (tap_quads); one that wraps steps its
+   * corners along the rows. */
   const uint8_t* corner[16];
   size_t oy = r / g->out_w, ox = r % g->out_w;
   const int row = ox + (size_t)mr <= g->out_w;
-  for (int i = 0; i < mr; ++i) {
-    corner[i] = g->x + oy * g->line_step + ox * g->pix_step;
-    if (r + (size_t)i + 1 < g->rows && ++ox == g->out_w) { /* past the last pixel: alias it */
+  corner[0] = g->x + oy * g->line_step + ox * g->pix_step;
+  for (int i = 1; i < mr && !row; ++i) {
+    if (r + (size_t)i < g->rows && ++ox == g->out_w) { /* past the last pixel: alias it */
       ox = 0;
       ++oy;
     }
+    corner[i] = g->x + oy * g->line_step + ox * g->pix_step;
   }
   __m512i acc[16][2];
   for (int i = 0; i < mr; ++i)
@@ -255,7 +258,7 @@ VNNI_INLINE void conv_tile(const conv_geom* g, size_t r, const int8_t* w, size_t
     else
       tap_quads(acc, corner, g->pix_step, g->tap_off[t], wq, g->quads, block_bytes, mr, nb, 0);
   }
-  const size_t valid = g->rows - r < (size_t)mr ? g->rows - r : (size_t)mr;
+  const size_t valid = row || g->rows - r >= (size_t)mr ? (size_t)mr : g->rows - r;
   /* rq16_store_rows written out: handing it &acc[0][k] keeps gcc from
    * holding this tile's accumulators in registers through the taps. */
   for (int k = 0; k < nb; ++k) {
