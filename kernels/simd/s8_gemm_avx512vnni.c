@@ -87,7 +87,7 @@ VNNI_INLINE const int8_t* tile_row(const int8_t* const* x, const int8_t* a, cons
   return base + (j == 0 ? 0 : j == 1 ? stride : j == 2 ? 2 * stride : 3 * stride);
 }
 
-/* MR rows times NB blocks (MR * NB <= 8 accumulators). Rows past the end of
+/* MR rows times NB blocks (MR * NB <= 16 accumulators). Rows past the end of
  * the matrix alias the last real row (computed, never stored): cheaper than
  * a kernel per row count. */
 VNNI_INLINE void tile_rows_as(const int8_t* a, size_t a_stride, size_t rows, const int8_t* w,
@@ -161,7 +161,13 @@ VNNI_TARGET void edged_s8_gemm_avx512vnni(size_t m, const int8_t* a, size_t a_st
     rq16 p[2];
     rq16_load(&p[0], rq, 16 * b, n);
     rq16_load(&p[1], rq, 16 * b + 16, n);
-    for (size_t r = 0; r < m; r += 4)
+    /* 8 rows (16 accumulators) while they last, then 4: a tile's fixed
+     * costs are most of a 1x1 layer with few input channels. */
+    size_t r = 0;
+    for (; r + 8 <= m; r += 8)
+      tile_rows(a + r * a_stride, a_stride, 8, w + b * block_bytes, k_pad, depth, term, 16 * b, rq, p,
+                c + r * c_stride, c_stride, 8, 2);
+    for (; r < m; r += 4)
       tile_rows(a + r * a_stride, a_stride, m - r < 4 ? m - r : 4, w + b * block_bytes, k_pad,
                 depth, term, 16 * b, rq, p, c + r * c_stride, c_stride, 4, 2);
   }
