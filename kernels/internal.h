@@ -319,6 +319,40 @@ EDGED_INLINE void edged_copy_bytes(int8_t* dst, const int8_t* src, size_t n) {
   }
 }
 
+/* A pooling window clipped to the input: rows [y0, y1), columns [x0, x1). */
+typedef struct {
+  int32_t y0, y1, x0, x1;
+} edged_window;
+
+EDGED_INLINE edged_window edged_pool_window(const edged_op* op, int32_t oy, int32_t ox) {
+  edged_window w;
+  const int32_t iy = oy * op->stride_h - op->pad_top, ix = ox * op->stride_w - op->pad_left;
+  w.y0 = iy < 0 ? 0 : iy;
+  w.y1 = iy + op->filter_h < op->in_h ? iy + op->filter_h : op->in_h;
+  w.x0 = ix < 0 ? 0 : ix;
+  w.x1 = ix + op->filter_w < op->in_w ? ix + op->filter_w : op->in_w;
+  return w;
+}
+
+/* The taps of a depthwise window at input corner (iy0, ix0) that fall inside
+ * the input (padding contributes nothing): their input pixel offsets
+ * (pixel * in_c) and filter tap indices, in filter order; returns how many. */
+EDGED_INLINE size_t edged_dw_taps_inside(const edged_op* op, int32_t iy0, int32_t ix0, size_t* x_off, size_t* tap) {
+  size_t n = 0;
+  for (int32_t ky = 0; ky < op->filter_h; ++ky) {
+    const int32_t iy = iy0 + ky * op->dilation_h;
+    if (iy < 0 || iy >= op->in_h) continue;
+    for (int32_t kx = 0; kx < op->filter_w; ++kx) {
+      const int32_t ix = ix0 + kx * op->dilation_w;
+      if (ix < 0 || ix >= op->in_w) continue;
+      x_off[n] = ((size_t)iy * (size_t)op->in_w + (size_t)ix) * (size_t)op->in_c;
+      tap[n] = (size_t)ky * (size_t)op->filter_w + (size_t)kx;
+      ++n;
+    }
+  }
+  return n;
+}
+
 /* AVERAGE_POOL_2D's (a +- count/2) / count with C's truncating division
  * (round half away from zero), given half = count / 2 and inv = 1.0 / count.
  * An integer division per output was most of that op's time; the reciprocal

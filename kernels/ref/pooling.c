@@ -6,20 +6,6 @@
 
 #define POOL_CHUNK 256
 
-typedef struct {
-  int32_t y0, y1, x0, x1; /* valid input window [y0, y1) x [x0, x1) */
-} window;
-
-static window clip_window(const edged_op* op, int32_t oy, int32_t ox) {
-  window w;
-  const int32_t iy = oy * op->stride_h - op->pad_top, ix = ox * op->stride_w - op->pad_left;
-  w.y0 = iy < 0 ? 0 : iy;
-  w.y1 = iy + op->filter_h < op->in_h ? iy + op->filter_h : op->in_h;
-  w.x0 = ix < 0 ? 0 : ix;
-  w.x1 = ix + op->filter_w < op->in_w ? ix + op->filter_w : op->in_w;
-  return w;
-}
-
 void edged_max_pool_2d(const edged_op* op, int32_t batch) {
 #if defined(__x86_64__)
   if (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2)) {
@@ -33,7 +19,7 @@ void edged_max_pool_2d(const edged_op* op, int32_t batch) {
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
     for (int32_t oy = 0; oy < op->out_h; ++oy) {
       for (int32_t ox = 0; ox < op->out_w; ++ox) {
-        const window w = clip_window(op, oy, ox);
+        const edged_window w = edged_pool_window(op, oy, ox);
         int8_t* yp = y + ((size_t)oy * (size_t)op->out_w + (size_t)ox) * c;
         for (size_t c0 = 0; c0 < c; c0 += POOL_CHUNK) {
           const size_t cn = c - c0 < POOL_CHUNK ? c - c0 : POOL_CHUNK;
@@ -65,7 +51,7 @@ void edged_average_pool_2d(const edged_op* op, int32_t batch) {
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
     for (int32_t oy = 0; oy < op->out_h; ++oy) {
       for (int32_t ox = 0; ox < op->out_w; ++ox) {
-        const window w = clip_window(op, oy, ox);
+        const edged_window w = edged_pool_window(op, oy, ox);
         const int32_t count = (w.y1 - w.y0) * (w.x1 - w.x0);
         const int32_t half = count / 2;
         const double inv = 1.0 / count;

@@ -100,6 +100,23 @@ VNNI_INLINE void rq16_load(rq16* p, const edged_requant* rq, size_t o, size_t n)
   rq16_init(p, rq, o, n - o < 16 ? n - o : 16);
 }
 
+/* A depthwise block from channel c of n: LiteRT's x86 depthwise rounds ties
+ * up below `body` (n - n % 8) and away from zero from there. Loads p_lo with
+ * rq_up and, when the block reaches past body, p_hi with rq_away; returns
+ * the lanes that take p_hi (p_hi = p_lo, unused, when none do). */
+VNNI_INLINE __mmask16 rq16_load_split(rq16* p_lo, rq16* p_hi, const edged_requant* rq_up,
+                                      const edged_requant* rq_away, size_t c, size_t n, size_t body) {
+  const size_t valid = n - c < 16 ? n - c : 16;
+  const size_t up = body > c ? (body - c < valid ? body - c : valid) : 0;
+  const __mmask16 hi_lanes = (__mmask16)(((1u << valid) - 1u) & ~((1u << up) - 1u));
+  rq16_load(p_lo, rq_up, c, n);
+  if (hi_lanes)
+    rq16_load(p_hi, rq_away, c, n);
+  else
+    *p_hi = *p_lo;
+  return hi_lanes;
+}
+
 /* Step-by-step MultiplyByQuantizedMultiplier (SRDHM with saturation, then
  * the rounding shift), for blocks the fast identity does not cover. */
 VNNI_INLINE __m512i rq16_scale_steps(const rq16* p, __m512i x, const edged_requant* rq) {

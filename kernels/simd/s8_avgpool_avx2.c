@@ -27,11 +27,9 @@ AVX2_TARGET void edged_s8_avgpool_avx2(const edged_op* op, int32_t batch) {
     const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
     int8_t* y = (int8_t*)op->out + (size_t)b * (size_t)op->out_stride;
     for (int32_t oy = 0; oy < op->out_h; ++oy) {
-      const int32_t iy = oy * op->stride_h - op->pad_top;
-      const int32_t y0 = iy < 0 ? 0 : iy, y1 = iy + op->filter_h < op->in_h ? iy + op->filter_h : op->in_h;
       for (int32_t ox = 0; ox < op->out_w; ++ox) {
-        const int32_t ix = ox * op->stride_w - op->pad_left;
-        const int32_t x0 = ix < 0 ? 0 : ix, x1 = ix + op->filter_w < op->in_w ? ix + op->filter_w : op->in_w;
+        const edged_window win = edged_pool_window(op, oy, ox);
+        const int32_t y0 = win.y0, y1 = win.y1, x0 = win.x0, x1 = win.x1;
         const int32_t count = (y1 - y0) * (x1 - x0), half = count / 2;
         const double inv_s = 1.0 / count;
         const __m256d inv = _mm256_set1_pd(inv_s);

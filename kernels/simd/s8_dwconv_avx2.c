@@ -246,18 +246,8 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
           to = t_all;
           taps = all_taps;
         } else { /* border: only the taps inside the input contribute */
-          for (int32_t ky = 0; ky < op->filter_h; ++ky) {
-            const int32_t iy = iy0 + ky * op->dilation_h;
-            if (iy < 0 || iy >= op->in_h) continue;
-            for (int32_t kx = 0; kx < op->filter_w; ++kx) {
-              const int32_t ix = ix0 + kx * op->dilation_w;
-              if (ix < 0 || ix >= op->in_w) continue;
-              x_off[taps] = ((size_t)iy * in_w + (size_t)ix) * in_c;
-              t_off[taps] = (size_t)ky * (size_t)op->filter_w + (size_t)kx;
-              w_off[taps] = t_off[taps] * c_all;
-              ++taps;
-            }
-          }
+          taps = edged_dw_taps_inside(op, iy0, ix0, x_off, t_off);
+          for (size_t t = 0; t < taps; ++t) w_off[t] = t_off[t] * c_all;
         }
         for (size_t blk = 0; blk < blocks; ++blk) {
           const size_t c = 16 * blk;

@@ -239,15 +239,8 @@ VNNI_TARGET void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch) {
         }
       const __m512i bias0 = op->bias ? _mm512_maskz_loadu_epi32(lanes, op->bias + c) : _mm512_setzero_si512();
       const __m512i bias_v = _mm512_add_epi32(bias0, _mm512_mullo_epi32(wsum, _mm512_set1_epi32(op->input_offset)));
-      /* Lanes at or past `body` round ties away from zero. */
-      const size_t up = body > c ? (body - c < n ? body - c : n) : 0;
-      const __mmask16 hi_lanes = (__mmask16)(((1u << n) - 1u) & ~((1u << up) - 1u));
       rq16 p_lo, p_hi;
-      rq16_load(&p_lo, &rq_up, c, c_all);
-      if (hi_lanes)
-        rq16_load(&p_hi, &rq_away, c, c_all);
-      else
-        p_hi = p_lo; /* unused; keeps it defined */
+      const __mmask16 hi_lanes = rq16_load_split(&p_lo, &p_hi, &rq_up, &rq_away, c, c_all, body);
       if (c_all == 8 && g.pix_step == 16) {
         /* Both halves of every vector: the 8 channels' constants twice. */
         for (size_t k = 0; k < fh * np; ++k) wp[k] = _mm512_shuffle_i64x2(wp[k], wp[k], 0x44);

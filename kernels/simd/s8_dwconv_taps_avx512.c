@@ -30,19 +30,9 @@ int edged_s8_dwconv_taps_avx512_fits(const edged_op* op) {
 }
 
 static void taps_of(const edged_op* op, int32_t oy, int32_t ox, window_taps* t) {
-  const int32_t iy0 = oy * op->stride_h - op->pad_top, ix0 = ox * op->stride_w - op->pad_left;
-  t->n = 0;
-  for (int32_t ky = 0; ky < op->filter_h; ++ky) {
-    const int32_t iy = iy0 + ky * op->dilation_h;
-    if (iy < 0 || iy >= op->in_h) continue;
-    for (int32_t kx = 0; kx < op->filter_w; ++kx) {
-      const int32_t ix = ix0 + kx * op->dilation_w;
-      if (ix < 0 || ix >= op->in_w) continue;
-      t->x_off[t->n] = ((size_t)iy * (size_t)op->in_w + (size_t)ix) * (size_t)op->in_c;
-      t->w_off[t->n] = ((size_t)ky * (size_t)op->filter_w + (size_t)kx) * (size_t)op->out_c;
-      ++t->n;
-    }
-  }
+  size_t tap[MAX_TAPS];
+  t->n = edged_dw_taps_inside(op, oy * op->stride_h - op->pad_top, ox * op->stride_w - op->pad_left, t->x_off, tap);
+  for (size_t i = 0; i < t->n; ++i) t->w_off[i] = tap[i] * (size_t)op->out_c;
 }
 
 VNNI_TARGET void edged_s8_dwconv_taps_avx512(const edged_op* op, int32_t batch) {
@@ -62,15 +52,8 @@ VNNI_TARGET void edged_s8_dwconv_taps_avx512(const edged_op* op, int32_t batch) 
       const size_t n = c_all - c < 16 ? c_all - c : 16;
       const __mmask16 lanes = (__mmask16)((1u << n) - 1u);
       const __m512i bias = op->bias ? _mm512_maskz_loadu_epi32(lanes, op->bias + c) : _mm512_setzero_si512();
-      /* Lanes at or past `body` round ties away from zero. */
-      const size_t up_lanes = body > c ? (body - c < n ? body - c : n) : 0;
-      const __mmask16 hi_lanes = (__mmask16)(lanes & ~((1u << up_lanes) - 1u));
       rq16 p_lo, p_hi;
-      rq16_load(&p_lo, &rq_up, c, c_all);
-      if (hi_lanes)
-        rq16_load(&p_hi, &rq_away, c, c_all);
-      else
-        p_hi = p_lo; /* unused; keeps it defined */
+      const __mmask16 hi_lanes = rq16_load_split(&p_lo, &p_hi, &rq_up, &rq_away, c, c_all, body);
       const int up = !hi_lanes && rq16_is_up(&p_lo, &rq_up);
       const rq16_up u = rq16_up_of(&p_lo, &rq_up);
       for (size_t r = 0; r < pixels; ++r) {
