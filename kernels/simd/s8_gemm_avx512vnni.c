@@ -12,6 +12,11 @@
 
 #if defined(__x86_64__)
 #include "avx512_requant.h"
+/* gemv_block8 prefetches its weights this far ahead: a layer too large for
+ * L2 (a 1024x1024 FULLY_CONNECTED is 1 MiB) streams them from L3 on every
+ * call, and the hardware prefetchers alone left it 1.5 us slower there
+ * (bench/engines.py, digits_mlp). */
+#define GEMV_PREFETCH_BYTES 2048
 
 static inline uint32_t load_u32(const int8_t* p) {
   uint32_t v;
@@ -74,6 +79,31 @@ VNNI_INLINE void gemv_blocks(const int8_t* x, const int8_t* w, size_t k_pad, siz
                                    _mm512_loadu_si512(term + o + 16 * (size_t)b));
     rq16_store_rows(&p, rq, &acc, 1, 1, _mm512_setzero_si512(), y + o + 16 * (size_t)b, 0);
   }
+}
+
+/* One row times one block, 8 accumulator chains (8 quads per step): the
+ * weights are then one sequential stream, which the hardware prefetchers
+ * follow better than four streams a block apart when they come from L3. */
+VNNI_INLINE void gemv_block8(const int8_t* x, const int8_t* w, size_t k_pad, size_t depth, const int32_t* term,
+                             size_t o, size_t n, const edged_requant* rq, int8_t* y) {
+  const size_t full = depth / 4;
+  __m512i acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_si512();
+  size_t q = 0;
+  for (; q + 8 <= full; q += 8)
+    for (int j = 0; j < 8; ++j) {
+      if (j % 2 == 0) /* one line per 128 bytes: the adjacent-line prefetcher takes its pair */
+        _mm_prefetch((const char*)w + (q + j) * 64 + GEMV_PREFETCH_BYTES, _MM_HINT_T0);
+      acc[j] = edged_dpbusd(acc[j], bcast_u8(load_u32(x + 4 * (q + j))), _mm512_loadu_si512(w + (q + j) * 64));
+    }
+  for (; q < k_pad / 4; ++q)
+    acc[0] = edged_dpbusd(acc[0], bcast_u8(q < full ? load_u32(x + 4 * q) : tail_u32(x, full, depth)),
+                          _mm512_loadu_si512(w + q * 64));
+  __m512i sum = _mm512_loadu_si512(term + o);
+  for (int j = 0; j < 8; ++j) sum = _mm512_add_epi32(sum, acc[j]);
+  rq16 p;
+  rq16_load(&p, rq, o, n);
+  rq16_store_rows(&p, rq, &sum, 1, 1, _mm512_setzero_si512(), y + o, 0);
 }
 
 /* Row i of a tile: with FULL set every row is real and sits at
@@ -147,6 +177,9 @@ VNNI_TARGET void edged_s8_gemm_avx512vnni(size_t m, const int8_t* a, size_t a_st
   if (m == 1) {
     /* GEMV: 4 blocks (64 channels, 8 accumulators) per pass over x. */
     size_t b = 0;
+    if (depth >= 256) { /* long rows: one block at a time, one weight stream */
+      for (; b < nblocks; ++b) gemv_block8(a, w + b * block_bytes, k_pad, depth, term, 16 * b, n, rq, c);
+    }
     for (; b + 4 <= nblocks; b += 4)
       gemv_blocks(a, w + b * block_bytes, k_pad, depth, term, 16 * b, n, rq, c, 4);
     for (; b < nblocks; ++b)
