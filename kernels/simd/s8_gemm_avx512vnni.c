@@ -107,14 +107,13 @@ VNNI_INLINE void gemv_block8(const int8_t* x, const int8_t* w, size_t k_pad, siz
 }
 
 /* Row i of a tile: with FULL set every row is real and sits at
- * a + i * stride, which four registers address (scaled-index forms; eight
- * separate pointers would be reloaded from the stack on every broadcast). */
-VNNI_INLINE const int8_t* tile_row(const int8_t* const* x, const int8_t* a, const int8_t* b, size_t stride,
-                                   int i, const int full) {
+ * a + i * stride, which a base per four rows addresses (scaled-index forms;
+ * a pointer per row would be reloaded from the stack on every broadcast). */
+VNNI_INLINE const int8_t* tile_row(const int8_t* const* x, const int8_t* const* base4, size_t stride, int i,
+                                   const int full) {
   if (!full) return x[i];
-  const int8_t* base = i < 4 ? a : b;
   const int j = i & 3;
-  return base + (j == 0 ? 0 : j == 1 ? stride : j == 2 ? 2 * stride : 3 * stride);
+  return base4[i >> 2] + (j == 0 ? 0 : j == 1 ? stride : j == 2 ? 2 * stride : 3 * stride);
 }
 
 /* MR rows times NB blocks (MR * NB <= 16 accumulators). Rows past the end of
@@ -124,12 +123,12 @@ VNNI_INLINE void tile_rows_as(const int8_t* a, size_t a_stride, size_t rows, con
                               size_t k_pad, size_t depth, const int32_t* term, size_t o,
                               const edged_requant* rq, const rq16* p, int8_t* c, size_t c_stride,
                               const int mr, const int nb, const int full) {
-  const int8_t* x[8];
+  const int8_t* x[16];
   for (size_t i = 0; i < (size_t)mr; ++i) x[i] = a + (i < rows ? i : rows - 1) * a_stride;
-  const int8_t* b4 = a + 4 * a_stride;
+  const int8_t* base4[4] = {a, a + 4 * a_stride, a + 8 * a_stride, a + 12 * a_stride};
   const size_t full_quads = depth / 4;
   const size_t block_bytes = 16 * k_pad;
-  __m512i acc[8][2];
+  __m512i acc[16][2];
   for (int i = 0; i < mr; ++i)
     for (int b = 0; b < nb; ++b) acc[i][b] = _mm512_setzero_si512();
   size_t q = 0;
@@ -137,7 +136,7 @@ VNNI_INLINE void tile_rows_as(const int8_t* a, size_t a_stride, size_t rows, con
     __m512i wv[2];
     for (int b = 0; b < nb; ++b) wv[b] = _mm512_loadu_si512(w + (size_t)b * block_bytes + q * 64);
     for (int i = 0; i < mr; ++i) {
-      const __m512i xv = bcast_u8(load_u32(tile_row(x, a, b4, a_stride, i, full) + 4 * q));
+      const __m512i xv = bcast_u8(load_u32(tile_row(x, base4, a_stride, i, full) + 4 * q));
       for (int b = 0; b < nb; ++b) acc[i][b] = edged_dpbusd(acc[i][b], xv, wv[b]);
     }
   }
@@ -205,12 +204,17 @@ VNNI_TARGET void edged_s8_gemm_avx512vnni(size_t m, const int8_t* a, size_t a_st
                 depth, term, 16 * b, rq, p, c + r * c_stride, c_stride, 4, 2);
   }
   if (b < nblocks) {
-    /* A lone block (16 channels or fewer, as in the first layers): 8 rows,
-     * so 8 independent vpdpbusd chains still cover its latency. */
+    /* A lone block (16 channels or fewer, as in the first layers): 16 rows
+     * while they last, then 8, so 8 or more independent vpdpbusd chains
+     * cover its latency. */
     rq16 p[2];
     rq16_load(&p[0], rq, 16 * b, n);
     p[1] = p[0];
-    for (size_t r = 0; r < m; r += 8)
+    size_t r = 0;
+    for (; r + 16 <= m; r += 16)
+      tile_rows(a + r * a_stride, a_stride, 16, w + b * block_bytes, k_pad, depth, term, 16 * b, rq, p,
+                c + r * c_stride, c_stride, 16, 1);
+    for (; r < m; r += 8)
       tile_rows(a + r * a_stride, a_stride, m - r < 8 ? m - r : 8, w + b * block_bytes, k_pad,
                 depth, term, 16 * b, rq, p, c + r * c_stride, c_stride, 8, 1);
   }

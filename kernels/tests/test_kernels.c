@@ -114,6 +114,10 @@ static void test_gemm(void) {
   test_gemm_case(1, 1024, 1024, 0, 0);
   test_gemm_case(3, 1000, 1280, 0, 0);
   test_gemm_case(49, 64, 576, 0, 1);
+  /* Row tiles of 16, 8 and 4 over channel-block pairs and a lone block. */
+  test_gemm_case(37, 40, 20, 0, 1);
+  test_gemm_case(16, 9, 8, 0, 0);
+  test_gemm_case(61, 48, 36, 0, 2);
 }
 
 /* ---- 3. ops through edged_run ------------------------------------------ */
