@@ -411,9 +411,11 @@ void edged_s8_dwconv_taps_avx512(const edged_op* op, int32_t batch);
 size_t edged_s8_vadd_avx2(const edged_op* op, const int8_t* x0, const int8_t* x1, int8_t* y, size_t body);
 /* y[i] = int8(MultiplyByQuantizedMultiplier(acc[i] + centre) + output_offset),
  * rounding ties up or (ties_away) away from zero, for i in [0, return
- * value): 8 at a time with AVX2, at most n. */
+ * value): 8 at a time with AVX2 (16 with AVX-512), at most n. */
 size_t edged_s8_requant_uniform_avx2(const int32_t* acc, size_t n, int32_t centre, int32_t multiplier,
                                      int32_t shift, int32_t output_offset, int ties_away, int8_t* y);
+size_t edged_s8_requant_uniform_avx512(const int32_t* acc, size_t n, int32_t centre, int32_t multiplier,
+                                       int32_t shift, int32_t output_offset, int ties_away, int8_t* y);
 /* REQUANTIZE's body with AVX2: y[i] = int8(MultiplyByQuantizedMultiplier(x[i]
  * + input_offset), ties up) + output_offset) for i in [0, return value), 8
  * at a time, at most n. */

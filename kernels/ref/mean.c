@@ -32,13 +32,16 @@ void edged_mean(const edged_op* op, int32_t batch) {
 #if defined(__x86_64__)
         /* One vector pass: the optimized form's body channels (c < body, ties
          * up), or the whole chunk of the reference form (ties away). */
-        if (edged_cpu_variants() & (1u << EDGED_VARIANT_AVX2)) {
+        const uint32_t cpu = edged_cpu_variants();
+        if (cpu & ((1u << EDGED_VARIANT_AVX2) | (1u << EDGED_VARIANT_AVX512VNNI))) {
+          size_t (*const requant)(const int32_t*, size_t, int32_t, int32_t, int32_t, int32_t, int, int8_t*) =
+              (cpu & (1u << EDGED_VARIANT_AVX512VNNI)) ? edged_s8_requant_uniform_avx512
+                                                       : edged_s8_requant_uniform_avx2;
           if (!optimized)
-            done = edged_s8_requant_uniform_avx2(acc, cn, centre, op->multiplier, op->shift,
-                                                 op->output_offset, 1, yo + c0);
+            done = requant(acc, cn, centre, op->multiplier, op->shift, op->output_offset, 1, yo + c0);
           else if (c0 < body)
-            done = edged_s8_requant_uniform_avx2(acc, body - c0 < cn ? body - c0 : cn, 0, op->multiplier,
-                                                 op->shift, op->output_offset, 0, yo + c0);
+            done = requant(acc, body - c0 < cn ? body - c0 : cn, 0, op->multiplier, op->shift, op->output_offset, 0,
+                           yo + c0);
         }
 #endif
         for (size_t j = done; j < cn; ++j) {
