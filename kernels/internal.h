@@ -168,6 +168,14 @@ typedef struct edged_requant {
   int32_t single_rounding;
 } edged_requant;
 
+/* A descriptor's per-channel requantization: its multipliers, shifts,
+ * output offset and activation range, with the given rounding. */
+EDGED_INLINE edged_requant edged_requant_of(const edged_op* op, int32_t rhaz, int32_t single_rounding) {
+  const edged_requant rq = {op->out_multiplier, op->out_shift, op->output_offset, op->act_min, op->act_max,
+                            rhaz, single_rounding};
+  return rq;
+}
+
 /* Whether a FULLY_CONNECTED / CONV_2D descriptor's product of `rows`
  * activation rows (the whole batch) rounds once: mode EDGED_ROUND_SINGLE,
  * except where LiteRT's NEON matrix-times-vector kernel would take it (one

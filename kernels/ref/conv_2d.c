@@ -109,9 +109,7 @@ void edged_conv_2d(const edged_op* op, int32_t batch) {
   const edged_s8_gemm_fn gemm = edged_matmul_get(op);
   const size_t rows = (size_t)op->out_h * (size_t)op->out_w, n = (size_t)op->out_c;
   const size_t depth = (size_t)op->filter_h * (size_t)op->filter_w * (size_t)op->in_c;
-  const edged_requant rq = {op->out_multiplier, op->out_shift, op->output_offset,
-                            op->act_min, op->act_max, 0,
-                            edged_rounds_once(op, (int64_t)rows * batch, (int64_t)depth)};
+  const edged_requant rq = edged_requant_of(op, 0, edged_rounds_once(op, (int64_t)rows * batch, (int64_t)depth));
 
   const int direct = takes_direct(op);
   for (int32_t b = 0; b < batch; ++b) {

@@ -5,9 +5,8 @@
 void edged_fully_connected(const edged_op* op, int32_t batch) {
   const edged_s8_gemm_fn gemm = edged_matmul_get(op);
   const size_t rows = (size_t)op->in_h, depth = (size_t)op->in_c, n = (size_t)op->out_c;
-  const edged_requant rq = {op->out_multiplier, op->out_shift, op->output_offset,
-                            op->act_min, op->act_max, op->mode == EDGED_ROUND_AWAY,
-                            edged_rounds_once(op, (int64_t)rows * batch, (int64_t)depth)};
+  const edged_requant rq = edged_requant_of(op, op->mode == EDGED_ROUND_AWAY,
+                                            edged_rounds_once(op, (int64_t)rows * batch, (int64_t)depth));
   const int8_t* x = (const int8_t*)op->in[0];
   int8_t* y = (int8_t*)op->out;
 

@@ -146,10 +146,7 @@ AVX2_TARGET int edged_s8_dwconv_avx2(const edged_op* op, int32_t batch) {
   const __m256i io32 = _mm256_set1_epi32(op->input_offset);
   const int8_t* w = (const int8_t*)op->weights;
   const __m256i io = _mm256_set1_epi16((short)op->input_offset);
-  const edged_requant rq_up = {op->out_multiplier, op->out_shift, op->output_offset,
-                               op->act_min, op->act_max, 0, 0};
-  const edged_requant rq_away = {op->out_multiplier, op->out_shift, op->output_offset,
-                                 op->act_min, op->act_max, 1, 0};
+  const edged_requant rq_up = edged_requant_of(op, 0, 0), rq_away = edged_requant_of(op, 1, 0);
   /* Requantization constants of every 8-channel group, computed once per
    * call. Layers up to DW_STACK_GROUPS groups keep them on the stack: on the
    * small late layers of a mobile network a heap round trip per call costs

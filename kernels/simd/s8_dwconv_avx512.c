@@ -156,25 +156,14 @@ VNNI_INLINE __m512i window_sum(const dw_geom* g, const int8_t* base, __mmask32 l
 /* Channels [c, c + 16) of every output pixel. FH and NP are the window rows
  * and tap pairs per row when known at compile time (3x3), else 0. */
 VNNI_INLINE void block_pixels(const dw_geom* g, size_t rows, size_t c, __mmask32 load_mask,
-                              const __m512i* wp, __m512i bias, const rq16* p_lo, const rq16* p_hi,
-                              const edged_requant* rq_lo, const edged_requant* rq_hi, __mmask16 hi_lanes,
-                              int8_t* y, const int FH, const int NP) {
+                              const __m512i* wp, __m512i bias, const rq16_split* q, int8_t* y, const int FH,
+                              const int NP) {
   const size_t fh = FH ? (size_t)FH : g->fh, np = NP ? (size_t)NP : g->np;
-  const int up = !hi_lanes && rq16_is_up(p_lo, rq_lo);
-  const rq16_up u = rq16_up_of(p_lo, rq_lo);
   size_t oy = 0, ox = 0;
   for (size_t r = 0; r < rows; ++r) {
     const int8_t* base = g->pairs + oy * g->line_step + ox * g->pix_step + 2 * c;
     const __m512i acc = window_sum(g, base, load_mask, wp, bias, fh, np);
-    int8_t* yp = y + r * g->out_c + c;
-    __m128i v;
-    if (up) {
-      v = u.full_range ? rq16_up_apply(&u, acc, 1) : rq16_up_apply(&u, acc, 0);
-    } else {
-      v = rq16_apply(p_lo, acc, rq_lo);
-      if (hi_lanes) v = _mm_mask_blend_epi8(hi_lanes, v, rq16_apply(p_hi, acc, rq_hi));
-    }
-    rq16_put(p_lo, v, yp);
+    rq16_put(&q->lo, rq16_split_apply(q, acc), y + r * g->out_c + c);
     if (++ox == g->out_w) {
       ox = 0;
       ++oy;
@@ -187,21 +176,18 @@ VNNI_INLINE void block_pixels(const dw_geom* g, size_t rows, size_t c, __mmask32
  * its even columns) their tap pairs are one 32-byte load, against the
  * weights, bias and requantization constants repeated for both halves, and
  * their outputs are 16 contiguous bytes. A row's odd last pixel goes alone. */
-VNNI_INLINE void pixel_pairs8(const dw_geom* g, size_t out_h, const __m512i* wp, __m512i bias, const rq16* p,
-                              const edged_requant* rq, int8_t* y, const int FH, const int NP) {
+VNNI_INLINE void pixel_pairs8(const dw_geom* g, size_t out_h, const __m512i* wp, __m512i bias,
+                              const rq16_split* q, int8_t* y, const int FH, const int NP) {
   const size_t fh = FH ? (size_t)FH : g->fh, np = NP ? (size_t)NP : g->np;
-  rq16 single = *p;
+  rq16 single = q->lo;
   single.store_mask = 0xFF;
-  const int up = rq16_is_up(p, rq);
-  const rq16_up u = rq16_up_of(p, rq);
   for (size_t oy = 0; oy < out_h; ++oy) {
     for (size_t ox = 0; ox < g->out_w; ox += 2) {
       const int two = ox + 1 < g->out_w;
       const __mmask32 load = two ? 0xFFFFFFFFu : 0xFFFFu;
       const int8_t* base = g->pairs + oy * g->line_step + ox * g->pix_step;
       const __m512i acc = window_sum(g, base, load, wp, bias, fh, np);
-      const __m128i v = !up ? rq16_apply(p, acc, rq) : u.full_range ? rq16_up_apply(&u, acc, 1) : rq16_up_apply(&u, acc, 0);
-      rq16_put(two ? p : &single, v, y + (oy * g->out_w + ox) * 8);
+      rq16_put(two ? &q->lo : &single, rq16_split_apply(q, acc), y + (oy * g->out_w + ox) * 8);
     }
   }
 }
@@ -211,10 +197,7 @@ VNNI_TARGET void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch) {
   const size_t fh = (size_t)op->filter_h, fw = (size_t)op->filter_w, np = (fw + 1) / 2;
   const size_t rows = (size_t)op->out_h * (size_t)op->out_w;
   const int8_t* w = (const int8_t*)op->weights;
-  const edged_requant rq_up = {op->out_multiplier, op->out_shift, op->output_offset,
-                               op->act_min, op->act_max, 0, 0};
-  const edged_requant rq_away = {op->out_multiplier, op->out_shift, op->output_offset,
-                                 op->act_min, op->act_max, 1, 0};
+  const edged_requant rq_up = edged_requant_of(op, 0, 0), rq_away = edged_requant_of(op, 1, 0);
   dw_geom g;
   for (int32_t b = 0; b < batch; ++b) {
     const int8_t* x = (const int8_t*)op->in[0] + (size_t)b * (size_t)op->in_stride[0];
@@ -239,8 +222,8 @@ VNNI_TARGET void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch) {
         }
       const __m512i bias0 = op->bias ? _mm512_maskz_loadu_epi32(lanes, op->bias + c) : _mm512_setzero_si512();
       const __m512i bias_v = _mm512_add_epi32(bias0, _mm512_mullo_epi32(wsum, _mm512_set1_epi32(op->input_offset)));
-      rq16 p_lo, p_hi;
-      const __mmask16 hi_lanes = rq16_load_split(&p_lo, &p_hi, &rq_up, &rq_away, c, c_all, body);
+      rq16_split q;
+      rq16_split_load(&q, &rq_up, &rq_away, c, c_all, body);
       if (c_all == 8 && g.pix_step == 16) {
         /* Both halves of every vector: the 8 channels' constants twice. */
         for (size_t k = 0; k < fh * np; ++k) wp[k] = _mm512_shuffle_i64x2(wp[k], wp[k], 0x44);
@@ -251,21 +234,21 @@ VNNI_TARGET void edged_s8_dwconv_avx512(const edged_op* op, int32_t batch) {
           shift[j] = op->out_shift[j % 8];
         }
         const edged_requant rq2 = {mult, shift, op->output_offset, op->act_min, op->act_max, 0, 0};
-        rq16 p2;
-        rq16_load(&p2, &rq2, 0, 16);
+        rq16_split q2; /* 8 channels, every one below body: ties up */
+        rq16_split_load(&q2, &rq2, &rq2, 0, 16, 16);
         if (fh == 3 && np == 2)
-          pixel_pairs8(&g, (size_t)op->out_h, wp, bias2, &p2, &rq2, y, 3, 2);
+          pixel_pairs8(&g, (size_t)op->out_h, wp, bias2, &q2, y, 3, 2);
         else
-          pixel_pairs8(&g, (size_t)op->out_h, wp, bias2, &p2, &rq2, y, 0, 0);
+          pixel_pairs8(&g, (size_t)op->out_h, wp, bias2, &q2, y, 0, 0);
         continue;
       }
       const __mmask32 load_mask = (__mmask32)(n == 16 ? 0xFFFFFFFFu : (1u << (2 * n)) - 1u);
       if (fh == 3 && np == 2 && load_mask == 0xFFFFFFFFu) /* the constant mask specializes the loads */
-        block_pixels(&g, rows, c, 0xFFFFFFFFu, wp, bias_v, &p_lo, &p_hi, &rq_up, &rq_away, hi_lanes, y, 3, 2);
+        block_pixels(&g, rows, c, 0xFFFFFFFFu, wp, bias_v, &q, y, 3, 2);
       else if (fh == 3 && np == 2)
-        block_pixels(&g, rows, c, load_mask, wp, bias_v, &p_lo, &p_hi, &rq_up, &rq_away, hi_lanes, y, 3, 2);
+        block_pixels(&g, rows, c, load_mask, wp, bias_v, &q, y, 3, 2);
       else
-        block_pixels(&g, rows, c, load_mask, wp, bias_v, &p_lo, &p_hi, &rq_up, &rq_away, hi_lanes, y, 0, 0);
+        block_pixels(&g, rows, c, load_mask, wp, bias_v, &q, y, 0, 0);
     }
   }
 }

@@ -39,8 +39,7 @@ VNNI_TARGET void edged_s8_dwconv_taps_avx512(const edged_op* op, int32_t batch) 
   const size_t c_all = (size_t)op->out_c, body = c_all - c_all % 8;
   const size_t pixels = (size_t)op->out_h * (size_t)op->out_w;
   const int8_t* w = (const int8_t*)op->weights;
-  const edged_requant rq_up = {op->out_multiplier, op->out_shift, op->output_offset, op->act_min, op->act_max, 0, 0};
-  const edged_requant rq_away = {op->out_multiplier, op->out_shift, op->output_offset, op->act_min, op->act_max, 1, 0};
+  const edged_requant rq_up = edged_requant_of(op, 0, 0), rq_away = edged_requant_of(op, 1, 0);
   const __m512i off = _mm512_set1_epi32(op->input_offset);
   window_taps taps[MAX_PIXELS];
   for (size_t r = 0; r < pixels; ++r)
@@ -52,10 +51,8 @@ VNNI_TARGET void edged_s8_dwconv_taps_avx512(const edged_op* op, int32_t batch) 
       const size_t n = c_all - c < 16 ? c_all - c : 16;
       const __mmask16 lanes = (__mmask16)((1u << n) - 1u);
       const __m512i bias = op->bias ? _mm512_maskz_loadu_epi32(lanes, op->bias + c) : _mm512_setzero_si512();
-      rq16 p_lo, p_hi;
-      const __mmask16 hi_lanes = rq16_load_split(&p_lo, &p_hi, &rq_up, &rq_away, c, c_all, body);
-      const int up = !hi_lanes && rq16_is_up(&p_lo, &rq_up);
-      const rq16_up u = rq16_up_of(&p_lo, &rq_up);
+      rq16_split q;
+      rq16_split_load(&q, &rq_up, &rq_away, c, c_all, body);
       for (size_t r = 0; r < pixels; ++r) {
         __m512i acc = bias;
         for (size_t t = 0; t < taps[r].n; ++t) {
@@ -63,14 +60,7 @@ VNNI_TARGET void edged_s8_dwconv_taps_avx512(const edged_op* op, int32_t batch) 
           const __m512i wv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, w + taps[r].w_off[t] + c));
           acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, wv));
         }
-        __m128i v;
-        if (up) {
-          v = u.full_range ? rq16_up_apply(&u, acc, 1) : rq16_up_apply(&u, acc, 0);
-        } else {
-          v = rq16_apply(&p_lo, acc, &rq_up);
-          if (hi_lanes) v = _mm_mask_blend_epi8(hi_lanes, v, rq16_apply(&p_hi, acc, &rq_away));
-        }
-        rq16_put(&p_lo, v, y + r * c_all + c);
+        rq16_put(&q.lo, rq16_split_apply(&q, acc), y + r * c_all + c);
       }
     }
   }

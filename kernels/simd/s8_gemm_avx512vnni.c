@@ -77,7 +77,7 @@ VNNI_INLINE void gemv_blocks(const int8_t* x, const int8_t* w, size_t k_pad, siz
     rq16_load(&p, rq, o + 16 * (size_t)b, n);
     __m512i acc = _mm512_add_epi32(_mm512_add_epi32(acc0[b], acc1[b]),
                                    _mm512_loadu_si512(term + o + 16 * (size_t)b));
-    rq16_store_rows(&p, rq, &acc, 1, 1, _mm512_setzero_si512(), y + o + 16 * (size_t)b, 0);
+    rq16_store(&p, acc, rq, y + o + 16 * (size_t)b);
   }
 }
 
@@ -103,7 +103,7 @@ VNNI_INLINE void gemv_block8(const int8_t* x, const int8_t* w, size_t k_pad, siz
   for (int j = 0; j < 8; ++j) sum = _mm512_add_epi32(sum, acc[j]);
   rq16 p;
   rq16_load(&p, rq, o, n);
-  rq16_store_rows(&p, rq, &sum, 1, 1, _mm512_setzero_si512(), y + o, 0);
+  rq16_store(&p, sum, rq, y + o);
 }
 
 /* Row i of a tile: with FULL set every row is real and sits at

@@ -21,8 +21,8 @@ VNNI_TARGET size_t edged_s8_requant_uniform_avx512(const int32_t* acc, size_t n,
   const edged_requant rq = {mult16, shift16, output_offset, -128, 127, ties_away ? 1 : 0, 0};
   rq16 p;
   rq16_load(&p, &rq, 0, 16);
-  const size_t rows = n / 16;
   /* Each 16 sums are one "row" of a one-block tile. */
+  const size_t rows = n / 16;
   rq16_store_rows(&p, &rq, (const __m512i*)acc, 1, rows, _mm512_set1_epi32(centre), y, 16);
   return rows * 16;
 }
